@@ -1,0 +1,40 @@
+//! The crate's error type: every failure a caller can act on, with the op, tensor,
+//! file or limit at fault named in the message.
+
+/// Everything that can go wrong in safetyj.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No WebGPU adapter matched (none present, or the override excluded all).
+    #[error("no GPU adapter found: {0}")]
+    NoAdapter(String),
+    /// The adapter refused to create a device.
+    #[error("the GPU device could not be created on adapter \"{adapter}\": {message}")]
+    DeviceRequest { adapter: String, message: String },
+    /// wgpu rejected a call as invalid (a bug in safetyj, or input it should have refused).
+    #[error("GPU validation error while {context}: {message}")]
+    Validation { context: String, message: String },
+    /// The device ran out of memory.
+    #[error("the GPU ran out of memory while {context}: {message}")]
+    OutOfMemory { context: String, message: String },
+    /// The device was lost (driver reset, browser tab backgrounded, GPU removed).
+    #[error("the GPU device was lost ({0}); reload the model to continue")]
+    DeviceLost(String),
+    /// A WGSL shader failed to preprocess.
+    #[error("shader {shader}: {message}")]
+    Shader { shader: String, message: String },
+    /// An op was given shapes that do not fit together.
+    #[error("{op}: {message}")]
+    Shape { op: &'static str, message: String },
+    /// An op or buffer needs more than the device allows.
+    #[error("{what} needs {needed} bytes, but this device allows at most {limit} ({limit_name})")]
+    Limit { what: String, needed: u64, limit: u64, limit_name: &'static str },
+    /// An op does not implement a weight type.
+    #[error("{op} does not support weight type {dtype}")]
+    UnsupportedDType { op: &'static str, dtype: String },
+    /// Mapping a buffer for reading failed.
+    #[error("reading back GPU buffer \"{label}\" failed: {message}")]
+    Readback { label: String, message: String },
+}
+
+/// Shorthand for results carrying [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

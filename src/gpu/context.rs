@@ -1,0 +1,549 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// A WGSL kernel source: its file name (for errors and the cache key) and text.
+#[derive(Debug, Clone, Copy)]
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// Optional features and limits of the device, consulted by kernels to pick variants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `shader-f16` is enabled: kernels may use `f16` arithmetic.
+    pub shader_f16: bool,
+    /// Subgroup operations are enabled.
+    pub subgroups: bool,
+    /// Smallest subgroup size the adapter reports (0 when unknown).
+    pub subgroup_min_size: u32,
+    /// GPU timestamp queries are enabled.
+    pub timestamp_query: bool,
+    /// Largest storage buffer binding, in bytes (128 MiB on lavapipe and many phones).
+    pub max_storage_binding_bytes: u64,
+    /// Largest buffer, in bytes.
+    pub max_buffer_bytes: u64,
+    /// Workgroup (shared) memory per workgroup, in bytes.
+    pub max_workgroup_storage_bytes: u32,
+    /// Invocations per workgroup.
+    pub max_invocations_per_workgroup: u32,
+    /// Workgroups per dispatch dimension.
+    pub max_workgroups_per_dimension: u32,
+    /// Storage buffers one shader stage may bind.
+    pub max_storage_buffers_per_stage: u32,
+    /// The adapter is a software rasteriser (lavapipe, SwiftShader, WARP).
+    pub software: bool,
+}
+
+/// What a user sees about one adapter (`safetyj devices`).
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+}
+
+/// How to choose the adapter. Defaults come from the environment:
+/// `SAFETYJ_BACKEND` (`vulkan`, `metal`, `dx12`, `gl`, `webgpu`; falls back to
+/// `WGPU_BACKEND`), `SAFETYJ_ADAPTER` (an index from `safetyj devices` or part of a
+/// name) and `SAFETYJ_DISABLE` (comma list of `f16`, `subgroups`, `timestamps`,
+/// to force the baseline kernels).
+#[derive(Debug, Clone, Default)]
+pub struct ContextOptions {
+    pub backends: Option<wgpu::Backends>,
+    pub adapter: Option<String>,
+    pub disable: Vec<String>,
+}
+
+impl ContextOptions {
+    /// Options read from the environment variables documented on [`ContextOptions`].
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        ContextOptions {
+            backends: var("SAFETYJ_BACKEND")
+                .or_else(|| var("WGPU_BACKEND"))
+                .map(|list| wgpu::Backends::from_comma_list(&list)),
+            adapter: var("SAFETYJ_ADAPTER"),
+            disable: var("SAFETYJ_DISABLE")
+                .map(|list| list.split(',').map(|s| s.trim().to_lowercase()).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+type PipelineKey = (&'static str, Vec<(String, String)>);
+
+/// The GPU device with its queue, capabilities and caches. Cheap to share by reference
+/// across threads; all methods take `&self`.
+pub struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub caps: Capabilities,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    /// On the web, errors arrive here instead of through a blocking error scope.
+    uncaptured: Arc<Mutex<Option<wgpu::Error>>>,
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    })
+}
+
+fn device_type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    AdapterSummary {
+        name: info.name,
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        limits: adapter.limits(),
+        features: adapter.features(),
+    }
+}
+
+impl Context {
+    /// Lists every adapter wgpu can see (native only), in the order `SAFETYJ_ADAPTER`
+    /// indices refer to.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn adapters(options: &ContextOptions) -> Vec<AdapterSummary> {
+        let backends = options.backends.unwrap_or(wgpu::Backends::PRIMARY);
+        let adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
+        adapters.iter().map(summarize).collect()
+    }
+
+    /// Creates a context on the best adapter: high-performance first, then integrated,
+    /// then software; `options` can pin a backend or adapter.
+    pub async fn new(options: &ContextOptions) -> Result<Self> {
+        let adapter = Self::choose_adapter(options).await?;
+        Self::from_adapter(adapter, options).await
+    }
+
+    /// Blocking form of [`Context::new`] with options from the environment (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking() -> Result<Self> {
+        pollster::block_on(Self::new(&ContextOptions::from_env()))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    async fn choose_adapter(options: &ContextOptions) -> Result<wgpu::Adapter> {
+        let backends = options.backends.unwrap_or(wgpu::Backends::PRIMARY);
+        let mut adapters = instance(backends).enumerate_adapters(backends).await;
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(format!(
+                "wgpu found none for backends {backends:?}; install a Vulkan, Metal or DX12 driver \
+                 (on Linux without a GPU: mesa-vulkan-drivers for lavapipe)"
+            )));
+        }
+        if let Some(wanted) = &options.adapter {
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            let index = match wanted.parse::<usize>() {
+                Ok(i) if i < adapters.len() => Some(i),
+                _ => names.iter().position(|n| n.to_lowercase().contains(&wanted.to_lowercase())),
+            };
+            return match index {
+                Some(i) => Ok(adapters.swap_remove(i)),
+                None => Err(Error::NoAdapter(format!(
+                    "SAFETYJ_ADAPTER=\"{wanted}\" matches none of: {}",
+                    names.join(", ")
+                ))),
+            };
+        }
+        adapters.sort_by_key(|a| device_type_rank(a.get_info().device_type));
+        Ok(adapters.swap_remove(0))
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    async fn choose_adapter(options: &ContextOptions) -> Result<wgpu::Adapter> {
+        let backends = options.backends.unwrap_or(wgpu::Backends::BROWSER_WEBGPU);
+        instance(backends)
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(format!("this browser offers no WebGPU adapter ({e})")))
+    }
+
+    async fn from_adapter(adapter: wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let available = adapter.features();
+        let disabled = |name: &str| options.disable.iter().any(|d| d == name);
+        let mut wanted = wgpu::Features::empty();
+        if available.contains(wgpu::Features::SHADER_F16) && !disabled("f16") {
+            wanted |= wgpu::Features::SHADER_F16;
+        }
+        if available.contains(wgpu::Features::SUBGROUP) && !disabled("subgroups") {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
+        if available.contains(wgpu::Features::TIMESTAMP_QUERY) && !disabled("timestamps") {
+            wanted |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("safetyj"),
+                required_features: wanted,
+                // The adapter's real limits, not WebGPU's conservative defaults: the
+                // default 128 MiB binding would needlessly split tensors on big GPUs.
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::DeviceRequest { adapter: info.name.clone(), message: e.to_string() })?;
+
+        let lost = Arc::new(Mutex::new(None));
+        let lost_slot = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lost_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {message}"));
+        });
+        let uncaptured = Arc::new(Mutex::new(None));
+        let uncaptured_slot = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |error| {
+            let mut slot = uncaptured_slot.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(error);
+        }));
+
+        let caps = Capabilities {
+            shader_f16: wanted.contains(wgpu::Features::SHADER_F16),
+            subgroups: wanted.contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: info.subgroup_min_size,
+            timestamp_query: wanted.contains(wgpu::Features::TIMESTAMP_QUERY),
+            max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
+            max_buffer_bytes: limits.max_buffer_size,
+            max_workgroup_storage_bytes: limits.max_compute_workgroup_storage_size,
+            max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+            software: info.device_type == wgpu::DeviceType::Cpu,
+        };
+        Ok(Context {
+            device,
+            queue,
+            info,
+            caps,
+            pipelines: Mutex::new(HashMap::new()),
+            lost,
+            uncaptured,
+        })
+    }
+
+    /// A one-line notice when the adapter is a software one, which is exact but slow.
+    pub fn software_notice(&self) -> Option<String> {
+        self.caps.software.then(|| {
+            format!(
+                "note: running on a software GPU adapter ({}); results are exact but slow",
+                self.info.name
+            )
+        })
+    }
+
+    /// Fails with [`Error::DeviceLost`] once the device is gone.
+    pub fn check_alive(&self) -> Result<()> {
+        match self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(reason) => Err(Error::DeviceLost(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` and turns any wgpu validation or out-of-memory error it raised into a
+    /// typed [`Error`] that names `context`.
+    pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        self.check_alive()?;
+        #[cfg(not(target_arch = "wasm32"))]
+        let (value, error) = {
+            let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let value = f();
+            let error = pollster::block_on(validation.pop()).or(pollster::block_on(oom.pop()));
+            (value, error)
+        };
+        #[cfg(target_arch = "wasm32")]
+        let (value, error) = {
+            let value = f();
+            (value, self.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take())
+        };
+        match error {
+            None => Ok(value),
+            Some(e) => Err(Self::typed(context, e)),
+        }
+    }
+
+    fn typed(context: &str, error: wgpu::Error) -> Error {
+        match error {
+            wgpu::Error::OutOfMemory { source } => {
+                Error::OutOfMemory { context: context.to_string(), message: source.to_string() }
+            }
+            wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => {
+                Error::Validation { context: context.to_string(), message: description }
+            }
+        }
+    }
+
+    /// Errors raised outside any scope (for example by a failed submit on the web).
+    pub fn take_uncaptured(&self, context: &str) -> Result<()> {
+        match self.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(Self::typed(context, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The compiled pipeline for `shader` with `defines`, built once and cached.
+    /// Its entry point is `main`; bind group 0 is laid out from the shader.
+    pub fn pipeline(&self, shader: Shader, defines: &[(&str, String)]) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut defines: Vec<(String, String)> =
+            defines.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        defines.sort();
+        let key = (shader.name, defines);
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
+        let mut all = key.1.clone();
+        if self.caps.shader_f16 {
+            all.push(("HAS_F16".into(), String::new()));
+        }
+        let source = crate::gpu::preprocess(shader.name, shader.source, &all)?;
+        let context = format!("compiling shader {} {:?}", shader.name, key.1);
+        let pipeline = self.scoped(&context, || {
+            let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(shader.name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        })?;
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Checks that one binding of `bytes` fits the device, naming `what` otherwise.
+    pub fn check_binding(&self, what: &str, bytes: u64) -> Result<()> {
+        if bytes > self.caps.max_storage_binding_bytes {
+            return Err(Error::Limit {
+                what: what.to_string(),
+                needed: bytes,
+                limit: self.caps.max_storage_binding_bytes,
+                limit_name: "max_storage_buffer_binding_size",
+            });
+        }
+        Ok(())
+    }
+
+    /// An uninitialised storage buffer of `bytes` (rounded up to 4), usable as a copy
+    /// source and destination.
+    pub fn storage_buffer(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let size = bytes.max(4).next_multiple_of(4);
+        if size > self.caps.max_buffer_bytes {
+            return Err(Error::Limit {
+                what: format!("buffer \"{label}\""),
+                needed: size,
+                limit: self.caps.max_buffer_bytes,
+                limit_name: "max_buffer_size",
+            });
+        }
+        self.scoped(&format!("allocating buffer \"{label}\" ({size} bytes)"), || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// A storage buffer holding `bytes`, zero-padded to a multiple of 4.
+    pub fn upload_bytes(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        let buffer = self.storage_buffer(label, bytes.len() as u64)?;
+        self.write_bytes(&buffer, 0, bytes);
+        Ok(buffer)
+    }
+
+    /// Writes `bytes` at `offset` (both multiples of 4 after zero-padding the tail).
+    pub fn write_bytes(&self, buffer: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.queue.write_buffer(buffer, offset, &bytes[..whole]);
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(buffer, offset + whole as u64, &tail);
+        }
+    }
+
+    /// A uniform buffer holding `value` (a `#[repr(C)]` parameter block).
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        let bytes = bytemuck::bytes_of(value);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (bytes.len() as u64).next_multiple_of(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buffer, 0, bytes);
+        buffer
+    }
+
+    /// A bind group for `pipeline`'s group 0 with `buffers` at bindings 0, 1, 2, ….
+    pub fn bind_group(&self, pipeline: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    }
+
+    /// Records one dispatch of `pipeline` over `workgroups`, splitting an x count above
+    /// the device's per-dimension limit into y (shaders then compute the flat index as
+    /// `wid.x + wid.y * num_workgroups.x`).
+    pub fn dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        bind_group: &wgpu::BindGroup,
+        workgroups: (u32, u32, u32),
+    ) {
+        let (mut x, mut y, z) = workgroups;
+        let max = self.caps.max_workgroups_per_dimension;
+        if x > max && y == 1 {
+            y = x.div_ceil(max);
+            x = x.div_ceil(y);
+        }
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, bind_group, &[]);
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// A fresh command encoder.
+    pub fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+    }
+
+    /// Submits `encoder`, surfacing any error it raised as a typed error naming `context`.
+    pub fn submit(&self, context: &str, encoder: wgpu::CommandEncoder) -> Result<()> {
+        self.scoped(context, || {
+            self.queue.submit([encoder.finish()]);
+        })?;
+        self.take_uncaptured(context)
+    }
+
+    /// Copies `bytes` from `buffer` at `offset` back to the CPU and waits for them.
+    pub async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        let label = "readback";
+        let size = bytes.next_multiple_of(4);
+        let staging = self.scoped("allocating a readback buffer", || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        let mut encoder = self.encoder();
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        self.submit("copying a buffer for readback", encoder)?;
+        let (sender, receiver) = futures_oneshot();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| sender.send(r));
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback { label: label.into(), message: e.to_string() })?;
+        receiver
+            .recv()
+            .await
+            .map_err(|e| Error::Readback { label: label.into(), message: e.to_string() })?;
+        self.check_alive()?;
+        let data = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Readback { label: label.into(), message: e.to_string() })?[..bytes as usize]
+            .to_vec();
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Reads `len` f32 values starting at element `offset` (native, blocking).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<f32>> {
+        let bytes = pollster::block_on(self.read_bytes(buffer, offset as u64 * 4, len as u64 * 4))?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Reads `len` u32 values starting at element `offset` (native, blocking).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_u32(&self, buffer: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<u32>> {
+        let bytes = pollster::block_on(self.read_bytes(buffer, offset as u64 * 4, len as u64 * 4))?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}
+
+/// A single-value channel whose receiver is awaitable, for buffer-map callbacks.
+fn futures_oneshot<T>() -> (OneshotSender<T>, OneshotReceiver<T>) {
+    let slot = Arc::new(Mutex::new(OneshotState { value: None, waker: None }));
+    (OneshotSender(slot.clone()), OneshotReceiver(slot))
+}
+
+struct OneshotState<T> {
+    value: Option<T>,
+    waker: Option<std::task::Waker>,
+}
+
+struct OneshotSender<T>(Arc<Mutex<OneshotState<T>>>);
+struct OneshotReceiver<T>(Arc<Mutex<OneshotState<T>>>);
+
+impl<T> OneshotSender<T> {
+    fn send(self, value: T) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.value = Some(value);
+        if let Some(w) = state.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+impl<T> OneshotReceiver<T> {
+    fn recv(self) -> impl std::future::Future<Output = T> {
+        std::future::poll_fn(move |cx| {
+            let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match state.value.take() {
+                Some(v) => std::task::Poll::Ready(v),
+                None => {
+                    state.waker = Some(cx.waker().clone());
+                    std::task::Poll::Pending
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,8 @@
+//! Device and memory: adapter choice, real limits, optional features, the pipeline
+//! cache, buffers and readback. Everything above this module speaks in [`Context`].
+
+mod context;
+mod preprocess;
+
+pub use context::{AdapterSummary, Capabilities, Context, ContextOptions, Shader};
+pub use preprocess::preprocess;

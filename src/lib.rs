@@ -1,0 +1,9 @@
+//! safetyj: an on-device bilingual (English/Chinese) LLM safety judge implementing
+//! Safety-J, with the transformer written as WGSL compute shaders on wgpu.
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod quant;
+
+pub use error::{Error, Result};

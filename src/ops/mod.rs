@@ -1,0 +1,22 @@
+//! GPU kernels, one op per file: each owns its pipeline(s), records a typed dispatch
+//! with `encode(...)`, and carries a plain-Rust `reference(...)` that tests compare
+//! against.
+
+pub mod add;
+pub mod argmax;
+pub mod attention;
+pub mod embedding;
+pub mod kv_append;
+pub mod matmul;
+pub mod rms_norm;
+pub mod rope;
+pub mod sample;
+pub mod silu_mul;
+pub mod token_softmax;
+mod tensor;
+#[cfg(test)]
+pub(crate) mod testing;
+mod weights;
+
+pub use tensor::{Elem, Tensor};
+pub use weights::{WeightChunk, WeightMatrix};

@@ -1,0 +1,1 @@
+//! silu_mul (in progress)

@@ -1,0 +1,99 @@
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+
+/// Element type of an activation [`Tensor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elem {
+    F32,
+    U32,
+}
+
+/// A dense row-major tensor of f32 activations (or u32 token ids) on the GPU.
+/// The last dimension is the row length ("cols"); all others multiply into "rows".
+pub struct Tensor {
+    pub buffer: wgpu::Buffer,
+    pub shape: Vec<usize>,
+    pub elem: Elem,
+}
+
+impl Tensor {
+    /// An uninitialised tensor of `shape`.
+    pub fn new(ctx: &Context, label: &str, shape: &[usize], elem: Elem) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        let bytes = len as u64 * 4;
+        ctx.check_binding(&format!("tensor \"{label}\" {shape:?}"), bytes)?;
+        Ok(Tensor { buffer: ctx.storage_buffer(label, bytes)?, shape: shape.to_vec(), elem })
+    }
+
+    /// A tensor of `shape` holding `data` (its length must match).
+    pub fn from_f32(ctx: &Context, label: &str, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        let t = Tensor::new(ctx, label, shape, Elem::F32)?;
+        t.check_len(data.len())?;
+        ctx.write_bytes(&t.buffer, 0, bytemuck::cast_slice(data));
+        Ok(t)
+    }
+
+    /// A u32 tensor (token ids, positions) holding `data`.
+    pub fn from_u32(ctx: &Context, label: &str, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        let t = Tensor::new(ctx, label, shape, Elem::U32)?;
+        t.check_len(data.len())?;
+        ctx.write_bytes(&t.buffer, 0, bytemuck::cast_slice(data));
+        Ok(t)
+    }
+
+    fn check_len(&self, given: usize) -> Result<()> {
+        if given != self.len() {
+            return Err(Error::Shape {
+                op: "tensor upload",
+                message: format!("shape {:?} holds {} values, {given} given", self.shape, self.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True when the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Length of the last dimension.
+    pub fn cols(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
+    /// Product of all dimensions but the last.
+    pub fn rows(&self) -> usize {
+        self.len() / self.cols().max(1)
+    }
+
+    /// Fails unless the element type is `elem`, naming `op` and the role of the tensor.
+    pub fn expect_elem(&self, op: &'static str, role: &str, elem: Elem) -> Result<()> {
+        if self.elem != elem {
+            return Err(Error::Shape { op, message: format!("{role} must be {elem:?}, not {:?}", self.elem) });
+        }
+        Ok(())
+    }
+
+    /// Overwrites every element with a NaN pattern (0xFFFF_FFFF), so that a kernel
+    /// that forgets to write an element is caught by comparison.
+    pub fn poison(&self, ctx: &Context) {
+        ctx.write_bytes(&self.buffer, 0, &vec![0xffu8; self.len() * 4]);
+    }
+
+    /// Copies the tensor back as f32 values (native, blocking).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_f32(&self, ctx: &Context) -> Result<Vec<f32>> {
+        ctx.read_f32(&self.buffer, 0, self.len())
+    }
+
+    /// Copies the tensor back as u32 values (native, blocking).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_u32(&self, ctx: &Context) -> Result<Vec<u32>> {
+        ctx.read_u32(&self.buffer, 0, self.len())
+    }
+}
