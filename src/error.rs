@@ -31,6 +31,9 @@ pub enum Error {
     /// An op does not implement a weight type.
     #[error("{op} does not support weight type {dtype}")]
     UnsupportedDType { op: &'static str, dtype: String },
+    /// A model, file or feature that safetyj does not support.
+    #[error("{0}")]
+    Unsupported(String),
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },

@@ -1,0 +1,4 @@
+//! Running a checkpoint: architecture tables, configuration, weights on the GPU, the
+//! forward pass over the KV cache, and generation.
+
+pub mod arch;
