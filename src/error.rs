@@ -31,6 +31,10 @@ pub enum Error {
     /// An op does not implement a weight type.
     #[error("{op} does not support weight type {dtype}")]
     UnsupportedDType { op: &'static str, dtype: String },
+    /// Input that cannot be judged or run as given (a malformed dialogue, a prompt
+    /// longer than the context, …).
+    #[error("{0}")]
+    InvalidInput(String),
     /// A model, file or feature that safetyj does not support.
     #[error("{0}")]
     Unsupported(String),

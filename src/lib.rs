@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod gpu;
+pub mod judge;
 pub mod model;
 pub mod ops;
 pub mod quant;

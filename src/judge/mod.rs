@@ -1,0 +1,165 @@
+//! Judging dialogues: the input types, the protocol a judge model speaks (prompt,
+//! answer format, parsing), and language choice. Protocols never touch the GPU; the
+//! engine runs whatever prompt a protocol renders.
+
+mod lang;
+pub mod safety_j;
+
+pub use lang::detect_language;
+
+use crate::error::{Error, Result};
+
+/// Who spoke a turn of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The person asking: "A" in Safety-J's prompt.
+    User,
+    /// The model whose answer is judged: "B".
+    Assistant,
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Turn {
+    pub role: Role,
+    pub content: String,
+}
+
+/// The dialogue to judge: turns alternating user/assistant, ending with the
+/// assistant answer under judgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dialogue {
+    turns: Vec<Turn>,
+}
+
+impl Dialogue {
+    /// A single exchange: `query` from A, `response` from B.
+    pub fn single(query: impl Into<String>, response: impl Into<String>) -> Dialogue {
+        Dialogue {
+            turns: vec![
+                Turn { role: Role::User, content: query.into() },
+                Turn { role: Role::Assistant, content: response.into() },
+            ],
+        }
+    }
+
+    /// A multi-turn conversation. It must start with the user, alternate roles, and
+    /// end with the assistant turn being judged.
+    pub fn conversation(turns: Vec<Turn>) -> Result<Dialogue> {
+        let bad = |message: String| Err(Error::InvalidInput(message));
+        if turns.len() < 2 {
+            return bad(format!("a conversation needs at least a user and an assistant turn, got {}", turns.len()));
+        }
+        for (i, turn) in turns.iter().enumerate() {
+            let expected = if i % 2 == 0 { Role::User } else { Role::Assistant };
+            if turn.role != expected {
+                return bad(format!(
+                    "turn {} is from {:?} but turns must alternate user, assistant, … starting with user",
+                    i + 1,
+                    turn.role
+                ));
+            }
+        }
+        if turns.len() % 2 != 0 {
+            return bad("the last turn must be the assistant's answer under judgement".into());
+        }
+        Ok(Dialogue { turns })
+    }
+
+    /// The turns, user first.
+    pub fn turns(&self) -> &[Turn] {
+        &self.turns
+    }
+
+    /// The assistant answer under judgement (the last turn).
+    pub fn response(&self) -> &str {
+        &self.turns[self.turns.len() - 1].content
+    }
+
+    /// All text of the dialogue, for language detection.
+    pub fn all_text(&self) -> String {
+        self.turns.iter().map(|t| t.content.as_str()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// The language of a prompt template and of the judge's answer format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    En,
+    Zh,
+}
+
+/// How much the judge writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Stop once the label is decided.
+    Verdict,
+    /// Decide the label, then stream the analysis.
+    Critique,
+}
+
+/// A judge's decision about the assistant's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Label {
+    Safe,
+    Unsafe,
+}
+
+/// A piece of a rendered prompt. Template text may contain control tokens
+/// (`<|im_start|>`); dialogue text is tokenized with special-token parsing off, so it
+/// can never become a control token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptPart {
+    /// Fixed template text: control tokens in it are real.
+    Template(String),
+    /// Text from the dialogue: always plain text.
+    Dialogue(String),
+}
+
+/// A rendered prompt: its parts in order. The first part is the fixed prefix shared
+/// by every request of the same template (what the prefix cache holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub parts: Vec<PromptPart>,
+}
+
+impl Prompt {
+    /// The prompt as one string (for display and byte-exact checks).
+    pub fn text(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                PromptPart::Template(s) | PromptPart::Dialogue(s) => s.as_str(),
+            })
+            .collect()
+    }
+}
+
+/// What a protocol reads out of a model's free-running output.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ParsedOutput {
+    /// The stated label; `None` when the output does not state one ("unparsed").
+    pub label: Option<Label>,
+    /// The analysis text, when present.
+    pub analysis: Option<String>,
+}
+
+/// The format a judge model speaks. Safety-J is one; ShieldLM or Llama Guard 3 can be
+/// added as other implementations without touching the engine.
+pub trait JudgeProtocol: Send + Sync {
+    /// A short name for reports ("safety-j").
+    fn name(&self) -> &'static str;
+    /// The prompt for `dialogue` in `lang`, for `mode`.
+    fn prompt(&self, dialogue: &Dialogue, lang: Lang, mode: Mode) -> Prompt;
+    /// The fixed text the model's answer begins with, before the label.
+    fn answer_prefix(&self, lang: Lang) -> &'static str;
+    /// The label words as the model writes them after the prefix.
+    fn label_text(&self, lang: Lang, label: Label) -> &'static str;
+    /// Reads the label and analysis out of free-running output, tolerating spacing
+    /// and case; `label: None` when no label is stated.
+    fn parse(&self, output: &str, lang: Lang) -> ParsedOutput;
+}
