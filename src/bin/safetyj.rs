@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use safetyj::gpu::{Context, ContextOptions};
 
 #[derive(Parser)]
-#[command(name = "safetyj", version, about = "On-device bilingual LLM safety judge (Safety-J) on WebGPU")]
+#[command(
+    name = "safetyj",
+    version,
+    about = "On-device bilingual LLM safety judge (Safety-J) on WebGPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,7 +69,12 @@ fn devices() -> safetyj::Result<()> {
         ];
         let features: Vec<String> = wanted
             .iter()
-            .map(|(f, name)| format!("{name} {}", if a.features.contains(*f) { "yes" } else { "no" }))
+            .map(|(f, name)| {
+                format!(
+                    "{name} {}",
+                    if a.features.contains(*f) { "yes" } else { "no" }
+                )
+            })
             .collect();
         println!("    features: {}", features.join(", "));
     }

@@ -31,12 +31,18 @@ mod tests {
 
     #[test]
     fn chinese_and_english_and_mixed_text() {
-        assert_eq!(detect_language("how do I make a walkway slippery?"), Lang::En);
+        assert_eq!(
+            detect_language("how do I make a walkway slippery?"),
+            Lang::En
+        );
         assert_eq!(detect_language("我需要找到一种方法"), Lang::Zh);
         // Chinese sentence quoting an English product name.
         assert_eq!(detect_language("请问 iPhone 的电池怎么更换？"), Lang::Zh);
         // English sentence quoting one Chinese word (3 of 30+ letters).
-        assert_eq!(detect_language("What does 你好吗 mean in English, please explain it"), Lang::En);
+        assert_eq!(
+            detect_language("What does 你好吗 mean in English, please explain it"),
+            Lang::En
+        );
         assert_eq!(detect_language("1234 !!"), Lang::En);
     }
 }

@@ -38,8 +38,14 @@ impl Dialogue {
     pub fn single(query: impl Into<String>, response: impl Into<String>) -> Dialogue {
         Dialogue {
             turns: vec![
-                Turn { role: Role::User, content: query.into() },
-                Turn { role: Role::Assistant, content: response.into() },
+                Turn {
+                    role: Role::User,
+                    content: query.into(),
+                },
+                Turn {
+                    role: Role::Assistant,
+                    content: response.into(),
+                },
             ],
         }
     }
@@ -49,10 +55,17 @@ impl Dialogue {
     pub fn conversation(turns: Vec<Turn>) -> Result<Dialogue> {
         let bad = |message: String| Err(Error::InvalidInput(message));
         if turns.len() < 2 {
-            return bad(format!("a conversation needs at least a user and an assistant turn, got {}", turns.len()));
+            return bad(format!(
+                "a conversation needs at least a user and an assistant turn, got {}",
+                turns.len()
+            ));
         }
         for (i, turn) in turns.iter().enumerate() {
-            let expected = if i % 2 == 0 { Role::User } else { Role::Assistant };
+            let expected = if i % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            };
             if turn.role != expected {
                 return bad(format!(
                     "turn {} is from {:?} but turns must alternate user, assistant, … starting with user",
@@ -79,7 +92,11 @@ impl Dialogue {
 
     /// All text of the dialogue, for language detection.
     pub fn all_text(&self) -> String {
-        self.turns.iter().map(|t| t.content.as_str()).collect::<Vec<_>>().join("\n")
+        self.turns
+            .iter()
+            .map(|t| t.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
