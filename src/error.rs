@@ -40,6 +40,9 @@ pub enum Error {
     /// longer than the context, …).
     #[error("{0}")]
     InvalidInput(String),
+    /// A model file whose contents do not make a runnable model.
+    #[error("{file}: {message}")]
+    InvalidModel { file: String, message: String },
     /// A model, file or feature that safetyj does not support.
     #[error("{0}")]
     Unsupported(String),

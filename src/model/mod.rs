@@ -2,3 +2,6 @@
 //! forward pass over the KV cache, and generation.
 
 pub mod arch;
+pub mod config;
+
+pub use config::{ModelConfig, RopeStyle};

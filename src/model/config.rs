@@ -1,0 +1,82 @@
+//! The architecture-neutral shape of a decoder-only transformer.
+
+use super::arch::Arch;
+use crate::error::{Error, Result};
+
+/// How rotary embedding pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Pairs (2i, 2i+1): llama.cpp's layout for `llama` and `internlm2` GGUF files,
+    /// whose converter permutes the Q/K rows accordingly.
+    Interleaved,
+    /// Pairs (i, i + d/2) ("rotate half"): Hugging Face checkpoints and `qwen2` GGUF.
+    NeoX,
+}
+
+/// Everything the forward pass needs to know about a checkpoint's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub layers: usize,
+    /// Width of the residual stream.
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Width of the SwiGLU feed-forward layer.
+    pub ffn: usize,
+    pub vocab: usize,
+    pub rms_eps: f32,
+    pub rope_base: f32,
+    /// Leading dimensions of each head that are rotated (the rest pass through).
+    pub rope_dims: usize,
+    pub rope_style: RopeStyle,
+    /// Longest sequence the checkpoint was trained for.
+    pub context: usize,
+}
+
+impl ModelConfig {
+    /// Checks the numbers fit together; `source` names the file for errors.
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let fail = |m: String| {
+            Err(Error::InvalidModel {
+                file: source.to_string(),
+                message: m,
+            })
+        };
+        let positive = [
+            ("layers", self.layers),
+            ("hidden size", self.hidden),
+            ("heads", self.heads),
+            ("KV heads", self.kv_heads),
+            ("head dim", self.head_dim),
+            ("feed-forward size", self.ffn),
+            ("vocabulary", self.vocab),
+            ("context", self.context),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return fail(format!("{name} is 0"));
+        }
+        if self.heads % self.kv_heads != 0 {
+            return fail(format!(
+                "{} heads are not a multiple of {} KV heads",
+                self.heads, self.kv_heads
+            ));
+        }
+        if self.head_dim % 2 != 0 || self.rope_dims > self.head_dim || self.rope_dims % 2 != 0 {
+            return fail(format!(
+                "rotary dims {} do not fit a head of {} (both must be even)",
+                self.rope_dims, self.head_dim
+            ));
+        }
+        if !(self.rms_eps > 0.0 && self.rms_eps.is_finite())
+            || !(self.rope_base > 0.0 && self.rope_base.is_finite())
+        {
+            return fail(format!(
+                "rms eps {} and rope base {} must be positive",
+                self.rms_eps, self.rope_base
+            ));
+        }
+        Ok(())
+    }
+}
