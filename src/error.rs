@@ -27,7 +27,12 @@ pub enum Error {
     Shape { op: &'static str, message: String },
     /// An op or buffer needs more than the device allows.
     #[error("{what} needs {needed} bytes, but this device allows at most {limit} ({limit_name})")]
-    Limit { what: String, needed: u64, limit: u64, limit_name: &'static str },
+    Limit {
+        what: String,
+        needed: u64,
+        limit: u64,
+        limit_name: &'static str,
+    },
     /// An op does not implement a weight type.
     #[error("{op} does not support weight type {dtype}")]
     UnsupportedDType { op: &'static str, dtype: String },

@@ -9,7 +9,10 @@ use crate::gpu::{Context, Shader};
 use crate::ops::{Elem, Tensor, WeightMatrix};
 use crate::quant::DType;
 
-const SHADER: Shader = Shader { name: "matmul.wgsl", source: include_str!("../../shaders/matmul.wgsl") };
+const SHADER: Shader = Shader {
+    name: "matmul.wgsl",
+    source: include_str!("../../shaders/matmul.wgsl"),
+};
 
 /// Input rows one GEMV workgroup handles together (decoding each weight group once).
 const GEMV_ROWS: usize = 4;
@@ -75,7 +78,15 @@ pub fn encode(
     bias: Option<&Tensor>,
     output: &Tensor,
 ) -> Result<()> {
-    encode_with_path(ctx, encoder, input, weight, bias, output, choose_path(input.rows()))
+    encode_with_path(
+        ctx,
+        encoder,
+        input,
+        weight,
+        bias,
+        output,
+        choose_path(input.rows()),
+    )
 }
 
 /// Like [`encode`] with the kernel chosen by the caller (tests force each path).
@@ -94,9 +105,17 @@ pub fn encode_with_path(
         return Ok(());
     }
     let row_bytes = weight.row_bytes();
-    let too_big = |what: String, needed: u64, limit: u64, limit_name| Error::Limit { what, needed, limit, limit_name };
+    let too_big = |what: String, needed: u64, limit: u64, limit_name| Error::Limit {
+        what,
+        needed,
+        limit,
+        limit_name,
+    };
     for (what, needed) in [
-        (format!("matmul byte addressing of weight \"{}\"", weight.name), (weight.chunks[0].rows * row_bytes) as u64),
+        (
+            format!("matmul byte addressing of weight \"{}\"", weight.name),
+            (weight.chunks[0].rows * row_bytes) as u64,
+        ),
         (format!("matmul output {:?}", output.shape), (m * n) as u64),
         (format!("matmul input {:?}", input.shape), (m * k) as u64),
     ] {
@@ -149,12 +168,26 @@ pub fn encode_with_path(
             buffers.push(&bias.buffer);
         }
         let bind = ctx.bind_group(&pipeline, &buffers);
-        ctx.dispatch(encoder, &pipeline, &bind, (chunk.rows.div_ceil(rows_per_workgroup) as u32, 1, row_batches as u32));
+        ctx.dispatch(
+            encoder,
+            &pipeline,
+            &bind,
+            (
+                chunk.rows.div_ceil(rows_per_workgroup) as u32,
+                1,
+                row_batches as u32,
+            ),
+        );
     }
     Ok(())
 }
 
-fn check_shapes(input: &Tensor, weight: &WeightMatrix, bias: Option<&Tensor>, output: &Tensor) -> Result<()> {
+fn check_shapes(
+    input: &Tensor,
+    weight: &WeightMatrix,
+    bias: Option<&Tensor>,
+    output: &Tensor,
+) -> Result<()> {
     let fail = |problem: String| Error::Shape {
         op: "matmul",
         message: format!(
@@ -165,10 +198,16 @@ fn check_shapes(input: &Tensor, weight: &WeightMatrix, bias: Option<&Tensor>, ou
     input.expect_elem("matmul", "input", Elem::F32)?;
     output.expect_elem("matmul", "output", Elem::F32)?;
     if input.cols() != weight.cols {
-        return Err(fail(format!("the input's last dimension {} must equal the weight's cols", input.cols())));
+        return Err(fail(format!(
+            "the input's last dimension {} must equal the weight's cols",
+            input.cols()
+        )));
     }
-    if weight.cols % weight.dtype.block_elems() != 0 {
-        return Err(fail(format!("cols must be whole {}-element blocks", weight.dtype.block_elems())));
+    if !weight.cols.is_multiple_of(weight.dtype.block_elems()) {
+        return Err(fail(format!(
+            "cols must be whole {}-element blocks",
+            weight.dtype.block_elems()
+        )));
     }
     if output.cols() != weight.rows || output.rows() != input.rows() {
         return Err(fail(format!(
@@ -181,14 +220,18 @@ fn check_shapes(input: &Tensor, weight: &WeightMatrix, bias: Option<&Tensor>, ou
     if let Some(bias) = bias {
         bias.expect_elem("matmul", "bias", Elem::F32)?;
         if bias.len() != weight.rows {
-            return Err(fail(format!("the bias must have {} values, got {:?}", weight.rows, bias.shape)));
+            return Err(fail(format!(
+                "the bias must have {} values, got {:?}",
+                weight.rows, bias.shape
+            )));
         }
     }
     Ok(())
 }
 
 /// CPU reference with f64 accumulation: `input` is `m` rows of `k`, `weight_bytes`
-/// holds `n` rows of `k` in `dtype`'s layout, `bias` (if any) has `n` values.
+/// holds `n` rows of `k` in `dtype`'s layout (decoded a row at a time), `bias` (if
+/// any) has `n` values.
 pub fn reference(
     input: &[f32],
     m: usize,
@@ -198,12 +241,19 @@ pub fn reference(
     n: usize,
     bias: Option<&[f32]>,
 ) -> Result<Vec<f32>> {
-    let weight = crate::quant::dequantize_to_vec(dtype, weight_bytes, n * k)?;
+    let row_bytes = dtype.row_bytes(k)?;
     let mut out = vec![0.0; m * n];
-    for (x, y) in input.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
-        for (j, (w, y)) in weight.chunks_exact(k).zip(y.iter_mut()).enumerate() {
-            let dot: f64 = x.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum();
-            *y = (dot + bias.map_or(0.0, |b| b[j] as f64)) as f32;
+    let mut w = vec![0.0; k];
+    for j in 0..n {
+        crate::quant::dequantize(
+            dtype,
+            &weight_bytes[j * row_bytes..(j + 1) * row_bytes],
+            &mut w,
+        )?;
+        let b = bias.map_or(0.0, |b| b[j] as f64);
+        for (i, x) in input.chunks_exact(k).enumerate() {
+            let dot: f64 = x.iter().zip(&w).map(|(&a, &b)| a as f64 * b as f64).sum();
+            out[i * n + j] = (dot + b) as f32;
         }
     }
     Ok(out)
@@ -242,17 +292,32 @@ mod tests {
         let bytes = random_weights(&mut rng, dtype, n, k);
         let b = random_f32(&mut rng, n, 1.0);
         let row_bytes = dtype.row_bytes(k).unwrap();
-        let max_chunk = case.chunk_rows.map_or(u64::MAX, |rows| (rows * row_bytes + 8) as u64);
+        let max_chunk = case
+            .chunk_rows
+            .map_or(u64::MAX, |rows| (rows * row_bytes + 8) as u64);
         let weight = WeightMatrix::upload_split(ctx, "w", dtype, n, k, &bytes, max_chunk).unwrap();
         if let Some(rows) = case.chunk_rows {
-            assert_eq!(weight.chunks.len(), n.div_ceil(rows), "{dtype} split into chunks of {rows} rows");
+            assert_eq!(
+                weight.chunks.len(),
+                n.div_ceil(rows),
+                "{dtype} split into chunks of {rows} rows"
+            );
         }
         let input = Tensor::from_f32(ctx, "x", &[m, k], &x).unwrap();
         let bias = Tensor::from_f32(ctx, "b", &[n], &b).unwrap();
         let output = Tensor::new(ctx, "y", &[m, n], Elem::F32).unwrap();
         output.poison(ctx);
         let mut enc = ctx.encoder();
-        encode_with_path(ctx, &mut enc, &input, &weight, case.bias.then_some(&bias), &output, path).unwrap();
+        encode_with_path(
+            ctx,
+            &mut enc,
+            &input,
+            &weight,
+            case.bias.then_some(&bias),
+            &output,
+            path,
+        )
+        .unwrap();
         ctx.submit("matmul test", enc).unwrap();
         let got = output.read_f32(ctx).unwrap();
         let want = reference(&x, m, k, dtype, &bytes, n, case.bias.then_some(&b[..])).unwrap();
@@ -263,12 +328,21 @@ mod tests {
             .iter()
             .fold(0f32, |a, w| a.max(w.abs()));
         let atol = 1e-5 * (k as f32).sqrt() * 2.0 * max_w;
-        let what = format!("{dtype} {path:?} m={m} n={n} k={k} bias={} chunk_rows={:?}", case.bias, case.chunk_rows);
+        let what = format!(
+            "{dtype} {path:?} m={m} n={n} k={k} bias={} chunk_rows={:?}",
+            case.bias, case.chunk_rows
+        );
         assert_close(&what, &got, &want, atol, 1e-5);
     }
 
     fn cases(path: Path) -> Vec<Case> {
-        let case = |m, n, k, bias, chunk_rows| Case { m, n, k, bias, chunk_rows };
+        let case = |m, n, k, bias, chunk_rows| Case {
+            m,
+            n,
+            k,
+            bias,
+            chunk_rows,
+        };
         match path {
             Path::Gemv => vec![
                 case(1, 1, 0, false, None),
@@ -308,8 +382,98 @@ mod tests {
     #[test]
     fn forced_paths_agree_beyond_their_usual_shapes() {
         // GEMV over more rows than one workgroup batches; GEMM over a single row.
-        run_case(DType::Q4_K, Path::Gemv, &Case { m: 9, n: 33, k: 0, bias: true, chunk_rows: Some(16) }, 7);
-        run_case(DType::F16, Path::Gemm, &Case { m: 1, n: 70, k: 0, bias: false, chunk_rows: None }, 8);
+        run_case(
+            DType::Q4_K,
+            Path::Gemv,
+            &Case {
+                m: 9,
+                n: 33,
+                k: 0,
+                bias: true,
+                chunk_rows: Some(16),
+            },
+            7,
+        );
+        run_case(
+            DType::F16,
+            Path::Gemm,
+            &Case {
+                m: 1,
+                n: 70,
+                k: 0,
+                bias: false,
+                chunk_rows: None,
+            },
+            8,
+        );
+    }
+
+    #[test]
+    fn q8_0_table_over_128_mib_splits_and_serves_gemv_and_embedding() {
+        use crate::ops::embedding;
+        use rand::Rng;
+        let ctx = ctx();
+        let mut rng = rng(5);
+        let (vocab, d) = (151_936, 896);
+        let dtype = DType::Q8_0;
+        let mut bytes = vec![0u8; vocab * dtype.row_bytes(d).unwrap()];
+        rng.fill_bytes(&mut bytes);
+        // Random quants with a small finite scale per block (random bits could be NaN).
+        for block in bytes.chunks_exact_mut(dtype.block_bytes()) {
+            let scale = half::f16::from_f32((block[2] as f32 - 127.5) * 1e-4);
+            block[..2].copy_from_slice(&scale.to_le_bytes());
+        }
+        let table = WeightMatrix::upload(ctx, "token_embd", dtype, vocab, d, &bytes).unwrap();
+        if ctx.caps.max_storage_binding_bytes < bytes.len() as u64 {
+            assert!(
+                table.chunks.len() >= 2,
+                "{} bytes in one binding",
+                bytes.len()
+            );
+        }
+
+        let x = random_f32(&mut rng, d, 1.0);
+        let input = Tensor::from_f32(ctx, "x", &[1, d], &x).unwrap();
+        let logits = Tensor::new(ctx, "logits", &[1, vocab], Elem::F32).unwrap();
+        logits.poison(ctx);
+        let mut enc = ctx.encoder();
+        encode(ctx, &mut enc, &input, &table, None, &logits).unwrap();
+        ctx.submit("large gemv", enc).unwrap();
+        let want = reference(&x, 1, d, dtype, &bytes, vocab, None).unwrap();
+        // |w| <= 128 * 0.0128; the sqrt(K)·|x|·|w| scale as in the matrix tests.
+        let atol = 1e-5 * (d as f32).sqrt() * 1.0 * 1.7;
+        assert_close(
+            "large Q8_0 gemv",
+            &logits.read_f32(ctx).unwrap(),
+            &want,
+            atol,
+            1e-5,
+        );
+
+        let boundary = table.chunks.get(1).map_or(vocab / 2, |c| c.first_row) as u32;
+        let ids = [
+            0,
+            vocab as u32 - 1,
+            boundary - 1,
+            boundary,
+            boundary + 1,
+            4242,
+        ];
+        let ids_tensor = Tensor::from_u32(ctx, "ids", &[ids.len()], &ids).unwrap();
+        let embedded = Tensor::new(ctx, "embedded", &[ids.len(), d], Elem::F32).unwrap();
+        embedded.poison(ctx);
+        let mut enc = ctx.encoder();
+        embedding::encode(ctx, &mut enc, &ids_tensor, &table, &embedded).unwrap();
+        ctx.submit("large embedding", enc).unwrap();
+        let want = embedding::reference(&ids, dtype, &bytes, d).unwrap();
+        // Q8_0 decodes to one exact product q·d, as on the CPU.
+        assert_close(
+            "large Q8_0 embedding",
+            &embedded.read_f32(ctx).unwrap(),
+            &want,
+            0.0,
+            0.0,
+        );
     }
 
     #[test]
@@ -319,7 +483,11 @@ mod tests {
         assert_eq!(choose_path(GEMV_ROWS + 1), Path::Gemm);
     }
 
-    fn bad_shape_error(input_shape: &[usize], bias_len: Option<usize>, output_shape: &[usize]) -> String {
+    fn bad_shape_error(
+        input_shape: &[usize],
+        bias_len: Option<usize>,
+        output_shape: &[usize],
+    ) -> String {
         let ctx = ctx();
         let mut rng = rng(3);
         let bytes = random_weights(&mut rng, DType::Q8_0, 5, 64);
@@ -327,17 +495,59 @@ mod tests {
         let input = Tensor::new(ctx, "x", input_shape, Elem::F32).unwrap();
         let bias = bias_len.map(|len| Tensor::new(ctx, "b", &[len], Elem::F32).unwrap());
         let output = Tensor::new(ctx, "y", output_shape, Elem::F32).unwrap();
-        encode(ctx, &mut ctx.encoder(), &input, &weight, bias.as_ref(), &output).unwrap_err().to_string()
+        encode(
+            ctx,
+            &mut ctx.encoder(),
+            &input,
+            &weight,
+            bias.as_ref(),
+            &output,
+        )
+        .unwrap_err()
+        .to_string()
     }
 
     #[test]
     fn mismatched_shapes_are_errors_naming_op_shapes_and_dtype() {
         let k_mismatch = bad_shape_error(&[2, 63], None, &[2, 5]);
-        assert!(k_mismatch.starts_with("matmul: input [2, 63] · weight \"w\" (5 rows × 64 cols, Q8_0)"), "{k_mismatch}");
+        assert!(
+            k_mismatch.starts_with("matmul: input [2, 63] · weight \"w\" (5 rows × 64 cols, Q8_0)"),
+            "{k_mismatch}"
+        );
         assert!(k_mismatch.contains("last dimension 63"), "{k_mismatch}");
         let bias = bad_shape_error(&[2, 64], Some(4), &[2, 5]);
         assert!(bias.contains("bias must have 5 values, got [4]"), "{bias}");
         let output = bad_shape_error(&[2, 64], None, &[3, 5]);
-        assert!(output.contains("output must have 2 rows of 5 values, got [3, 5]"), "{output}");
+        assert!(
+            output.contains("output must have 2 rows of 5 values, got [3, 5]"),
+            "{output}"
+        );
+    }
+
+    #[test]
+    fn inner_dimension_of_partial_blocks_is_an_error() {
+        let ctx = ctx();
+        let buffer = ctx.upload_bytes("w", &[0u8; 36]).unwrap();
+        let chunks = vec![crate::ops::WeightChunk {
+            buffer,
+            first_row: 0,
+            rows: 1,
+        }];
+        let weight = WeightMatrix {
+            name: "w".into(),
+            dtype: DType::Q8_0,
+            rows: 1,
+            cols: 48,
+            chunks,
+        };
+        let input = Tensor::new(ctx, "x", &[1, 48], Elem::F32).unwrap();
+        let output = Tensor::new(ctx, "y", &[1, 1], Elem::F32).unwrap();
+        let err = encode(ctx, &mut ctx.encoder(), &input, &weight, None, &output)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("Q8_0): cols must be whole 32-element blocks"),
+            "{err}"
+        );
     }
 }
