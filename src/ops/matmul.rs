@@ -105,22 +105,26 @@ pub fn encode_with_path(
         return Ok(());
     }
     let row_bytes = weight.row_bytes();
-    let too_big = |what: String, needed: u64, limit: u64, limit_name| Error::Limit {
-        what,
-        needed,
-        limit,
-        limit_name,
-    };
     for (what, needed) in [
         (
             format!("matmul byte addressing of weight \"{}\"", weight.name),
-            (weight.chunks[0].rows * row_bytes) as u64,
+            weight
+                .chunks
+                .iter()
+                .map(|c| c.rows * row_bytes)
+                .max()
+                .unwrap_or(0) as u64,
         ),
         (format!("matmul output {:?}", output.shape), (m * n) as u64),
         (format!("matmul input {:?}", input.shape), (m * k) as u64),
     ] {
         if needed > u32::MAX as u64 {
-            return Err(too_big(what, needed, u32::MAX as u64, "u32 indexing"));
+            return Err(Error::Limit {
+                what,
+                needed,
+                limit: u32::MAX as u64,
+                limit_name: "u32 indexing",
+            });
         }
     }
     // Workgroups: x covers the chunk's weight rows, z the batches of input rows.
@@ -129,12 +133,12 @@ pub fn encode_with_path(
         Path::Gemm => (GEMM_TILE.1, m.div_ceil(GEMM_TILE.0)),
     };
     if row_batches > ctx.caps.max_workgroups_per_dimension as usize {
-        return Err(too_big(
-            format!("matmul over {m} input rows ({path:?})"),
-            row_batches as u64,
-            ctx.caps.max_workgroups_per_dimension as u64,
-            "max_compute_workgroups_per_dimension",
-        ));
+        return Err(Error::Limit {
+            what: format!("matmul over {m} input rows ({path:?} workgroups)"),
+            needed: row_batches as u64,
+            limit: ctx.caps.max_workgroups_per_dimension as u64,
+            limit_name: "max_compute_workgroups_per_dimension",
+        });
     }
     let mut defines = vec![dtype_define(weight.dtype)];
     match path {
