@@ -5,7 +5,10 @@
 use crate::error::{Error, Result};
 
 /// Source files that shaders may `#include`, by name.
-pub const INCLUDES: &[(&str, &str)] = &[("bytes.wgsl", include_str!("../../shaders/bytes.wgsl"))];
+pub const INCLUDES: &[(&str, &str)] = &[
+    ("bytes.wgsl", include_str!("../../shaders/bytes.wgsl")),
+    ("dequant.wgsl", include_str!("../../shaders/dequant.wgsl")),
+];
 
 /// Expands `source` (named `shader` for errors) with the given `(name, value)` defines.
 /// An empty value defines a flag for `#ifdef` without a replacement.

@@ -1,0 +1,199 @@
+// Decoding of weight rows kept in their GGUF block layout, 32 elements at a time.
+// Every quant block splits into whole 32-element groups; float rows are decoded in
+// the same 32-wide groups with elements past the row end read as zero.
+// The including shader declares `weights: array<u32>`, includes "bytes.wgsl" first,
+// and defines exactly one of F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K.
+//
+// dequant_group(row_byte, group, cols, out): the 32 values of elements
+// [32 * group, 32 * group + 32) of the row starting at byte `row_byte` of `weights`,
+// which holds `cols` elements.
+
+const GROUP: u32 = 32u;
+
+#ifdef F32
+fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
+    let first = (row_byte >> 2u) + group * GROUP;
+    let valid = min(GROUP, cols - group * GROUP);
+    for (var i = 0u; i < GROUP; i++) {
+        (*out)[i] = select(0.0, bitcast<f32>(weights[first + min(i, valid - 1u)]), i < valid);
+    }
+}
+#endif
+
+#ifdef F16
+fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
+    let first = row_byte + group * GROUP * 2u;
+    let valid = min(GROUP, cols - group * GROUP);
+    for (var i = 0u; i < GROUP; i++) {
+        (*out)[i] = select(0.0, load_f16(first + 2u * min(i, valid - 1u)), i < valid);
+    }
+}
+#endif
+
+#ifdef BF16
+fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
+    let first = row_byte + group * GROUP * 2u;
+    let valid = min(GROUP, cols - group * GROUP);
+    for (var i = 0u; i < GROUP; i++) {
+        (*out)[i] = select(0.0, load_bf16(first + 2u * min(i, valid - 1u)), i < valid);
+    }
+}
+#endif
+
+#ifdef Q4_0
+// 18-byte blocks: f16 d, 16 bytes of nibbles (low nibbles are elements 0..16).
+fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
+    let base = row_byte + group * 18u;
+    let d = load_f16(base);
+    for (var w = 0u; w < 4u; w++) {
+        let word = load_u32(base + 2u + 4u * w);
+        for (var b = 0u; b < 4u; b++) {
+            let byte = (word >> (8u * b)) & 0xffu;
+            (*out)[4u * w + b] = f32(i32(byte & 0xfu) - 8) * d;
+            (*out)[4u * w + b + 16u] = f32(i32(byte >> 4u) - 8) * d;
+        }
+    }
+}
+#endif
+
+#ifdef Q4_1
+// 20-byte blocks: f16 d, f16 m, 16 bytes of nibbles.
+fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
+    let base = row_byte + group * 20u;
+    let d = load_f16(base);
+    let m = load_f16(base + 2u);
+    for (var w = 0u; w < 4u; w++) {
+        let word = load_u32(base + 4u + 4u * w);
+        for (var b = 0u; b < 4u; b++) {
+            let byte = (word >> (8u * b)) & 0xffu;
+            (*out)[4u * w + b] = f32(byte & 0xfu) * d + m;
+            (*out)[4u * w + b + 16u] = f32(byte >> 4u) * d + m;
+        }
+    }
+}
+#endif
+
+#ifdef Q5_0
+// 22-byte blocks: f16 d, u32 of fifth bits, 16 bytes of nibbles.
+fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
+    let base = row_byte + group * 22u;
+    let d = load_f16(base);
+    let qh = load_u32(base + 2u);
+    for (var w = 0u; w < 4u; w++) {
+        let word = load_u32(base + 6u + 4u * w);
+        for (var b = 0u; b < 4u; b++) {
+            let j = 4u * w + b;
+            let byte = (word >> (8u * b)) & 0xffu;
+            let lo = (byte & 0xfu) | (((qh >> j) << 4u) & 0x10u);
+            let hi = (byte >> 4u) | ((qh >> (j + 12u)) & 0x10u);
+            (*out)[j] = f32(i32(lo) - 16) * d;
+            (*out)[j + 16u] = f32(i32(hi) - 16) * d;
+        }
+    }
+}
+#endif
+
+#ifdef Q8_0
+// 34-byte blocks: f16 d, 32 signed bytes.
+fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
+    let base = row_byte + group * 34u;
+    let d = load_f16(base);
+    for (var w = 0u; w < 8u; w++) {
+        let word = bitcast<i32>(load_u32(base + 2u + 4u * w));
+        for (var b = 0u; b < 4u; b++) {
+            (*out)[4u * w + b] = f32(extractBits(word, 8u * b, 8u)) * d;
+        }
+    }
+}
+#endif
+
+#ifdef Q4_K
+#define K_SCALES
+#endif
+#ifdef Q5_K
+#define K_SCALES
+#endif
+
+#ifdef K_SCALES
+// The 6-bit scale and min of sub-block `j` (0..8) of the 12 packed bytes at `scales`.
+fn k_scale_min(scales: u32, j: u32) -> vec2<f32> {
+    if (j < 4u) {
+        return vec2<f32>(f32(load_u8(scales + j) & 63u), f32(load_u8(scales + j + 4u) & 63u));
+    }
+    let packed = load_u8(scales + j + 4u);
+    let scale = (packed & 0xfu) | ((load_u8(scales + j - 4u) >> 6u) << 4u);
+    let min = (packed >> 4u) | ((load_u8(scales + j) >> 6u) << 4u);
+    return vec2<f32>(f32(scale), f32(min));
+}
+#endif
+
+#ifdef Q4_K
+// 144-byte blocks of 256: f16 d, f16 dmin, 12 bytes of scales/mins, 128 bytes of
+// nibbles; 64-element chunk c takes low then high nibbles of bytes 32c..32c+32.
+fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
+    let base = row_byte + (group / 8u) * 144u;
+    let sub = group % 8u;
+    let sm = k_scale_min(base + 4u, sub);
+    let scale = load_f16(base) * sm.x;
+    let offset = load_f16(base + 2u) * sm.y;
+    let qs = base + 16u + 32u * (sub / 2u);
+    let shift = 4u * (sub % 2u);
+    for (var w = 0u; w < 8u; w++) {
+        let word = load_u32(qs + 4u * w) >> shift;
+        for (var b = 0u; b < 4u; b++) {
+            (*out)[4u * w + b] = scale * f32((word >> (8u * b)) & 0xfu) - offset;
+        }
+    }
+}
+#endif
+
+#ifdef Q5_K
+// 176-byte blocks of 256: like Q4_K plus 32 bytes of fifth bits (bit j of byte l
+// belongs to element l of sub-block j) before the nibbles.
+fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
+    let base = row_byte + (group / 8u) * 176u;
+    let sub = group % 8u;
+    let sm = k_scale_min(base + 4u, sub);
+    let scale = load_f16(base) * sm.x;
+    let offset = load_f16(base + 2u) * sm.y;
+    let qs = base + 48u + 32u * (sub / 2u);
+    let shift = 4u * (sub % 2u);
+    for (var w = 0u; w < 8u; w++) {
+        let word = load_u32(qs + 4u * w) >> shift;
+        let high = load_u32(base + 16u + 4u * w) >> sub;
+        for (var b = 0u; b < 4u; b++) {
+            let q = ((word >> (8u * b)) & 0xfu) | (((high >> (8u * b)) & 1u) << 4u);
+            (*out)[4u * w + b] = scale * f32(q) - offset;
+        }
+    }
+}
+#endif
+
+#ifdef Q6_K
+// 210-byte blocks of 256: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs,
+// 16 signed scales (one per 16 elements), f16 d at byte 208. Each 128-element half
+// has four 32-element quarters q: low nibbles from ql[32 * (q % 2)..] shifted by
+// 4 * (q / 2), high bits from qh shifted by 2 * q.
+fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
+    let base = row_byte + (group / 8u) * 210u;
+    let half = (group % 8u) / 4u;
+    let quarter = group % 4u;
+    let d = load_f16(base + 208u);
+    let ql = base + 64u * half + 32u * (quarter % 2u);
+    let qh = base + 128u + 32u * half;
+    let low_shift = 4u * (quarter / 2u);
+    let high_shift = 2u * quarter;
+    let scales = base + 192u + 8u * half + 2u * quarter;
+    let scale0 = d * f32(extractBits(bitcast<i32>(load_u8(scales)), 0u, 8u));
+    let scale1 = d * f32(extractBits(bitcast<i32>(load_u8(scales + 1u)), 0u, 8u));
+    for (var w = 0u; w < 8u; w++) {
+        let low = load_u32(ql + 4u * w) >> low_shift;
+        let high = load_u32(qh + 4u * w) >> high_shift;
+        let scale = select(scale1, scale0, w < 4u);
+        for (var b = 0u; b < 4u; b++) {
+            let q = ((low >> (8u * b)) & 0xfu) | (((high >> (8u * b)) & 3u) << 4u);
+            (*out)[4u * w + b] = scale * f32(i32(q) - 32);
+        }
+    }
+}
+#endif
