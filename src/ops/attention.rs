@@ -134,10 +134,8 @@ pub fn encode_with(
     match kernel {
         Kernel::Prefill => {
             let key_tile = prefill_key_tile(ctx, head_dim)?;
-            let pipeline = ctx.pipeline(
-                SHADER,
-                &[("PREFILL", String::new()), head_define, ("KEY_TILE", key_tile.to_string())],
-            )?;
+            let pipeline =
+                ctx.pipeline(SHADER, &[("PREFILL", String::new()), head_define, ("KEY_TILE", key_tile.to_string())])?;
             let bind = ctx.bind_group(&pipeline, &[&uniform, &q.buffer, &cache.k.buffer, &cache.v.buffer, &out.buffer]);
             let row_tiles = (queries * n_heads / kv_heads).div_ceil(PREFILL_ROWS);
             ctx.dispatch(encoder, &pipeline, &bind, ((row_tiles * kv_heads) as u32, 1, 1));
@@ -161,9 +159,8 @@ pub fn encode_with(
 /// The largest prefill key tile whose workgroup memory (query tile, padded K/V tile and
 /// scores) fits the device, or a limit error naming the smallest one's need.
 fn prefill_key_tile(ctx: &Context, head_dim: usize) -> Result<usize> {
-    let bytes = |key_tile: usize| {
-        4 * (PREFILL_ROWS * head_dim + key_tile * (head_dim + 1) + PREFILL_ROWS * key_tile) as u64
-    };
+    let bytes =
+        |key_tile: usize| 4 * (PREFILL_ROWS * head_dim + key_tile * (head_dim + 1) + PREFILL_ROWS * key_tile) as u64;
     let limit = ctx.caps.max_workgroup_storage_bytes as u64;
     match PREFILL_KEY_TILES.iter().find(|&&tile| bytes(tile) <= limit) {
         Some(&tile) => Ok(tile),
@@ -287,8 +284,12 @@ mod tests {
         }
     }
 
+    /// Many queries through the decode kernel (several splits, empty splits), and the
+    /// smallest and largest head dims through both. With lavapipe's 32 KiB of
+    /// workgroup memory, head dims 64, 128 and 256 take prefill key tiles 64, 32 and 16,
+    /// so the tests above and here cover every tile size.
     #[test]
-    fn decode_kernel_handles_several_queries_and_odd_dims() {
+    fn decode_kernel_handles_several_queries_and_extreme_dims() {
         check(Kernel::Decode, (14, 2), 64, 7, 0, 201);
         check(Kernel::Decode, (12, 2), 128, 33, 290, 202);
         check(Kernel::Decode, (4, 4), 2, 5, 511, 203);

@@ -168,7 +168,10 @@ mod tests {
 
         let narrow = Tensor::new(ctx, "k", &[3, 6], Elem::F32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &cache, &narrow, &narrow, 0).unwrap_err();
-        assert!(err.to_string().starts_with("kv_append: a cache of 2 heads of 4 needs k and v of shape [T, 8]"), "{err}");
+        assert!(
+            err.to_string().starts_with("kv_append: a cache of 2 heads of 4 needs k and v of shape [T, 8]"),
+            "{err}"
+        );
         let short_v = Tensor::new(ctx, "v", &[2, 8], Elem::F32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &cache, &k, &short_v, 0).unwrap_err();
         assert!(err.to_string().contains("got k [3, 8], v [2, 8]"), "{err}");
