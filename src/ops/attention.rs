@@ -6,7 +6,10 @@ use crate::gpu::{Context, Shader};
 use crate::ops::kv_append::KvCache;
 use crate::ops::{Elem, Tensor};
 
-const SHADER: Shader = Shader { name: "attention.wgsl", source: include_str!("../../shaders/attention.wgsl") };
+const SHADER: Shader = Shader {
+    name: "attention.wgsl",
+    source: include_str!("../../shaders/attention.wgsl"),
+};
 
 /// Largest head dimension the kernels hold per invocation.
 pub const MAX_HEAD_DIM: usize = 256;
@@ -38,7 +41,11 @@ impl Kernel {
     /// share K/V loads with, so it takes the decode kernel, which instead spreads the
     /// keys over many invocations; two or more queries take the prefill kernel.
     pub fn for_queries(queries: usize) -> Kernel {
-        if queries == 1 { Kernel::Decode } else { Kernel::Prefill }
+        if queries == 1 {
+            Kernel::Decode
+        } else {
+            Kernel::Prefill
+        }
     }
 }
 
@@ -69,7 +76,16 @@ pub fn encode(
     pos_offset: usize,
     scale: f32,
 ) -> Result<()> {
-    encode_with(ctx, encoder, Kernel::for_queries(q.rows()), q, cache, out, pos_offset, scale)
+    encode_with(
+        ctx,
+        encoder,
+        Kernel::for_queries(q.rows()),
+        q,
+        cache,
+        out,
+        pos_offset,
+        scale,
+    )
 }
 
 /// [`encode`] with the kernel given instead of chosen (both accept any number of queries).
@@ -87,7 +103,10 @@ pub fn encode_with(
     q.expect_elem("attention", "q", Elem::F32)?;
     out.expect_elem("attention", "out", Elem::F32)?;
     let (kv_heads, capacity, head_dim) = (cache.kv_heads(), cache.capacity(), cache.head_dim());
-    let shape_error = |message: String| Error::Shape { op: "attention", message };
+    let shape_error = |message: String| Error::Shape {
+        op: "attention",
+        message,
+    };
     if head_dim == 0 || head_dim > MAX_HEAD_DIM || kv_heads == 0 {
         return Err(shape_error(format!(
             "the KV cache {:?} needs 1 to {MAX_HEAD_DIM} values per head and at least one head",
@@ -95,7 +114,11 @@ pub fn encode_with(
         )));
     }
     let n_heads = q.cols() / head_dim;
-    if q.shape.len() != 2 || q.cols() % head_dim != 0 || n_heads == 0 || n_heads % kv_heads != 0 {
+    if q.shape.len() != 2
+        || !q.cols().is_multiple_of(head_dim)
+        || n_heads == 0
+        || !n_heads.is_multiple_of(kv_heads)
+    {
         return Err(shape_error(format!(
             "q {:?} must be [T, n_heads * {head_dim}] with n_heads a multiple of the cache's {kv_heads} kv heads",
             q.shape
@@ -134,11 +157,31 @@ pub fn encode_with(
     match kernel {
         Kernel::Prefill => {
             let key_tile = prefill_key_tile(ctx, head_dim)?;
-            let pipeline =
-                ctx.pipeline(SHADER, &[("PREFILL", String::new()), head_define, ("KEY_TILE", key_tile.to_string())])?;
-            let bind = ctx.bind_group(&pipeline, &[&uniform, &q.buffer, &cache.k.buffer, &cache.v.buffer, &out.buffer]);
+            let pipeline = ctx.pipeline(
+                SHADER,
+                &[
+                    ("PREFILL", String::new()),
+                    head_define,
+                    ("KEY_TILE", key_tile.to_string()),
+                ],
+            )?;
+            let bind = ctx.bind_group(
+                &pipeline,
+                &[
+                    &uniform,
+                    &q.buffer,
+                    &cache.k.buffer,
+                    &cache.v.buffer,
+                    &out.buffer,
+                ],
+            );
             let row_tiles = (queries * n_heads / kv_heads).div_ceil(PREFILL_ROWS);
-            ctx.dispatch(encoder, &pipeline, &bind, ((row_tiles * kv_heads) as u32, 1, 1));
+            ctx.dispatch(
+                encoder,
+                &pipeline,
+                &bind,
+                ((row_tiles * kv_heads) as u32, 1, 1),
+            );
         }
         Kernel::Decode => {
             let records = queries * n_heads * splits;
@@ -146,7 +189,16 @@ pub fn encode_with(
             ctx.check_binding("attention decode partials", partial_bytes)?;
             let partial = ctx.storage_buffer("attention decode partials", partial_bytes)?;
             let decode = ctx.pipeline(SHADER, &[("DECODE", String::new()), head_define.clone()])?;
-            let bind = ctx.bind_group(&decode, &[&uniform, &q.buffer, &cache.k.buffer, &cache.v.buffer, &partial]);
+            let bind = ctx.bind_group(
+                &decode,
+                &[
+                    &uniform,
+                    &q.buffer,
+                    &cache.k.buffer,
+                    &cache.v.buffer,
+                    &partial,
+                ],
+            );
             ctx.dispatch(encoder, &decode, &bind, (records as u32, 1, 1));
             let combine = ctx.pipeline(SHADER, &[("COMBINE", String::new()), head_define])?;
             let bind = ctx.bind_group(&combine, &[&uniform, &partial, &out.buffer]);
@@ -159,8 +211,9 @@ pub fn encode_with(
 /// The largest prefill key tile whose workgroup memory (query tile, padded K/V tile and
 /// scores) fits the device, or a limit error naming the smallest one's need.
 fn prefill_key_tile(ctx: &Context, head_dim: usize) -> Result<usize> {
-    let bytes =
-        |key_tile: usize| 4 * (PREFILL_ROWS * head_dim + key_tile * (head_dim + 1) + PREFILL_ROWS * key_tile) as u64;
+    let bytes = |key_tile: usize| {
+        4 * (PREFILL_ROWS * head_dim + key_tile * (head_dim + 1) + PREFILL_ROWS * key_tile) as u64
+    };
     let limit = ctx.caps.max_workgroup_storage_bytes as u64;
     match PREFILL_KEY_TILES.iter().find(|&&tile| bytes(tile) <= limit) {
         Some(&tile) => Ok(tile),
@@ -193,10 +246,16 @@ pub fn reference(
         let keys = pos_offset + t + 1;
         for (head, qh) in q_row.chunks(head_dim).enumerate() {
             let base = (head / group) * capacity * head_dim;
-            let row = |cache: &[f32], p: usize| cache[base + p * head_dim..base + (p + 1) * head_dim].to_vec();
+            let row = |cache: &[f32], p: usize| {
+                cache[base + p * head_dim..base + (p + 1) * head_dim].to_vec()
+            };
             let scores: Vec<f64> = (0..keys)
                 .map(|p| {
-                    let dot: f64 = qh.iter().zip(row(k_cache, p)).map(|(&a, b)| a as f64 * b as f64).sum();
+                    let dot: f64 = qh
+                        .iter()
+                        .zip(row(k_cache, p))
+                        .map(|(&a, b)| a as f64 * b as f64)
+                        .sum();
                     dot * scale as f64
                 })
                 .collect();
@@ -231,7 +290,14 @@ mod tests {
 
     /// Runs `kernel` on random q and a random cache filled to its whole capacity (so any
     /// read past the causal limit changes the result) and compares with the reference.
-    fn check(kernel: Kernel, heads: (usize, usize), head_dim: usize, queries: usize, pos_offset: usize, seed: u64) {
+    fn check(
+        kernel: Kernel,
+        heads: (usize, usize),
+        head_dim: usize,
+        queries: usize,
+        pos_offset: usize,
+        seed: u64,
+    ) {
         let ctx = ctx();
         let mut rng = rng(seed);
         let (n_heads, kv_heads) = heads;
@@ -251,8 +317,12 @@ mod tests {
         let mut enc = ctx.encoder();
         encode_with(ctx, &mut enc, kernel, &q, &cache, &out, pos_offset, scale).unwrap();
         ctx.submit("attention test", enc).unwrap();
-        let want = reference(&q_host, &k_host, &v_host, n_heads, kv_heads, head_dim, pos_offset, scale);
-        let what = format!("{kernel:?} heads {n_heads}/{kv_heads} dim {head_dim} T {queries} at {pos_offset}");
+        let want = reference(
+            &q_host, &k_host, &v_host, n_heads, kv_heads, head_dim, pos_offset, scale,
+        );
+        let what = format!(
+            "{kernel:?} heads {n_heads}/{kv_heads} dim {head_dim} T {queries} at {pos_offset}"
+        );
         assert_close(&what, &out.read_f32(ctx).unwrap(), &want, ATOL, RTOL);
     }
 
@@ -333,8 +403,16 @@ mod tests {
             ctx.submit("generation step", enc).unwrap();
             kv_append::reference(&mut k_host, &k_new, kv_heads, capacity, head_dim, pos);
             kv_append::reference(&mut v_host, &v_new, kv_heads, capacity, head_dim, pos);
-            let want = reference(&q_host, &k_host, &v_host, n_heads, kv_heads, head_dim, pos, scale);
-            assert_close(&format!("step of {tokens} at {pos}"), &out.read_f32(ctx).unwrap(), &want, ATOL, RTOL);
+            let want = reference(
+                &q_host, &k_host, &v_host, n_heads, kv_heads, head_dim, pos, scale,
+            );
+            assert_close(
+                &format!("step of {tokens} at {pos}"),
+                &out.read_f32(ctx).unwrap(),
+                &want,
+                ATOL,
+                RTOL,
+            );
             pos += tokens;
         }
     }
@@ -344,7 +422,9 @@ mod tests {
         let ctx = ctx();
         let cache = KvCache::new(ctx, "cache", 2, 16, 8).unwrap();
         let run = |q: &Tensor, out: &Tensor, pos_offset: usize| {
-            encode(ctx, &mut ctx.encoder(), q, &cache, out, pos_offset, 0.5).unwrap_err().to_string()
+            encode(ctx, &mut ctx.encoder(), q, &cache, out, pos_offset, 0.5)
+                .unwrap_err()
+                .to_string()
         };
         let q = Tensor::new(ctx, "q", &[3, 48], Elem::F32).unwrap();
         let out = Tensor::new(ctx, "out", &[3, 48], Elem::F32).unwrap();
@@ -356,7 +436,12 @@ mod tests {
 
         let odd_heads = Tensor::new(ctx, "q", &[3, 24], Elem::F32).unwrap();
         let err = run(&odd_heads, &odd_heads, 0);
-        assert!(err.starts_with("attention: q [3, 24] must be [T, n_heads * 8] with n_heads a multiple"), "{err}");
+        assert!(
+            err.starts_with(
+                "attention: q [3, 24] must be [T, n_heads * 8] with n_heads a multiple"
+            ),
+            "{err}"
+        );
         let ragged = Tensor::new(ctx, "q", &[3, 44], Elem::F32).unwrap();
         assert!(run(&ragged, &ragged, 0).contains("q [3, 44] must be"));
         let short_out = Tensor::new(ctx, "out", &[2, 48], Elem::F32).unwrap();
@@ -364,7 +449,9 @@ mod tests {
 
         let wide = KvCache::new(ctx, "wide", 1, 4, MAX_HEAD_DIM + 2).unwrap();
         let q_wide = Tensor::new(ctx, "q", &[1, MAX_HEAD_DIM + 2], Elem::F32).unwrap();
-        let err = encode(ctx, &mut ctx.encoder(), &q_wide, &wide, &q_wide, 0, 0.5).unwrap_err().to_string();
+        let err = encode(ctx, &mut ctx.encoder(), &q_wide, &wide, &q_wide, 0, 0.5)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("needs 1 to 256 values per head"), "{err}");
     }
 }
