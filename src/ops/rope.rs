@@ -50,7 +50,7 @@ impl RopeConfig {
 
     fn validate(&self) -> Result<()> {
         let fail = |message: String| Err(Error::Shape { op: "rope", message });
-        if self.rotary_dim == 0 || self.rotary_dim % 2 != 0 || self.rotary_dim > self.head_dim {
+        if self.rotary_dim == 0 || !self.rotary_dim.is_multiple_of(2) || self.rotary_dim > self.head_dim {
             return fail(format!(
                 "rotary_dim {} must be even, positive and at most head_dim {}",
                 self.rotary_dim, self.head_dim

@@ -84,8 +84,8 @@ mod tests {
             let gate = random_f32(&mut rng, rows * cols, 12.0);
             let up = random_f32(&mut rng, rows * cols, 3.0);
             let got = run(ctx, &[rows, cols], &gate, &up);
-            // GPU exp is a few ulp off (WGSL allows more for large |x|); the f64 reference is exact.
-            assert_close(&format!("silu_mul {rows}x{cols}"), &got, &reference(&gate, &up), 1e-6, 2e-6);
+            // WGSL lets exp be off by 3 + 2|x| ulp (~2e-6 relative at |x| = 12); the reference is f64.
+            assert_close(&format!("silu_mul {rows}x{cols}"), &got, &reference(&gate, &up), 1e-6, 5e-6);
         }
     }
 
@@ -95,7 +95,7 @@ mod tests {
         let gate = [-1000.0, -100.0, -88.0, -20.0, -1e-30, 0.0, 1e-30, 20.0, 88.0, 100.0, 1000.0];
         let up = [2.0; 11];
         let got = run(ctx, &[gate.len()], &gate, &up);
-        assert_close("silu_mul extremes", &got, &reference(&gate, &up), 1e-6, 2e-6);
+        assert_close("silu_mul extremes", &got, &reference(&gate, &up), 1e-6, 5e-6);
     }
 
     #[test]
@@ -105,7 +105,7 @@ mod tests {
         let gate: Vec<f32> = (0..len).map(|i| (i % 1999) as f32 / 100.0 - 10.0).collect();
         let up: Vec<f32> = (0..len).map(|i| (i / 1999 % 7) as f32 - 3.0).collect();
         let got = run(ctx, &[len], &gate, &up);
-        assert_close("silu_mul, folded dispatch", &got, &reference(&gate, &up), 1e-6, 2e-6);
+        assert_close("silu_mul, folded dispatch", &got, &reference(&gate, &up), 1e-6, 5e-6);
     }
 
     #[test]
