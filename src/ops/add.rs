@@ -5,7 +5,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Shader};
 use crate::ops::{Elem, Tensor};
 
-const SHADER: Shader = Shader { name: "add.wgsl", source: include_str!("../../shaders/add.wgsl") };
+const SHADER: Shader = Shader {
+    name: "add.wgsl",
+    source: include_str!("../../shaders/add.wgsl"),
+};
 
 /// Invocations per workgroup; must match `WG` in add.wgsl.
 const WORKGROUP: usize = 256;
@@ -23,11 +26,17 @@ fn check_operands(a: &Tensor, b: &Tensor) -> Result<()> {
     if b.shape != a.shape {
         return Err(Error::Shape {
             op: "add",
-            message: format!("a {:?} and b {:?} must have the same shape", a.shape, b.shape),
+            message: format!(
+                "a {:?} and b {:?} must have the same shape",
+                a.shape, b.shape
+            ),
         });
     }
     if a.buffer == b.buffer {
-        return Err(Error::Shape { op: "add", message: "a and b must be different buffers".into() });
+        return Err(Error::Shape {
+            op: "add",
+            message: "a and b must be different buffers".into(),
+        });
     }
     Ok(())
 }
@@ -39,13 +48,28 @@ fn record(
     buffers: &[&wgpu::Buffer],
     len: usize,
 ) -> Result<()> {
-    let defines: &[(&str, String)] = if in_place { &[("IN_PLACE", String::new())] } else { &[] };
+    let defines: &[(&str, String)] = if in_place {
+        &[("IN_PLACE", String::new())]
+    } else {
+        &[]
+    };
     let pipeline = ctx.pipeline(SHADER, defines)?;
-    let uniform = ctx.uniform("add params", &Params { len: len as u32, _pad: [0; 3] });
+    let uniform = ctx.uniform(
+        "add params",
+        &Params {
+            len: len as u32,
+            _pad: [0; 3],
+        },
+    );
     let mut bindings = vec![&uniform];
     bindings.extend_from_slice(buffers);
     let bind = ctx.bind_group(&pipeline, &bindings);
-    ctx.dispatch(encoder, &pipeline, &bind, (len.div_ceil(WORKGROUP) as u32, 1, 1));
+    ctx.dispatch(
+        encoder,
+        &pipeline,
+        &bind,
+        (len.div_ceil(WORKGROUP) as u32, 1, 1),
+    );
     Ok(())
 }
 
@@ -63,20 +87,35 @@ pub fn encode(
     if output.shape != a.shape {
         return Err(Error::Shape {
             op: "add",
-            message: format!("a {:?} needs an output of the same shape; got output {:?}", a.shape, output.shape),
+            message: format!(
+                "a {:?} needs an output of the same shape; got output {:?}",
+                a.shape, output.shape
+            ),
         });
     }
     if output.buffer == a.buffer || output.buffer == b.buffer {
         return Err(Error::Shape {
             op: "add",
-            message: "output must not alias a or b; use add::encode_in_place to accumulate into a".into(),
+            message: "output must not alias a or b; use add::encode_in_place to accumulate into a"
+                .into(),
         });
     }
-    record(ctx, encoder, false, &[&a.buffer, &b.buffer, &output.buffer], a.len())
+    record(
+        ctx,
+        encoder,
+        false,
+        &[&a.buffer, &b.buffer, &output.buffer],
+        a.len(),
+    )
 }
 
 /// Records the residual update `a += b` (f32, same shape, distinct buffers).
-pub fn encode_in_place(ctx: &Context, encoder: &mut wgpu::CommandEncoder, a: &Tensor, b: &Tensor) -> Result<()> {
+pub fn encode_in_place(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    a: &Tensor,
+    b: &Tensor,
+) -> Result<()> {
     check_operands(a, b)?;
     record(ctx, encoder, true, &[&a.buffer, &b.buffer], a.len())
 }
@@ -109,7 +148,13 @@ mod tests {
             encode(ctx, &mut enc, &a, &b, &output).unwrap();
             ctx.submit("add test", enc).unwrap();
             // One correctly rounded f32 addition on both sides: bit-exact.
-            assert_close(&format!("add {rows}x{cols}"), &output.read_f32(ctx).unwrap(), &reference(&x, &y), 0.0, 0.0);
+            assert_close(
+                &format!("add {rows}x{cols}"),
+                &output.read_f32(ctx).unwrap(),
+                &reference(&x, &y),
+                0.0,
+                0.0,
+            );
             assert_eq!(a.read_f32(ctx).unwrap(), x, "add must leave a unchanged");
         }
     }
@@ -128,7 +173,13 @@ mod tests {
             encode_in_place(ctx, &mut enc, &a, &b).unwrap();
             ctx.submit("add in place test", enc).unwrap();
             let want = reference(&reference(&x, &y), &y);
-            assert_close(&format!("a += b twice {rows}x{cols}"), &a.read_f32(ctx).unwrap(), &want, 0.0, 0.0);
+            assert_close(
+                &format!("a += b twice {rows}x{cols}"),
+                &a.read_f32(ctx).unwrap(),
+                &want,
+                0.0,
+                0.0,
+            );
         }
     }
 
@@ -148,8 +199,20 @@ mod tests {
         encode_in_place(ctx, &mut enc, &a, &b).unwrap();
         ctx.submit("big add test", enc).unwrap();
         let want = reference(&x, &y);
-        assert_close("add, folded dispatch", &output.read_f32(ctx).unwrap(), &want, 0.0, 0.0);
-        assert_close("a += b, folded dispatch", &a.read_f32(ctx).unwrap(), &want, 0.0, 0.0);
+        assert_close(
+            "add, folded dispatch",
+            &output.read_f32(ctx).unwrap(),
+            &want,
+            0.0,
+            0.0,
+        );
+        assert_close(
+            "a += b, folded dispatch",
+            &a.read_f32(ctx).unwrap(),
+            &want,
+            0.0,
+            0.0,
+        );
     }
 
     #[test]
@@ -159,16 +222,29 @@ mod tests {
         let b = Tensor::new(ctx, "b", &[2, 7], Elem::F32).unwrap();
         let out = Tensor::new(ctx, "out", &[2, 8], Elem::F32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &a, &b, &out).unwrap_err();
-        assert_eq!(err.to_string(), "add: a [2, 8] and b [2, 7] must have the same shape");
+        assert_eq!(
+            err.to_string(),
+            "add: a [2, 8] and b [2, 7] must have the same shape"
+        );
         let err = encode_in_place(ctx, &mut ctx.encoder(), &a, &b).unwrap_err();
-        assert_eq!(err.to_string(), "add: a [2, 8] and b [2, 7] must have the same shape");
+        assert_eq!(
+            err.to_string(),
+            "add: a [2, 8] and b [2, 7] must have the same shape"
+        );
 
         let small_out = Tensor::new(ctx, "out", &[8], Elem::F32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &a, &out, &small_out).unwrap_err();
-        assert!(err.to_string().starts_with("add: a [2, 8] needs an output of the same shape"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("add: a [2, 8] needs an output of the same shape"),
+            "{err}"
+        );
 
         let err = encode(ctx, &mut ctx.encoder(), &a, &out, &a).unwrap_err();
-        assert!(err.to_string().contains("use add::encode_in_place"), "{err}");
+        assert!(
+            err.to_string().contains("use add::encode_in_place"),
+            "{err}"
+        );
         let err = encode_in_place(ctx, &mut ctx.encoder(), &a, &a).unwrap_err();
         assert_eq!(err.to_string(), "add: a and b must be different buffers");
 

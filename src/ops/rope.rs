@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Shader};
 use crate::ops::{Elem, Tensor};
 
-const SHADER: Shader = Shader { name: "rope.wgsl", source: include_str!("../../shaders/rope.wgsl") };
+const SHADER: Shader = Shader {
+    name: "rope.wgsl",
+    source: include_str!("../../shaders/rope.wgsl"),
+};
 
 /// Invocations per workgroup; must match `WG` in rope.wgsl.
 const WORKGROUP: usize = 256;
@@ -49,15 +52,26 @@ impl RopeConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let fail = |message: String| Err(Error::Shape { op: "rope", message });
-        if self.rotary_dim == 0 || !self.rotary_dim.is_multiple_of(2) || self.rotary_dim > self.head_dim {
+        let fail = |message: String| {
+            Err(Error::Shape {
+                op: "rope",
+                message,
+            })
+        };
+        if self.rotary_dim == 0
+            || !self.rotary_dim.is_multiple_of(2)
+            || self.rotary_dim > self.head_dim
+        {
             return fail(format!(
                 "rotary_dim {} must be even, positive and at most head_dim {}",
                 self.rotary_dim, self.head_dim
             ));
         }
         if !(self.base.is_finite() && self.base > 0.0) {
-            return fail(format!("base {} must be a positive finite number", self.base));
+            return fail(format!(
+                "base {} must be a positive finite number",
+                self.base
+            ));
         }
         if let Some(factors) = &self.freq_factors {
             if factors.len() != self.rotary_dim / 2 {
@@ -68,8 +82,14 @@ impl RopeConfig {
                     factors.len()
                 ));
             }
-            if let Some((i, f)) = factors.iter().enumerate().find(|(_, f)| !(f.is_finite() && **f > 0.0)) {
-                return fail(format!("frequency factor {i} is {f}; factors must be positive and finite"));
+            if let Some((i, f)) = factors
+                .iter()
+                .enumerate()
+                .find(|(_, f)| !(f.is_finite() && **f > 0.0))
+            {
+                return fail(format!(
+                    "frequency factor {i} is {f}; factors must be positive and finite"
+                ));
             }
         }
         Ok(())
@@ -142,7 +162,10 @@ pub fn encode(
     if tokens > 0 && position_offset.checked_add((tokens - 1) as u32).is_none() {
         return Err(Error::Shape {
             op: "rope",
-            message: format!("{tokens} tokens from position {position_offset} run past position {}", u32::MAX),
+            message: format!(
+                "{tokens} tokens from position {position_offset} run past position {}",
+                u32::MAX
+            ),
         });
     }
     let half_rotary = config.rotary_dim / 2;
@@ -162,7 +185,12 @@ pub fn encode(
     let pipeline = ctx.pipeline(SHADER, defines)?;
     let uniform = ctx.uniform("rope params", &params);
     let bind = ctx.bind_group(&pipeline, &[&uniform, &rope.steps, &x.buffer]);
-    ctx.dispatch(encoder, &pipeline, &bind, (pairs.div_ceil(WORKGROUP) as u32, 1, 1));
+    ctx.dispatch(
+        encoder,
+        &pipeline,
+        &bind,
+        (pairs.div_ceil(WORKGROUP) as u32, 1, 1),
+    );
     Ok(())
 }
 
@@ -196,10 +224,18 @@ mod tests {
 
     /// Llama-3-style factors: 1 for high frequencies, up to 8 for low ones, smooth between.
     fn llama3_factors(n: usize) -> Vec<f32> {
-        (0..n).map(|i| 1.0 + 7.0 * (i as f32 / (n - 1).max(1) as f32).powi(2)).collect()
+        (0..n)
+            .map(|i| 1.0 + 7.0 * (i as f32 / (n - 1).max(1) as f32).powi(2))
+            .collect()
     }
 
-    fn config(head_dim: usize, rotary_dim: usize, base: f64, pairing: RopePairing, factors: bool) -> RopeConfig {
+    fn config(
+        head_dim: usize,
+        rotary_dim: usize,
+        base: f64,
+        pairing: RopePairing,
+        factors: bool,
+    ) -> RopeConfig {
         RopeConfig {
             head_dim,
             rotary_dim,
@@ -209,7 +245,14 @@ mod tests {
         }
     }
 
-    fn run(ctx: &Context, rope: &Rope, x: &[f32], tokens: usize, heads: usize, offset: u32) -> Vec<f32> {
+    fn run(
+        ctx: &Context,
+        rope: &Rope,
+        x: &[f32],
+        tokens: usize,
+        heads: usize,
+        offset: u32,
+    ) -> Vec<f32> {
         let t = Tensor::from_f32(ctx, "x", &[tokens, heads * rope.config().head_dim], x).unwrap();
         let mut enc = ctx.encoder();
         encode(ctx, &mut enc, rope, &t, heads, offset).unwrap();
@@ -229,15 +272,16 @@ mod tests {
         // (heads, head_dim, rotary_dim, base, with freq factors)
         let settings = [
             (1, 2, 2, 10_000.0, false),
-            (14, 64, 64, 1e6, false),        // Qwen2.5-0.5B queries: width 896
-            (2, 64, 64, 1e6, true),          // its keys, with Llama-3 scaling
-            (3, 128, 64, 10_000.0, false),   // partial rotary (GPT-J/Phi style)
-            (5, 96, 32, 500_000.0, true),    // partial rotary with factors
+            (14, 64, 64, 1e6, false),      // Qwen2.5-0.5B queries: width 896
+            (2, 64, 64, 1e6, true),        // its keys, with Llama-3 scaling
+            (3, 128, 64, 10_000.0, false), // partial rotary (GPT-J/Phi style)
+            (5, 96, 32, 500_000.0, true),  // partial rotary with factors
             (38, 128, 128, 10_000.0, false), // width 4864
         ];
         for pairing in [RopePairing::Interleaved, RopePairing::Neox] {
             for &(heads, head_dim, rotary_dim, base, factors) in &settings {
-                let rope = Rope::new(ctx, config(head_dim, rotary_dim, base, pairing, factors)).unwrap();
+                let rope =
+                    Rope::new(ctx, config(head_dim, rotary_dim, base, pairing, factors)).unwrap();
                 for tokens in [1, 7, 33] {
                     for offset in [0, 5, 30_000] {
                         let x = random_f32(&mut rng, tokens * heads * head_dim, 2.0);
@@ -262,7 +306,13 @@ mod tests {
         for offset in [1 << 20, u32::MAX - 3] {
             let x = random_f32(&mut rng, 4 * 2 * 64, 2.0);
             let got = run(ctx, &rope, &x, 4, 2, offset);
-            assert_close(&format!("rope at {offset}"), &got, &reference(&x, 2, rope.config(), offset), ATOL, RTOL);
+            assert_close(
+                &format!("rope at {offset}"),
+                &got,
+                &reference(&x, 2, rope.config(), offset),
+                ATOL,
+                RTOL,
+            );
         }
     }
 
@@ -275,7 +325,11 @@ mod tests {
             let x = random_f32(&mut rng, 7 * 3 * 96, 2.0);
             let got = run(ctx, &rope, &x, 7, 3, 5);
             for (i, (g, w)) in got.iter().zip(&x).enumerate().filter(|(i, _)| i % 96 >= 32) {
-                assert_eq!(g.to_bits(), w.to_bits(), "{pairing:?}: element {i} past rotary_dim changed");
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{pairing:?}: element {i} past rotary_dim changed"
+                );
             }
         }
     }
@@ -283,7 +337,12 @@ mod tests {
     #[test]
     fn rope_rejects_bad_settings_and_shapes() {
         let ctx = ctx();
-        let bad = |c: RopeConfig| Rope::new(ctx, c).err().expect("config must be refused").to_string();
+        let bad = |c: RopeConfig| {
+            Rope::new(ctx, c)
+                .err()
+                .expect("config must be refused")
+                .to_string()
+        };
         let neox = RopePairing::Neox;
         assert_eq!(
             bad(config(64, 63, 1e4, neox, false)),
@@ -293,23 +352,39 @@ mod tests {
             bad(config(64, 128, 1e4, neox, false)),
             "rope: rotary_dim 128 must be even, positive and at most head_dim 64"
         );
-        assert_eq!(bad(config(64, 64, -1.0, neox, false)), "rope: base -1 must be a positive finite number");
+        assert_eq!(
+            bad(config(64, 64, -1.0, neox, false)),
+            "rope: base -1 must be a positive finite number"
+        );
         let mut short = config(64, 64, 1e4, neox, true);
         short.freq_factors.as_mut().unwrap().pop();
-        assert_eq!(bad(short), "rope: rotary_dim 64 needs 32 frequency factors, got 31");
+        assert_eq!(
+            bad(short),
+            "rope: rotary_dim 64 needs 32 frequency factors, got 31"
+        );
         let mut zero = config(64, 64, 1e4, neox, true);
         zero.freq_factors.as_mut().unwrap()[3] = 0.0;
-        assert_eq!(bad(zero), "rope: frequency factor 3 is 0; factors must be positive and finite");
+        assert_eq!(
+            bad(zero),
+            "rope: frequency factor 3 is 0; factors must be positive and finite"
+        );
 
         let rope = Rope::new(ctx, config(64, 64, 1e4, neox, false)).unwrap();
         let x = Tensor::new(ctx, "x", &[3, 200], Elem::F32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &rope, &x, 3, 0).unwrap_err();
-        assert_eq!(err.to_string(), "rope: x [3, 200] must have rows of 3 heads x 64 dims = 192 values");
+        assert_eq!(
+            err.to_string(),
+            "rope: x [3, 200] must have rows of 3 heads x 64 dims = 192 values"
+        );
         let x = Tensor::new(ctx, "x", &[3, 192], Elem::F32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &rope, &x, 3, u32::MAX - 1).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("rope: 3 tokens from position {} run past position {}", u32::MAX - 1, u32::MAX)
+            format!(
+                "rope: 3 tokens from position {} run past position {}",
+                u32::MAX - 1,
+                u32::MAX
+            )
         );
         let ids = Tensor::new(ctx, "ids", &[3, 192], Elem::U32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &rope, &ids, 3, 0).unwrap_err();

@@ -5,7 +5,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Shader};
 use crate::ops::{Elem, Tensor};
 
-const SHADER: Shader = Shader { name: "silu_mul.wgsl", source: include_str!("../../shaders/silu_mul.wgsl") };
+const SHADER: Shader = Shader {
+    name: "silu_mul.wgsl",
+    source: include_str!("../../shaders/silu_mul.wgsl"),
+};
 
 /// Invocations per workgroup; must match `WG` in silu_mul.wgsl.
 const WORKGROUP: usize = 256;
@@ -39,13 +42,30 @@ pub fn encode(
         });
     }
     if output.buffer == gate.buffer || output.buffer == up.buffer {
-        return Err(Error::Shape { op: "silu_mul", message: "output must not alias gate or up".into() });
+        return Err(Error::Shape {
+            op: "silu_mul",
+            message: "output must not alias gate or up".into(),
+        });
     }
     let len = gate.len();
     let pipeline = ctx.pipeline(SHADER, &[])?;
-    let uniform = ctx.uniform("silu_mul params", &Params { len: len as u32, _pad: [0; 3] });
-    let bind = ctx.bind_group(&pipeline, &[&uniform, &gate.buffer, &up.buffer, &output.buffer]);
-    ctx.dispatch(encoder, &pipeline, &bind, (len.div_ceil(WORKGROUP) as u32, 1, 1));
+    let uniform = ctx.uniform(
+        "silu_mul params",
+        &Params {
+            len: len as u32,
+            _pad: [0; 3],
+        },
+    );
+    let bind = ctx.bind_group(
+        &pipeline,
+        &[&uniform, &gate.buffer, &up.buffer, &output.buffer],
+    );
+    ctx.dispatch(
+        encoder,
+        &pipeline,
+        &bind,
+        (len.div_ceil(WORKGROUP) as u32, 1, 1),
+    );
     Ok(())
 }
 
@@ -85,17 +105,31 @@ mod tests {
             let up = random_f32(&mut rng, rows * cols, 3.0);
             let got = run(ctx, &[rows, cols], &gate, &up);
             // WGSL lets exp be off by 3 + 2|x| ulp (~2e-6 relative at |x| = 12); the reference is f64.
-            assert_close(&format!("silu_mul {rows}x{cols}"), &got, &reference(&gate, &up), 1e-6, 5e-6);
+            assert_close(
+                &format!("silu_mul {rows}x{cols}"),
+                &got,
+                &reference(&gate, &up),
+                1e-6,
+                5e-6,
+            );
         }
     }
 
     #[test]
     fn silu_mul_saturates_cleanly_for_extreme_gates() {
         let ctx = ctx();
-        let gate = [-1000.0, -100.0, -88.0, -20.0, -1e-30, 0.0, 1e-30, 20.0, 88.0, 100.0, 1000.0];
+        let gate = [
+            -1000.0, -100.0, -88.0, -20.0, -1e-30, 0.0, 1e-30, 20.0, 88.0, 100.0, 1000.0,
+        ];
         let up = [2.0; 11];
         let got = run(ctx, &[gate.len()], &gate, &up);
-        assert_close("silu_mul extremes", &got, &reference(&gate, &up), 1e-6, 5e-6);
+        assert_close(
+            "silu_mul extremes",
+            &got,
+            &reference(&gate, &up),
+            1e-6,
+            5e-6,
+        );
     }
 
     #[test]
@@ -105,7 +139,13 @@ mod tests {
         let gate: Vec<f32> = (0..len).map(|i| (i % 1999) as f32 / 100.0 - 10.0).collect();
         let up: Vec<f32> = (0..len).map(|i| (i / 1999 % 7) as f32 - 3.0).collect();
         let got = run(ctx, &[len], &gate, &up);
-        assert_close("silu_mul, folded dispatch", &got, &reference(&gate, &up), 1e-6, 5e-6);
+        assert_close(
+            "silu_mul, folded dispatch",
+            &got,
+            &reference(&gate, &up),
+            1e-6,
+            5e-6,
+        );
     }
 
     #[test]
@@ -115,9 +155,15 @@ mod tests {
         let up = Tensor::new(ctx, "up", &[3, 15], Elem::F32).unwrap();
         let out = Tensor::new(ctx, "out", &[3, 16], Elem::F32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &gate, &up, &out).unwrap_err();
-        assert_eq!(err.to_string(), "silu_mul: gate [3, 16], up [3, 15] and output [3, 16] must have the same shape");
+        assert_eq!(
+            err.to_string(),
+            "silu_mul: gate [3, 16], up [3, 15] and output [3, 16] must have the same shape"
+        );
         let err = encode(ctx, &mut ctx.encoder(), &gate, &out, &gate).unwrap_err();
-        assert_eq!(err.to_string(), "silu_mul: output must not alias gate or up");
+        assert_eq!(
+            err.to_string(),
+            "silu_mul: output must not alias gate or up"
+        );
         let ids = Tensor::new(ctx, "ids", &[3, 16], Elem::U32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &ids, &out, &gate).unwrap_err();
         assert_eq!(err.to_string(), "silu_mul: gate must be F32, not U32");
