@@ -4,4 +4,7 @@
 pub mod arch;
 pub mod config;
 
-pub use config::{ModelConfig, RopeStyle};
+pub use config::ModelConfig;
+pub mod forward;
+
+pub use forward::{LayerWeights, Logits, Model, Session};
