@@ -31,6 +31,17 @@ pub enum Error {
     /// An op does not implement a weight type.
     #[error("{op} does not support weight type {dtype}")]
     UnsupportedDType { op: &'static str, dtype: String },
+    /// Reading a model file failed at the operating-system level.
+    #[error("reading {file} failed: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A model file (GGUF, safetensors, config.json) is malformed, or lacks what was
+    /// asked of it; the message names the tensor, key, offset or limit at fault.
+    #[error("{file}: {message}")]
+    Format { file: String, message: String },
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },
