@@ -32,7 +32,7 @@ impl ModelConfig {
     /// Checks the numbers fit together; `source` names the file for errors.
     pub fn validate(&self, source: &str) -> Result<()> {
         let fail = |m: String| {
-            Err(Error::InvalidModel {
+            Err(Error::Format {
                 file: source.to_string(),
                 message: m,
             })
