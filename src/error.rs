@@ -31,6 +31,9 @@ pub enum Error {
     /// An op does not implement a weight type.
     #[error("{op} does not support weight type {dtype}")]
     UnsupportedDType { op: &'static str, dtype: String },
+    /// Values cannot be stored in a weight type (NaN, infinity, or beyond its range).
+    #[error("cannot quantize to {dtype}: {message}")]
+    Quantize { dtype: &'static str, message: String },
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },
