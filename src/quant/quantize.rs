@@ -25,11 +25,18 @@ pub fn quantize(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(Error::Quantize {
             dtype: dtype.name(),
-            message: format!("element {i} is {}, which no weight type can store", values[i]),
+            message: format!(
+                "element {i} is {}, which no weight type can store",
+                values[i]
+            ),
         });
     }
     let mut out = vec![0u8; values.len() / be * bb];
-    for (index, (x, y)) in values.chunks_exact(be).zip(out.chunks_exact_mut(bb)).enumerate() {
+    for (index, (x, y)) in values
+        .chunks_exact(be)
+        .zip(out.chunks_exact_mut(bb))
+        .enumerate()
+    {
         let stored = match dtype {
             DType::F32 => {
                 y.copy_from_slice(&x[0].to_le_bytes());
@@ -279,8 +286,15 @@ fn k_scales_and_levels(
         for (w, v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        let (scale, min) =
-            fit_scale_min(xs, &weights, nmax, rmin, rdelta, nstep, &mut levels[32 * j..32 * j + 32]);
+        let (scale, min) = fit_scale_min(
+            xs,
+            &weights,
+            nmax,
+            rmin,
+            rdelta,
+            nstep,
+            &mut levels[32 * j..32 * j + 32],
+        );
         scales[j] = scale;
         mins[j] = min;
         if scale > max_scale {
@@ -290,7 +304,11 @@ fn k_scales_and_levels(
             max_min = min;
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let packed = &mut y[4..16];
     packed.fill(0);
@@ -410,7 +428,11 @@ fn q6_k(x: &[f32], y: &mut [u8]) -> Stored {
     let mut scales = [0.0f32; 16];
     let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
     for (ib, scale) in scales.iter_mut().enumerate() {
-        *scale = fit_symmetric_scale(&x[16 * ib..16 * ib + 16], 32, &mut levels[16 * ib..16 * ib + 16]);
+        *scale = fit_symmetric_scale(
+            &x[16 * ib..16 * ib + 16],
+            32,
+            &mut levels[16 * ib..16 * ib + 16],
+        );
         if scale.abs() > max_abs_scale {
             max_abs_scale = scale.abs();
             max_scale = *scale;
@@ -441,7 +463,8 @@ fn q6_k(x: &[f32], y: &mut [u8]) -> Stored {
             let (q1, q2, q3, q4) = (l[i], l[i + 32], l[i + 64], l[i + 96]);
             y[64 * half + i] = (q1 & 0xf) | ((q3 & 0xf) << 4);
             y[64 * half + i + 32] = (q2 & 0xf) | ((q4 & 0xf) << 4);
-            y[128 + 32 * half + i] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+            y[128 + 32 * half + i] =
+                (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
         }
     }
     Ok(())
