@@ -27,21 +27,13 @@ pub enum Error {
     Shape { op: &'static str, message: String },
     /// An op or buffer needs more than the device allows.
     #[error("{what} needs {needed} bytes, but this device allows at most {limit} ({limit_name})")]
-    Limit {
-        what: String,
-        needed: u64,
-        limit: u64,
-        limit_name: &'static str,
-    },
+    Limit { what: String, needed: u64, limit: u64, limit_name: &'static str },
     /// An op does not implement a weight type.
     #[error("{op} does not support weight type {dtype}")]
     UnsupportedDType { op: &'static str, dtype: String },
     /// Values cannot be stored in a weight type (NaN, infinity, or beyond its range).
     #[error("cannot quantize to {dtype}: {message}")]
-    Quantize {
-        dtype: &'static str,
-        message: String,
-    },
+    Quantize { dtype: &'static str, message: String },
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },

@@ -114,9 +114,7 @@ fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
         name: info.name,
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info)
-            .trim()
-            .to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
         limits: adapter.limits(),
         features: adapter.features(),
     }
@@ -159,9 +157,7 @@ impl Context {
             let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
             let index = match wanted.parse::<usize>() {
                 Ok(i) if i < adapters.len() => Some(i),
-                _ => names
-                    .iter()
-                    .position(|n| n.to_lowercase().contains(&wanted.to_lowercase())),
+                _ => names.iter().position(|n| n.to_lowercase().contains(&wanted.to_lowercase())),
             };
             return match index {
                 Some(i) => Ok(adapters.swap_remove(i)),
@@ -212,16 +208,12 @@ impl Context {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::DeviceRequest {
-                adapter: info.name.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::DeviceRequest { adapter: info.name.clone(), message: e.to_string() })?;
 
         let lost = Arc::new(Mutex::new(None));
         let lost_slot = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
-            *lost_slot.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(format!("{reason:?}: {message}"));
+            *lost_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {message}"));
         });
         let uncaptured = Arc::new(Mutex::new(None));
         let uncaptured_slot = uncaptured.clone();
@@ -287,13 +279,7 @@ impl Context {
         #[cfg(target_arch = "wasm32")]
         let (value, error) = {
             let value = f();
-            (
-                value,
-                self.uncaptured
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take(),
-            )
+            (value, self.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take())
         };
         match error {
             None => Ok(value),
@@ -303,26 +289,18 @@ impl Context {
 
     fn typed(context: &str, error: wgpu::Error) -> Error {
         match error {
-            wgpu::Error::OutOfMemory { source } => Error::OutOfMemory {
-                context: context.to_string(),
-                message: source.to_string(),
-            },
-            wgpu::Error::Validation { description, .. }
-            | wgpu::Error::Internal { description, .. } => Error::Validation {
-                context: context.to_string(),
-                message: description,
-            },
+            wgpu::Error::OutOfMemory { source } => {
+                Error::OutOfMemory { context: context.to_string(), message: source.to_string() }
+            }
+            wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => {
+                Error::Validation { context: context.to_string(), message: description }
+            }
         }
     }
 
     /// Errors raised outside any scope (for example by a failed submit on the web).
     pub fn take_uncaptured(&self, context: &str) -> Result<()> {
-        match self
-            .uncaptured
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        match self.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(e) => Err(Self::typed(context, e)),
             None => Ok(()),
         }
@@ -330,23 +308,12 @@ impl Context {
 
     /// The compiled pipeline for `shader` with `defines`, built once and cached.
     /// Its entry point is `main`; bind group 0 is laid out from the shader.
-    pub fn pipeline(
-        &self,
-        shader: Shader,
-        defines: &[(&str, String)],
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
-        let mut defines: Vec<(String, String)> = defines
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
+    pub fn pipeline(&self, shader: Shader, defines: &[(&str, String)]) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut defines: Vec<(String, String)> =
+            defines.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         defines.sort();
         let key = (shader.name, defines);
-        if let Some(p) = self
-            .pipelines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
         }
         let mut all = key.1.clone();
@@ -356,27 +323,21 @@ impl Context {
         let source = crate::gpu::preprocess(shader.name, shader.source, &all)?;
         let context = format!("compiling shader {} {:?}", shader.name, key.1);
         let pipeline = self.scoped(&context, || {
-            let module = self
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.name),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
-            self.device
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(shader.name),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: Default::default(),
-                    cache: None,
-                })
+            let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(shader.name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
         })?;
         let pipeline = Arc::new(pipeline);
-        self.pipelines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, pipeline.clone());
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
@@ -405,19 +366,16 @@ impl Context {
                 limit_name: "max_buffer_size",
             });
         }
-        self.scoped(
-            &format!("allocating buffer \"{label}\" ({size} bytes)"),
-            || {
-                self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            },
-        )
+        self.scoped(&format!("allocating buffer \"{label}\" ({size} bytes)"), || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
     }
 
     /// A storage buffer holding `bytes`, zero-padded to a multiple of 4.
@@ -436,8 +394,7 @@ impl Context {
         if whole < bytes.len() {
             let mut tail = [0u8; 4];
             tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-            self.queue
-                .write_buffer(buffer, offset + whole as u64, &tail);
+            self.queue.write_buffer(buffer, offset + whole as u64, &tail);
         }
     }
 
@@ -455,18 +412,11 @@ impl Context {
     }
 
     /// A bind group for `pipeline`'s group 0 with `buffers` at bindings 0, 1, 2, ….
-    pub fn bind_group(
-        &self,
-        pipeline: &wgpu::ComputePipeline,
-        buffers: &[&wgpu::Buffer],
-    ) -> wgpu::BindGroup {
+    pub fn bind_group(&self, pipeline: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
             .collect();
         self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -499,8 +449,7 @@ impl Context {
 
     /// A fresh command encoder.
     pub fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
     }
 
     /// Submits `encoder`, surfacing any error it raised as a typed error naming `context`.
@@ -512,12 +461,7 @@ impl Context {
     }
 
     /// Copies `bytes` from `buffer` at `offset` back to the CPU and waits for them.
-    pub async fn read_bytes(
-        &self,
-        buffer: &wgpu::Buffer,
-        offset: u64,
-        bytes: u64,
-    ) -> Result<Vec<u8>> {
+    pub async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
         let label = "readback";
         let size = bytes.next_multiple_of(4);
         let staging = self.scoped("allocating a readback buffer", || {
@@ -532,25 +476,19 @@ impl Context {
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
         self.submit("copying a buffer for readback", encoder)?;
         let (sender, receiver) = futures_oneshot();
-        staging
-            .slice(..)
-            .map_async(wgpu::MapMode::Read, move |r| sender.send(r));
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| sender.send(r));
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback {
-                label: label.into(),
-                message: e.to_string(),
-            })?;
-        receiver.recv().await.map_err(|e| Error::Readback {
-            label: label.into(),
-            message: e.to_string(),
-        })?;
+            .map_err(|e| Error::Readback { label: label.into(), message: e.to_string() })?;
+        receiver
+            .recv()
+            .await
+            .map_err(|e| Error::Readback { label: label.into(), message: e.to_string() })?;
         self.check_alive()?;
-        let data = staging.get_mapped_range(..).map_err(|e| Error::Readback {
-            label: label.into(),
-            message: e.to_string(),
-        })?[..bytes as usize]
+        let data = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Readback { label: label.into(), message: e.to_string() })?[..bytes as usize]
             .to_vec();
         staging.unmap();
         Ok(data)
@@ -573,10 +511,7 @@ impl Context {
 
 /// A single-value channel whose receiver is awaitable, for buffer-map callbacks.
 fn futures_oneshot<T>() -> (OneshotSender<T>, OneshotReceiver<T>) {
-    let slot = Arc::new(Mutex::new(OneshotState {
-        value: None,
-        waker: None,
-    }));
+    let slot = Arc::new(Mutex::new(OneshotState { value: None, waker: None }));
     (OneshotSender(slot.clone()), OneshotReceiver(slot))
 }
 

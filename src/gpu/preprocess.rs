@@ -47,16 +47,12 @@ fn expand(
                     stack.push((on, on, n));
                 }
                 "else" => {
-                    let top = stack
-                        .last_mut()
-                        .ok_or_else(|| fail(n, "#else without #ifdef".into()))?;
+                    let top = stack.last_mut().ok_or_else(|| fail(n, "#else without #ifdef".into()))?;
                     top.0 = !top.1;
                     top.1 = true;
                 }
                 "endif" => {
-                    stack
-                        .pop()
-                        .ok_or_else(|| fail(n, "#endif without #ifdef".into()))?;
+                    stack.pop().ok_or_else(|| fail(n, "#endif without #ifdef".into()))?;
                 }
                 "define" if active => {
                     let name = arg.ok_or_else(|| fail(n, "#define needs a name".into()))?;
@@ -121,24 +117,16 @@ mod tests {
     use super::*;
 
     fn defs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
     fn ifdef_else_selects_one_branch_and_values_substitute() {
         let src = "#ifdef F16\nalias T = f16;\n#else\nalias T = f32;\n#endif\nconst WG: u32 = WORKGROUP;\nvar x_WORKGROUP: u32;";
         let f32_out = preprocess("t", src, &defs(&[("WORKGROUP", "64")])).unwrap();
-        assert_eq!(
-            f32_out,
-            "alias T = f32;\nconst WG: u32 = 64;\nvar x_WORKGROUP: u32;\n"
-        );
+        assert_eq!(f32_out, "alias T = f32;\nconst WG: u32 = 64;\nvar x_WORKGROUP: u32;\n");
         let f16_out = preprocess("t", src, &defs(&[("F16", ""), ("WORKGROUP", "8")])).unwrap();
-        assert_eq!(
-            f16_out,
-            "alias T = f16;\nconst WG: u32 = 8;\nvar x_WORKGROUP: u32;\n"
-        );
+        assert_eq!(f16_out, "alias T = f16;\nconst WG: u32 = 8;\nvar x_WORKGROUP: u32;\n");
     }
 
     #[test]
@@ -157,9 +145,7 @@ mod tests {
 
     #[test]
     fn malformed_directives_are_errors_naming_the_line() {
-        let unclosed = preprocess("s", "x\n#ifdef A\ny", &[])
-            .unwrap_err()
-            .to_string();
+        let unclosed = preprocess("s", "x\n#ifdef A\ny", &[]).unwrap_err().to_string();
         assert!(unclosed.contains("shader s: line 2"), "{unclosed}");
         assert!(preprocess("s", "#endif", &[]).is_err());
         assert!(preprocess("s", "#include \"nope.wgsl\"", &[]).is_err());

@@ -12,10 +12,10 @@ pub mod rms_norm;
 pub mod rope;
 pub mod sample;
 pub mod silu_mul;
+pub mod token_softmax;
 mod tensor;
 #[cfg(test)]
 pub(crate) mod testing;
-pub mod token_softmax;
 mod weights;
 
 pub use tensor::{Elem, Tensor};

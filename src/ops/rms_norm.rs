@@ -5,10 +5,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Shader};
 use crate::ops::{Elem, Tensor};
 
-const SHADER: Shader = Shader {
-    name: "rms_norm.wgsl",
-    source: include_str!("../../shaders/rms_norm.wgsl"),
-};
+const SHADER: Shader = Shader { name: "rms_norm.wgsl", source: include_str!("../../shaders/rms_norm.wgsl") };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -42,18 +39,10 @@ pub fn encode(
             ),
         });
     }
-    let params = Params {
-        rows: input.rows() as u32,
-        cols: input.cols() as u32,
-        eps,
-        _pad: 0,
-    };
+    let params = Params { rows: input.rows() as u32, cols: input.cols() as u32, eps, _pad: 0 };
     let pipeline = ctx.pipeline(SHADER, &[])?;
     let uniform = ctx.uniform("rms_norm params", &params);
-    let bind = ctx.bind_group(
-        &pipeline,
-        &[&uniform, &input.buffer, &weight.buffer, &output.buffer],
-    );
+    let bind = ctx.bind_group(&pipeline, &[&uniform, &input.buffer, &weight.buffer, &output.buffer]);
     ctx.dispatch(encoder, &pipeline, &bind, (params.rows, 1, 1));
     Ok(())
 }
@@ -91,13 +80,7 @@ mod tests {
             ctx.submit("rms_norm test", enc).unwrap();
             let got = output.read_f32(ctx).unwrap();
             // f32 accumulation in a different order than the f64 reference.
-            assert_close(
-                &format!("rms_norm {rows}x{cols}"),
-                &got,
-                &reference(&x, &w, cols, 1e-6),
-                1e-5,
-                1e-4,
-            );
+            assert_close(&format!("rms_norm {rows}x{cols}"), &got, &reference(&x, &w, cols, 1e-6), 1e-5, 1e-4);
         }
     }
 
@@ -108,10 +91,6 @@ mod tests {
         let weight = Tensor::new(ctx, "w", &[7], Elem::F32).unwrap();
         let output = Tensor::new(ctx, "y", &[2, 8], Elem::F32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &input, &weight, &output, 1e-5).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("rms_norm: input [2, 8] needs a weight of 8 values"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("rms_norm: input [2, 8] needs a weight of 8 values"), "{err}");
     }
 }

@@ -22,11 +22,7 @@ impl Tensor {
         let len: usize = shape.iter().product();
         let bytes = len as u64 * 4;
         ctx.check_binding(&format!("tensor \"{label}\" {shape:?}"), bytes)?;
-        Ok(Tensor {
-            buffer: ctx.storage_buffer(label, bytes)?,
-            shape: shape.to_vec(),
-            elem,
-        })
+        Ok(Tensor { buffer: ctx.storage_buffer(label, bytes)?, shape: shape.to_vec(), elem })
     }
 
     /// A tensor of `shape` holding `data` (its length must match).
@@ -49,11 +45,7 @@ impl Tensor {
         if given != self.len() {
             return Err(Error::Shape {
                 op: "tensor upload",
-                message: format!(
-                    "shape {:?} holds {} values, {given} given",
-                    self.shape,
-                    self.len()
-                ),
+                message: format!("shape {:?} holds {} values, {given} given", self.shape, self.len()),
             });
         }
         Ok(())
@@ -82,10 +74,7 @@ impl Tensor {
     /// Fails unless the element type is `elem`, naming `op` and the role of the tensor.
     pub fn expect_elem(&self, op: &'static str, role: &str, elem: Elem) -> Result<()> {
         if self.elem != elem {
-            return Err(Error::Shape {
-                op,
-                message: format!("{role} must be {elem:?}, not {:?}", self.elem),
-            });
+            return Err(Error::Shape { op, message: format!("{role} must be {elem:?}, not {:?}", self.elem) });
         }
         Ok(())
     }

@@ -25,23 +25,8 @@ pub struct WeightMatrix {
 
 impl WeightMatrix {
     /// Uploads `bytes` (rows × row_bytes, in `dtype`'s layout), split to fit the device.
-    pub fn upload(
-        ctx: &Context,
-        name: &str,
-        dtype: DType,
-        rows: usize,
-        cols: usize,
-        bytes: &[u8],
-    ) -> Result<Self> {
-        Self::upload_split(
-            ctx,
-            name,
-            dtype,
-            rows,
-            cols,
-            bytes,
-            ctx.caps.max_storage_binding_bytes,
-        )
+    pub fn upload(ctx: &Context, name: &str, dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        Self::upload_split(ctx, name, dtype, rows, cols, bytes, ctx.caps.max_storage_binding_bytes)
     }
 
     /// Like [`WeightMatrix::upload`] with chunks of at most `max_chunk_bytes`.
@@ -81,25 +66,14 @@ impl WeightMatrix {
         while first_row < rows || (rows == 0 && chunks.is_empty()) {
             let n = rows_per_chunk.min(rows - first_row);
             let data = &bytes[first_row * row_bytes..(first_row + n) * row_bytes];
-            let buffer =
-                ctx.upload_bytes(&format!("{name}[{first_row}..{}]", first_row + n), data)?;
-            chunks.push(WeightChunk {
-                buffer,
-                first_row,
-                rows: n,
-            });
+            let buffer = ctx.upload_bytes(&format!("{name}[{first_row}..{}]", first_row + n), data)?;
+            chunks.push(WeightChunk { buffer, first_row, rows: n });
             first_row += n;
             if n == 0 {
                 break;
             }
         }
-        Ok(WeightMatrix {
-            name: name.to_string(),
-            dtype,
-            rows,
-            cols,
-            chunks,
-        })
+        Ok(WeightMatrix { name: name.to_string(), dtype, rows, cols, chunks })
     }
 
     /// Bytes of one row.
