@@ -54,6 +54,9 @@ pub enum Error {
     /// asked of it; the message names the tensor, key, offset or limit at fault.
     #[error("{file}: {message}")]
     Format { file: String, message: String },
+    /// Values cannot be stored in a weight type (NaN, infinity, or beyond its range).
+    #[error("cannot quantize to {dtype}: {message}")]
+    Quantize { dtype: &'static str, message: String },
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },
