@@ -56,7 +56,10 @@ pub enum Error {
     Format { file: String, message: String },
     /// Values cannot be stored in a weight type (NaN, infinity, or beyond its range).
     #[error("cannot quantize to {dtype}: {message}")]
-    Quantize { dtype: &'static str, message: String },
+    Quantize {
+        dtype: &'static str,
+        message: String,
+    },
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },

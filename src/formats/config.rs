@@ -23,18 +23,32 @@ pub struct RopeScaling {
 }
 
 impl RopeScaling {
-    fn from_json(mut fields: BTreeMap<String, serde_json::Value>) -> std::result::Result<Self, String> {
+    fn from_json(
+        mut fields: BTreeMap<String, serde_json::Value>,
+    ) -> std::result::Result<Self, String> {
         let rope_type = fields.remove("rope_type");
         let legacy_type = fields.remove("type");
         let rope_type = match rope_type.or(legacy_type) {
             Some(serde_json::Value::String(t)) => t,
-            other => return Err(format!("rope_scaling needs a string `rope_type` (or `type`), got {other:?}")),
+            other => {
+                return Err(format!(
+                    "rope_scaling needs a string `rope_type` (or `type`), got {other:?}"
+                ))
+            }
         };
         let factor = match fields.remove("factor") {
             None | Some(serde_json::Value::Null) => None,
-            Some(value) => Some(value.as_f64().ok_or_else(|| format!("rope_scaling factor {value} is not a number"))?),
+            Some(value) => Some(
+                value
+                    .as_f64()
+                    .ok_or_else(|| format!("rope_scaling factor {value} is not a number"))?,
+            ),
         };
-        Ok(Self { rope_type, factor, other: fields })
+        Ok(Self {
+            rope_type,
+            factor,
+            other: fields,
+        })
     }
 }
 
@@ -179,14 +193,22 @@ pub struct HfConfig {
 impl HfConfig {
     /// Parses config.json text (the file called `name` in errors).
     pub fn from_json(name: &str, json: &[u8]) -> Result<Self> {
-        let error = |message: String| Error::Format { file: name.to_string(), message };
-        let raw: RawConfig =
-            serde_json::from_slice(json).map_err(|e| error(format!("not a valid Hugging Face config: {e}")))?;
+        let error = |message: String| Error::Format {
+            file: name.to_string(),
+            message,
+        };
+        let raw: RawConfig = serde_json::from_slice(json)
+            .map_err(|e| error(format!("not a valid Hugging Face config: {e}")))?;
         let defaults = arch_defaults(&raw.model_type);
         let hidden_size = raw.hidden_size.unwrap_or(defaults.hidden_size);
-        let num_attention_heads = raw.num_attention_heads.unwrap_or(defaults.num_attention_heads);
+        let num_attention_heads = raw
+            .num_attention_heads
+            .unwrap_or(defaults.num_attention_heads);
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(num_attention_heads);
-        if num_attention_heads == 0 || num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+        if num_attention_heads == 0
+            || num_key_value_heads == 0
+            || num_attention_heads % num_key_value_heads != 0
+        {
             return Err(error(format!(
                 "num_attention_heads {num_attention_heads} is not a positive multiple of num_key_value_heads {num_key_value_heads}"
             )));
@@ -216,10 +238,18 @@ impl HfConfig {
             head_dim,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(defaults.rms_norm_eps),
             rope_theta: raw.rope_theta.unwrap_or(defaults.rope_theta),
-            rope_scaling: raw.rope_scaling.map(RopeScaling::from_json).transpose().map_err(error)?,
+            rope_scaling: raw
+                .rope_scaling
+                .map(RopeScaling::from_json)
+                .transpose()
+                .map_err(error)?,
             vocab_size: raw.vocab_size.unwrap_or(defaults.vocab_size),
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(defaults.max_position_embeddings),
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(defaults.tie_word_embeddings),
+            max_position_embeddings: raw
+                .max_position_embeddings
+                .unwrap_or(defaults.max_position_embeddings),
+            tie_word_embeddings: raw
+                .tie_word_embeddings
+                .unwrap_or(defaults.tie_word_embeddings),
             attention_bias,
             bos_token_id: raw.bos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
             eos_token_id: raw.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
@@ -232,7 +262,10 @@ impl HfConfig {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let name = path.as_ref().display().to_string();
-        let json = std::fs::read(path.as_ref()).map_err(|e| Error::Io { file: name.clone(), source: e })?;
+        let json = std::fs::read(path.as_ref()).map_err(|e| Error::Io {
+            file: name.clone(),
+            source: e,
+        })?;
         Self::from_json(&name, &json)
     }
 }

@@ -182,10 +182,17 @@ pub struct MetadataArray {
 impl MetadataArray {
     /// An array of `elem` values; fails when an item has another type.
     pub fn new(elem: ValueType, items: Vec<MetadataValue>) -> Result<Self> {
-        if let Some((i, item)) = items.iter().enumerate().find(|(_, v)| v.value_type() != elem) {
+        if let Some((i, item)) = items
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.value_type() != elem)
+        {
             return Err(Error::Format {
                 file: "GGUF metadata".to_string(),
-                message: format!("array item {i} is {}, but the array holds {elem}", item.value_type()),
+                message: format!(
+                    "array item {i} is {}, but the array holds {elem}",
+                    item.value_type()
+                ),
             });
         }
         Ok(Self { elem, items })
@@ -193,8 +200,14 @@ impl MetadataArray {
 
     /// An array of strings.
     pub fn strings<S: Into<String>>(items: impl IntoIterator<Item = S>) -> Self {
-        let items = items.into_iter().map(|s| MetadataValue::String(s.into())).collect();
-        Self { elem: ValueType::String, items }
+        let items = items
+            .into_iter()
+            .map(|s| MetadataValue::String(s.into()))
+            .collect();
+        Self {
+            elem: ValueType::String,
+            items,
+        }
     }
 
     /// The type of every item.
@@ -299,7 +312,12 @@ impl GgufFile {
     /// Parses a header from `prefix`, the first bytes of a file `file_len` bytes long
     /// called `name`. Pure: no I/O, so an async (browser) loader can drive it.
     pub fn parse(name: &str, file_len: u64, prefix: &[u8]) -> Result<HeaderParse> {
-        let mut cursor = Cursor { name, buf: prefix, pos: 0, file_len };
+        let mut cursor = Cursor {
+            name,
+            buf: prefix,
+            pos: 0,
+            file_len,
+        };
         match parse_header(&mut cursor) {
             Ok(file) => Ok(HeaderParse::Done(file)),
             Err(Stop::NeedBytes(n)) => Ok(HeaderParse::NeedBytes(n)),
@@ -354,9 +372,18 @@ impl GgufFile {
     /// header came from), exactly as stored.
     pub fn read_tensor(&self, source: &dyn ByteSource, name: &str) -> Result<Vec<u8>> {
         let info = self.tensor(name)?;
-        source.read_range(info.file_offset, usize::try_from(info.size).map_err(|_| {
-            format_error(&self.name, format!("tensor `{name}` ({} bytes) does not fit in memory", info.size))
-        })?)
+        source.read_range(
+            info.file_offset,
+            usize::try_from(info.size).map_err(|_| {
+                format_error(
+                    &self.name,
+                    format!(
+                        "tensor `{name}` ({} bytes) does not fit in memory",
+                        info.size
+                    ),
+                )
+            })?,
+        )
     }
 
     /// The value at `key`, if present.
@@ -371,7 +398,13 @@ impl GgufFile {
     }
 
     fn wrong_type(&self, key: &str, value: &MetadataValue, wanted: &str) -> Error {
-        format_error(&self.name, format!("metadata key `{key}` is {}, expected {wanted}", describe(value)))
+        format_error(
+            &self.name,
+            format!(
+                "metadata key `{key}` is {}, expected {wanted}",
+                describe(value)
+            ),
+        )
     }
 
     fn integer<T: TryFrom<i128>>(&self, key: &str, wanted: &str) -> Result<T> {
@@ -400,7 +433,10 @@ impl GgufFile {
     /// The float at `key` (F32, or F64 rounded to f32).
     pub fn get_f32(&self, key: &str) -> Result<f32> {
         let value = self.require(key)?;
-        value.as_f64().map(|v| v as f32).ok_or_else(|| self.wrong_type(key, value, "a float"))
+        value
+            .as_f64()
+            .map(|v| v as f32)
+            .ok_or_else(|| self.wrong_type(key, value, "a float"))
     }
 
     /// The bool at `key`.
@@ -414,7 +450,9 @@ impl GgufFile {
     /// The string at `key`.
     pub fn get_str(&self, key: &str) -> Result<&str> {
         let value = self.require(key)?;
-        value.as_str().ok_or_else(|| self.wrong_type(key, value, "a string"))
+        value
+            .as_str()
+            .ok_or_else(|| self.wrong_type(key, value, "a string"))
     }
 
     /// The array at `key`.
@@ -433,7 +471,13 @@ impl GgufFile {
             .iter()
             .map(|v| v.as_str())
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| self.wrong_type(key, &MetadataValue::Array(array.clone()), "an array of strings"))
+            .ok_or_else(|| {
+                self.wrong_type(
+                    key,
+                    &MetadataValue::Array(array.clone()),
+                    "an array of strings",
+                )
+            })
     }
 
     /// The array of floats at `key` (token scores, …).
@@ -444,7 +488,13 @@ impl GgufFile {
             .iter()
             .map(|v| v.as_f64().map(|f| f as f32))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| self.wrong_type(key, &MetadataValue::Array(array.clone()), "an array of floats"))
+            .ok_or_else(|| {
+                self.wrong_type(
+                    key,
+                    &MetadataValue::Array(array.clone()),
+                    "an array of floats",
+                )
+            })
     }
 
     /// The array of integers at `key` as i64 (token types, …).
@@ -455,7 +505,13 @@ impl GgufFile {
             .iter()
             .map(|v| v.as_i128().and_then(|i| i64::try_from(i).ok()))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| self.wrong_type(key, &MetadataValue::Array(array.clone()), "an array of integers"))
+            .ok_or_else(|| {
+                self.wrong_type(
+                    key,
+                    &MetadataValue::Array(array.clone()),
+                    "an array of integers",
+                )
+            })
     }
 }
 
@@ -468,16 +524,55 @@ fn describe(value: &MetadataValue) -> String {
 }
 
 fn format_error(file: &str, message: String) -> Error {
-    Error::Format { file: file.to_string(), message }
+    Error::Format {
+        file: file.to_string(),
+        message,
+    }
 }
 
 /// The GGUF name of ggml type `id`, for errors about types safetyj does not read.
 fn ggml_type_name(id: u32) -> &'static str {
     const NAMES: [&str; 40] = [
-        "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K",
-        "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
-        "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", "Q4_0_4_4", "Q4_0_4_8", "Q4_0_8_8", "TQ1_0",
-        "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4",
+        "F32",
+        "F16",
+        "Q4_0",
+        "Q4_1",
+        "Q4_2",
+        "Q4_3",
+        "Q5_0",
+        "Q5_1",
+        "Q8_0",
+        "Q8_1",
+        "Q2_K",
+        "Q3_K",
+        "Q4_K",
+        "Q5_K",
+        "Q6_K",
+        "Q8_K",
+        "IQ2_XXS",
+        "IQ2_XS",
+        "IQ3_XXS",
+        "IQ1_S",
+        "IQ4_NL",
+        "IQ3_S",
+        "IQ2_S",
+        "IQ4_XS",
+        "I8",
+        "I16",
+        "I32",
+        "I64",
+        "F64",
+        "IQ1_M",
+        "BF16",
+        "Q4_0_4_4",
+        "Q4_0_4_8",
+        "Q4_0_8_8",
+        "TQ1_0",
+        "TQ2_0",
+        "IQ4_NL_4_4",
+        "IQ4_NL_4_8",
+        "IQ4_NL_8_8",
+        "MXFP4",
     ];
     NAMES.get(id as usize).copied().unwrap_or("unknown")
 }
@@ -517,13 +612,16 @@ impl<'a> Cursor<'a> {
 
     fn take(&mut self, n: u64, what: &dyn Fn() -> String) -> Parsed<&'a [u8]> {
         let pos = self.pos as u64;
-        let end = pos.checked_add(n).filter(|&end| end <= self.file_len).ok_or_else(|| {
-            self.fail(format!(
-                "truncated: {} needs {n} bytes at offset {pos}, but the file ends at {}",
-                what(),
-                self.file_len
-            ))
-        })?;
+        let end = pos
+            .checked_add(n)
+            .filter(|&end| end <= self.file_len)
+            .ok_or_else(|| {
+                self.fail(format!(
+                    "truncated: {} needs {n} bytes at offset {pos}, but the file ends at {}",
+                    what(),
+                    self.file_len
+                ))
+            })?;
         if end > self.buf.len() as u64 {
             return Err(Stop::NeedBytes(end));
         }
@@ -550,7 +648,8 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &dyn Fn() -> String) -> Parsed<String> {
         let len = self.u64(&|| format!("the length of {}", what()))?;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.fail(format!("{} is not valid UTF-8", what())))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| self.fail(format!("{} is not valid UTF-8", what())))
     }
 
     /// Fails unless `count` items of at least `min_bytes` each can fit in the rest of
@@ -583,19 +682,26 @@ fn parse_header(cur: &mut Cursor) -> Parsed<GgufFile> {
         } else {
             ""
         };
-        return Err(cur.fail(format!("GGUF version {version} is not supported{hint}; safetyj reads versions 2 and 3")));
+        return Err(cur.fail(format!(
+            "GGUF version {version} is not supported{hint}; safetyj reads versions 2 and 3"
+        )));
     }
     let tensor_count = cur.u64(&|| "the tensor count".to_string())?;
     let metadata_count = cur.u64(&|| "the metadata count".to_string())?;
 
-    cur.check_count(metadata_count, 8 + 4 + 1, &|| "the metadata count".to_string())?;
+    cur.check_count(metadata_count, 8 + 4 + 1, &|| {
+        "the metadata count".to_string()
+    })?;
     let mut metadata = Vec::with_capacity(metadata_count as usize);
     let mut metadata_index = HashMap::with_capacity(metadata_count as usize);
     for i in 0..metadata_count {
         let key = cur.string(&|| format!("metadata key #{i}"))?;
         let type_id = cur.u32(&|| format!("the type of metadata key `{key}`"))?;
-        let value_type = ValueType::from_id(type_id)
-            .ok_or_else(|| cur.fail(format!("metadata key `{key}` has unknown value type {type_id}")))?;
+        let value_type = ValueType::from_id(type_id).ok_or_else(|| {
+            cur.fail(format!(
+                "metadata key `{key}` has unknown value type {type_id}"
+            ))
+        })?;
         let value = read_value(cur, value_type, &key, 0)?;
         if metadata_index.insert(key.clone(), metadata.len()).is_some() {
             return Err(cur.fail(format!("metadata key `{key}` appears twice")));
@@ -613,12 +719,17 @@ fn parse_header(cur: &mut Cursor) -> Parsed<GgufFile> {
         }
     };
 
-    cur.check_count(tensor_count, 8 + 4 + 4 + 8, &|| "the tensor count".to_string())?;
+    cur.check_count(tensor_count, 8 + 4 + 4 + 8, &|| {
+        "the tensor count".to_string()
+    })?;
     let mut tensors = Vec::with_capacity(tensor_count as usize);
     let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
     for i in 0..tensor_count {
         let info = read_tensor_info(cur, i, alignment)?;
-        if tensor_index.insert(info.name.clone(), tensors.len()).is_some() {
+        if tensor_index
+            .insert(info.name.clone(), tensors.len())
+            .is_some()
+        {
             return Err(cur.fail(format!("tensor `{}` appears twice", info.name)));
         }
         tensors.push(info);
@@ -656,7 +767,12 @@ fn parse_header(cur: &mut Cursor) -> Parsed<GgufFile> {
     })
 }
 
-fn read_value(cur: &mut Cursor, value_type: ValueType, key: &str, depth: usize) -> Parsed<MetadataValue> {
+fn read_value(
+    cur: &mut Cursor,
+    value_type: ValueType,
+    key: &str,
+    depth: usize,
+) -> Parsed<MetadataValue> {
     let what = || format!("the value of metadata key `{key}`");
     Ok(match value_type {
         ValueType::U8 => MetadataValue::U8(cur.array::<1>(&what)?[0]),
@@ -679,10 +795,14 @@ fn read_value(cur: &mut Cursor, value_type: ValueType, key: &str, depth: usize) 
             }
             let elem_id = cur.u32(&|| format!("the element type of metadata key `{key}`"))?;
             let elem = ValueType::from_id(elem_id).ok_or_else(|| {
-                cur.fail(format!("metadata key `{key}` is an array of unknown value type {elem_id}"))
+                cur.fail(format!(
+                    "metadata key `{key}` is an array of unknown value type {elem_id}"
+                ))
             })?;
             let count = cur.u64(&|| format!("the length of metadata key `{key}`"))?;
-            cur.check_count(count, elem.min_encoded_bytes(), &|| format!("metadata key `{key}`"))?;
+            cur.check_count(count, elem.min_encoded_bytes(), &|| {
+                format!("metadata key `{key}`")
+            })?;
             let mut items = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 items.push(read_value(cur, elem, key, depth + 1)?);
@@ -696,7 +816,9 @@ fn read_tensor_info(cur: &mut Cursor, index: u64, alignment: u64) -> Parsed<Gguf
     let name = cur.string(&|| format!("the name of tensor #{index}"))?;
     let n_dims = cur.u32(&|| format!("the dimension count of tensor `{name}`"))?;
     if n_dims == 0 || n_dims as usize > MAX_DIMS {
-        return Err(cur.fail(format!("tensor `{name}` has {n_dims} dimensions; GGUF allows 1 to {MAX_DIMS}")));
+        return Err(cur.fail(format!(
+            "tensor `{name}` has {n_dims} dimensions; GGUF allows 1 to {MAX_DIMS}"
+        )));
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
     for d in 0..n_dims {
@@ -712,13 +834,21 @@ fn read_tensor_info(cur: &mut Cursor, index: u64, alignment: u64) -> Parsed<Gguf
             supported.join(", ")
         ))
     })?;
-    let size = tensor_bytes(&dims, dtype).map_err(|why| cur.fail(format!("tensor `{name}` {why}")))?;
+    let size =
+        tensor_bytes(&dims, dtype).map_err(|why| cur.fail(format!("tensor `{name}` {why}")))?;
     if offset % alignment != 0 {
         return Err(cur.fail(format!(
             "tensor `{name}` starts at data offset {offset}, which is not a multiple of the alignment {alignment}"
         )));
     }
-    Ok(GgufTensorInfo { name, dims, dtype, offset, size, file_offset: 0 })
+    Ok(GgufTensorInfo {
+        name,
+        dims,
+        dtype,
+        offset,
+        size,
+        file_offset: 0,
+    })
 }
 
 /// Bytes of a tensor of `dims` stored as `dtype`, or why it cannot be stored so.
@@ -771,10 +901,16 @@ impl GgufPlan {
     pub fn add_metadata(&mut self, key: impl Into<String>, value: MetadataValue) -> Result<()> {
         let key = key.into();
         if self.metadata.iter().any(|(k, _)| *k == key) {
-            return Err(format_error("GGUF plan", format!("metadata key `{key}` is added twice")));
+            return Err(format_error(
+                "GGUF plan",
+                format!("metadata key `{key}` is added twice"),
+            ));
         }
         if key == ALIGNMENT_KEY && !matches!(value, MetadataValue::U32(a) if a.is_power_of_two()) {
-            return Err(format_error("GGUF plan", format!("`{ALIGNMENT_KEY}` must be a U32 power of two")));
+            return Err(format_error(
+                "GGUF plan",
+                format!("`{ALIGNMENT_KEY}` must be a U32 power of two"),
+            ));
         }
         self.metadata.push((key, value));
         Ok(())
@@ -782,19 +918,36 @@ impl GgufPlan {
 
     /// Adds a tensor whose data will follow the ones added before it; fails on a
     /// repeated name or dims that `dtype` cannot store.
-    pub fn add_tensor(&mut self, name: impl Into<String>, dims: &[u64], dtype: DType) -> Result<()> {
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        dims: &[u64],
+        dtype: DType,
+    ) -> Result<()> {
         let name = name.into();
         if self.tensors.iter().any(|t| t.name == name) {
-            return Err(format_error("GGUF plan", format!("tensor `{name}` is added twice")));
+            return Err(format_error(
+                "GGUF plan",
+                format!("tensor `{name}` is added twice"),
+            ));
         }
         if dims.is_empty() || dims.len() > MAX_DIMS {
             return Err(format_error(
                 "GGUF plan",
-                format!("tensor `{name}` has {} dimensions; GGUF allows 1 to {MAX_DIMS}", dims.len()),
+                format!(
+                    "tensor `{name}` has {} dimensions; GGUF allows 1 to {MAX_DIMS}",
+                    dims.len()
+                ),
             ));
         }
-        let size = tensor_bytes(dims, dtype).map_err(|why| format_error("GGUF plan", format!("tensor `{name}` {why}")))?;
-        self.tensors.push(PlannedTensor { name, dims: dims.to_vec(), dtype, size });
+        let size = tensor_bytes(dims, dtype)
+            .map_err(|why| format_error("GGUF plan", format!("tensor `{name}` {why}")))?;
+        self.tensors.push(PlannedTensor {
+            name,
+            dims: dims.to_vec(),
+            dtype,
+            size,
+        });
         Ok(())
     }
 
@@ -851,34 +1004,59 @@ impl<W: Write> GgufWriter<W> {
             header.extend_from_slice(&offset.to_le_bytes());
             offset = (offset + tensor.size).next_multiple_of(alignment);
         }
-        header.resize((header.len() as u64).next_multiple_of(alignment) as usize, 0);
-        out.write_all(&header).map_err(|e| Error::Io { file: name.to_string(), source: e })?;
-        Ok(Self { out, name: name.to_string(), tensors: plan.tensors.clone(), alignment, next: 0 })
+        header.resize(
+            (header.len() as u64).next_multiple_of(alignment) as usize,
+            0,
+        );
+        out.write_all(&header).map_err(|e| Error::Io {
+            file: name.to_string(),
+            source: e,
+        })?;
+        Ok(Self {
+            out,
+            name: name.to_string(),
+            tensors: plan.tensors.clone(),
+            alignment,
+            next: 0,
+        })
     }
 
     /// Writes the data of the next tensor in plan order, which must be `name` and
     /// exactly its planned size, followed by alignment padding.
     pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         let Some(expected) = self.tensors.get(self.next) else {
-            return Err(format_error(&self.name, format!("tensor `{name}` is written after every planned tensor")));
+            return Err(format_error(
+                &self.name,
+                format!("tensor `{name}` is written after every planned tensor"),
+            ));
         };
         if expected.name != name {
             return Err(format_error(
                 &self.name,
-                format!("tensor `{name}` is written where the plan has `{}` next", expected.name),
+                format!(
+                    "tensor `{name}` is written where the plan has `{}` next",
+                    expected.name
+                ),
             ));
         }
         if expected.size != bytes.len() as u64 {
             return Err(format_error(
                 &self.name,
-                format!("tensor `{name}` is {} bytes, but the plan needs {}", bytes.len(), expected.size),
+                format!(
+                    "tensor `{name}` is {} bytes, but the plan needs {}",
+                    bytes.len(),
+                    expected.size
+                ),
             ));
         }
         let padding = (bytes.len() as u64).next_multiple_of(self.alignment) - bytes.len() as u64;
         self.out
             .write_all(bytes)
             .and_then(|_| self.out.write_all(&vec![0u8; padding as usize]))
-            .map_err(|e| Error::Io { file: self.name.clone(), source: e })?;
+            .map_err(|e| Error::Io {
+                file: self.name.clone(),
+                source: e,
+            })?;
         self.next += 1;
         Ok(())
     }
@@ -891,7 +1069,10 @@ impl<W: Write> GgufWriter<W> {
                 format!("finished before tensor `{}` was written", missing.name),
             ));
         }
-        self.out.flush().map_err(|e| Error::Io { file: self.name.clone(), source: e })?;
+        self.out.flush().map_err(|e| Error::Io {
+            file: self.name.clone(),
+            source: e,
+        })?;
         Ok(self.out)
     }
 }

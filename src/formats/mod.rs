@@ -9,7 +9,9 @@ pub mod safetensors;
 pub mod source;
 
 pub use config::HfConfig;
-pub use gguf::{GgufFile, GgufPlan, GgufTensorInfo, GgufWriter, MetadataArray, MetadataValue, ValueType};
+pub use gguf::{
+    GgufFile, GgufPlan, GgufTensorInfo, GgufWriter, MetadataArray, MetadataValue, ValueType,
+};
 pub use safetensors::{SafetensorsCheckpoint, SafetensorsFile, SafetensorsTensorInfo};
 pub use source::{ByteSource, MemorySource};
 #[cfg(not(target_arch = "wasm32"))]

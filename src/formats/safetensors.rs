@@ -30,7 +30,10 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 const SUPPORTED: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
 fn format_error(file: &str, message: String) -> Error {
-    Error::Format { file: file.to_string(), message }
+    Error::Format {
+        file: file.to_string(),
+        message,
+    }
 }
 
 /// Bytes per element of a safetensors dtype, for every dtype the format defines.
@@ -90,7 +93,12 @@ impl SafetensorsFile {
     /// implausible for a file of `file_len` bytes. Pure, for async loaders.
     pub fn header_len(name: &str, file_len: u64, first_8_bytes: [u8; 8]) -> Result<u64> {
         if file_len < 8 {
-            return Err(format_error(name, format!("truncated: a safetensors file needs at least 8 bytes, this has {file_len}")));
+            return Err(format_error(
+                name,
+                format!(
+                    "truncated: a safetensors file needs at least 8 bytes, this has {file_len}"
+                ),
+            ));
         }
         let len = u64::from_le_bytes(first_8_bytes);
         if len > MAX_HEADER_BYTES {
@@ -113,7 +121,13 @@ impl SafetensorsFile {
     pub fn from_header(name: &str, file_len: u64, header: &[u8]) -> Result<Self> {
         let data_start = 8 + header.len() as u64;
         let data_len = file_len.checked_sub(data_start).ok_or_else(|| {
-            format_error(name, format!("the {}-byte header runs past the end of the file ({file_len} bytes)", header.len()))
+            format_error(
+                name,
+                format!(
+                    "the {}-byte header runs past the end of the file ({file_len} bytes)",
+                    header.len()
+                ),
+            )
         })?;
         let entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header)
             .map_err(|e| format_error(name, format!("the header is not a JSON object: {e}")))?;
@@ -121,17 +135,28 @@ impl SafetensorsFile {
         let mut tensors = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             if key == "__metadata__" {
-                metadata = serde_json::from_value(value)
-                    .map_err(|e| format_error(name, format!("`__metadata__` is not a map of strings: {e}")))?;
+                metadata = serde_json::from_value(value).map_err(|e| {
+                    format_error(name, format!("`__metadata__` is not a map of strings: {e}"))
+                })?;
                 continue;
             }
-            let raw: RawTensor = serde_json::from_value(value)
-                .map_err(|e| format_error(name, format!("tensor `{key}` has a malformed entry: {e}")))?;
+            let raw: RawTensor = serde_json::from_value(value).map_err(|e| {
+                format_error(name, format!("tensor `{key}` has a malformed entry: {e}"))
+            })?;
             tensors.push(check_tensor(name, key, raw, data_start, data_len)?);
         }
         tensors.sort_by_key(|t| t.file_offset);
-        let index = tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok(Self { name: name.to_string(), metadata, tensors, index })
+        let index = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(Self {
+            name: name.to_string(),
+            metadata,
+            tensors,
+            index,
+        })
     }
 
     /// Reads and parses the header of `source`.
@@ -184,8 +209,15 @@ impl SafetensorsFile {
                 ),
             )
         })?;
-        let len = usize::try_from(info.size)
-            .map_err(|_| format_error(&self.name, format!("tensor `{name}` ({} bytes) does not fit in memory", info.size)))?;
+        let len = usize::try_from(info.size).map_err(|_| {
+            format_error(
+                &self.name,
+                format!(
+                    "tensor `{name}` ({} bytes) does not fit in memory",
+                    info.size
+                ),
+            )
+        })?;
         Ok((dtype, source.read_range(info.file_offset, len)?))
     }
 
@@ -196,7 +228,13 @@ impl SafetensorsFile {
     }
 }
 
-fn check_tensor(file: &str, name: String, raw: RawTensor, data_start: u64, data_len: u64) -> Result<SafetensorsTensorInfo> {
+fn check_tensor(
+    file: &str,
+    name: String,
+    raw: RawTensor,
+    data_start: u64,
+    data_len: u64,
+) -> Result<SafetensorsTensorInfo> {
     let [begin, end] = raw.data_offsets;
     if begin > end || end > data_len {
         return Err(format_error(
@@ -204,13 +242,25 @@ fn check_tensor(file: &str, name: String, raw: RawTensor, data_start: u64, data_
             format!("tensor `{name}` has data offsets [{begin}, {end}], outside the {data_len} bytes of data"),
         ));
     }
-    let elem_bytes = dtype_bytes(&raw.dtype)
-        .ok_or_else(|| format_error(file, format!("tensor `{name}` has unknown dtype `{}`", raw.dtype)))?;
+    let elem_bytes = dtype_bytes(&raw.dtype).ok_or_else(|| {
+        format_error(
+            file,
+            format!("tensor `{name}` has unknown dtype `{}`", raw.dtype),
+        )
+    })?;
     let expected = raw
         .shape
         .iter()
         .try_fold(elem_bytes, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format_error(file, format!("tensor `{name}` has shape {:?}, whose size overflows", raw.shape)))?;
+        .ok_or_else(|| {
+            format_error(
+                file,
+                format!(
+                    "tensor `{name}` has shape {:?}, whose size overflows",
+                    raw.shape
+                ),
+            )
+        })?;
     if expected != end - begin {
         return Err(format_error(
             file,
@@ -236,9 +286,18 @@ fn check_tensor(file: &str, name: String, raw: RawTensor, data_start: u64, data_
 /// Little-endian F32, F16 or BF16 bytes as f32 values.
 fn widen_to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
     match dtype {
-        DType::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        DType::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        _ => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
     }
 }
 
@@ -258,7 +317,10 @@ impl SafetensorsCheckpoint {
     pub fn single(source: Box<dyn ByteSource>) -> Result<Self> {
         let file = SafetensorsFile::read(source.as_ref())?;
         let tensor_shard = file.tensors().iter().map(|t| (t.name.clone(), 0)).collect();
-        Ok(Self { shards: vec![(source, file)], tensor_shard })
+        Ok(Self {
+            shards: vec![(source, file)],
+            tensor_shard,
+        })
     }
 
     /// A sharded checkpoint from its index JSON (called `index_name` in errors);
@@ -269,8 +331,12 @@ impl SafetensorsCheckpoint {
         index_json: &[u8],
         mut open_shard: impl FnMut(&str) -> Result<Box<dyn ByteSource>>,
     ) -> Result<Self> {
-        let index: RawIndex = serde_json::from_slice(index_json)
-            .map_err(|e| format_error(index_name, format!("not a safetensors index (no `weight_map`?): {e}")))?;
+        let index: RawIndex = serde_json::from_slice(index_json).map_err(|e| {
+            format_error(
+                index_name,
+                format!("not a safetensors index (no `weight_map`?): {e}"),
+            )
+        })?;
         let mut shard_names: Vec<&str> = index.weight_map.values().map(String::as_str).collect();
         shard_names.sort_unstable();
         shard_names.dedup();
@@ -283,14 +349,19 @@ impl SafetensorsCheckpoint {
                 ));
             }
             let source = open_shard(shard).map_err(|e| {
-                format_error(index_name, format!("shard `{shard}` named in the index cannot be opened: {e}"))
+                format_error(
+                    index_name,
+                    format!("shard `{shard}` named in the index cannot be opened: {e}"),
+                )
             })?;
             let file = SafetensorsFile::read(source.as_ref())?;
             shards.push((source, file));
         }
         let mut tensor_shard = BTreeMap::new();
         for (tensor, shard) in &index.weight_map {
-            let i = shard_names.binary_search(&shard.as_str()).unwrap_or_default();
+            let i = shard_names
+                .binary_search(&shard.as_str())
+                .unwrap_or_default();
             shards[i].1.tensor(tensor).map_err(|_| {
                 format_error(
                     index_name,
@@ -299,7 +370,10 @@ impl SafetensorsCheckpoint {
             })?;
             tensor_shard.insert(tensor.clone(), i);
         }
-        Ok(Self { shards, tensor_shard })
+        Ok(Self {
+            shards,
+            tensor_shard,
+        })
     }
 
     /// Opens the checkpoint in directory `dir`: `model.safetensors.index.json` and
@@ -311,8 +385,13 @@ impl SafetensorsCheckpoint {
         let index_path = dir.join(INDEX_FILE);
         if index_path.exists() {
             let index_name = index_path.display().to_string();
-            let json = std::fs::read(&index_path).map_err(|e| Error::Io { file: index_name.clone(), source: e })?;
-            Self::from_index(&index_name, &json, |shard| Ok(Box::new(MmapSource::open(dir.join(shard))?)))
+            let json = std::fs::read(&index_path).map_err(|e| Error::Io {
+                file: index_name.clone(),
+                source: e,
+            })?;
+            Self::from_index(&index_name, &json, |shard| {
+                Ok(Box::new(MmapSource::open(dir.join(shard))?))
+            })
         } else {
             Self::single(Box::new(MmapSource::open(dir.join(SINGLE_FILE))?))
         }
@@ -325,9 +404,15 @@ impl SafetensorsCheckpoint {
 
     fn shard_of(&self, name: &str) -> Result<&(Box<dyn ByteSource>, SafetensorsFile)> {
         let names: Vec<&str> = self.shards.iter().map(|(s, _)| s.name()).collect();
-        self.tensor_shard.get(name).map(|&i| &self.shards[i]).ok_or_else(|| {
-            format_error(&names.join(", "), format!("tensor `{name}` is not in the checkpoint"))
-        })
+        self.tensor_shard
+            .get(name)
+            .map(|&i| &self.shards[i])
+            .ok_or_else(|| {
+                format_error(
+                    &names.join(", "),
+                    format!("tensor `{name}` is not in the checkpoint"),
+                )
+            })
     }
 
     /// Where tensor `name` lies and how it is stored.

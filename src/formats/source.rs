@@ -65,7 +65,10 @@ pub struct MemorySource {
 impl MemorySource {
     /// Wraps `bytes`, calling them `name` in errors.
     pub fn new(name: impl Into<String>, bytes: Vec<u8>) -> Self {
-        Self { name: name.into(), bytes }
+        Self {
+            name: name.into(),
+            bytes,
+        }
     }
 }
 
@@ -98,7 +101,10 @@ mod native {
     use crate::error::{Error, Result};
 
     fn io_error(path: &str, source: std::io::Error) -> Error {
-        Error::Io { file: path.to_string(), source }
+        Error::Io {
+            file: path.to_string(),
+            source,
+        }
     }
 
     /// A file read with positioned reads: nothing is cached, each read is a syscall.
@@ -201,7 +207,8 @@ mod tests {
     use super::*;
 
     fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
-        let path = std::env::temp_dir().join(format!("safetyj-source-{}-{name}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("safetyj-source-{}-{name}", std::process::id()));
         std::fs::write(&path, bytes).unwrap();
         path
     }
@@ -211,7 +218,10 @@ mod tests {
         assert_eq!(source.read_range(3, 4).unwrap(), vec![3, 4, 5, 6]);
         assert_eq!(source.read_range(10, 0).unwrap(), Vec::<u8>::new());
         let err = source.read_range(8, 3).unwrap_err().to_string();
-        assert!(err.contains("3 bytes at offset 8") && err.contains("10 bytes"), "{err}");
+        assert!(
+            err.contains("3 bytes at offset 8") && err.contains("10 bytes"),
+            "{err}"
+        );
         let err = source.read_range(u64::MAX, 2).unwrap_err().to_string();
         assert!(err.contains("past the end"), "{err}");
     }
@@ -228,9 +238,15 @@ mod tests {
 
     #[test]
     fn opening_a_missing_file_names_it() {
-        let err = FileSource::open("/nonexistent/model.gguf").err().unwrap().to_string();
+        let err = FileSource::open("/nonexistent/model.gguf")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("/nonexistent/model.gguf"), "{err}");
-        let err = MmapSource::open("/nonexistent/model.gguf").err().unwrap().to_string();
+        let err = MmapSource::open("/nonexistent/model.gguf")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("/nonexistent/model.gguf"), "{err}");
     }
 }

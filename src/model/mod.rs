@@ -6,5 +6,6 @@ pub mod config;
 
 pub use config::ModelConfig;
 pub mod forward;
+pub mod load;
 
 pub use forward::{LayerWeights, Logits, Model, Session};
