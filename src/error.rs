@@ -31,6 +31,9 @@ pub enum Error {
     /// An op does not implement a weight type.
     #[error("{op} does not support weight type {dtype}")]
     UnsupportedDType { op: &'static str, dtype: String },
+    /// A tokenizer could not be built from its file, or could not encode or decode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },

@@ -5,5 +5,6 @@ pub mod error;
 pub mod gpu;
 pub mod ops;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
