@@ -863,6 +863,13 @@ mod tests {
     }
 
     #[test]
+    fn sentencepiece_nfkc_model_matches_sentencepiece_ids() {
+        let bytes = std::fs::read(fixture_dir().join("sp_bpe_nfkc.model")).expect("sp_bpe_nfkc.model present");
+        let tokenizer = Tokenizer::from_sentencepiece_model(&bytes).expect("load");
+        assert_matches_cases(&tokenizer, &read_fixture_json("sp_nfkc_expected.json"), "sentencepiece nfkc model");
+    }
+
+    #[test]
     fn sentencepiece_control_tokens_only_from_templates() {
         let tokenizer = Tokenizer::from_sentencepiece_model(&sentencepiece_model_bytes()).expect("load");
         let im_end = read_fixture_json("sp_expected.json")["im_end_id"].as_u64().expect("im_end_id") as u32;
