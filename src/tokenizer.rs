@@ -31,7 +31,8 @@ mod token_type {
 }
 
 /// Qwen2's pre-tokenizer split (llama.cpp pre-tokenizer `qwen2`): single digits.
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Llama 3's pre-tokenizer split (llama.cpp pre-tokenizer `llama-bpe`): digits in threes.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -118,11 +119,9 @@ impl Tokenizer {
                         .any(|d| matches!(d, DecoderWrapper::Strip(strip) if strip.content == ' ' && strip.start > 0)),
                 }
             }
-            other => {
-                return Err(tokenizer_error(format!(
-                    "tokenizer.json has decoder {other:?}; only byte-level and SentencePiece-style decoders are supported"
-                )))
-            }
+            other => return Err(tokenizer_error(format!(
+                "tokenizer.json has decoder {other:?}; only byte-level and SentencePiece-style decoders are supported"
+            ))),
         };
         Self::assemble(inner, decoding, None, None)
     }
@@ -142,10 +141,15 @@ impl Tokenizer {
                 vocab.token_type.len()
             )));
         }
-        let types = if vocab.token_type.is_empty() { vec![token_type::NORMAL; count] } else { vocab.token_type.clone() };
-        for (name, id) in [("bos", vocab.bos_id), ("eos", vocab.eos_id), ("unknown", vocab.unknown_id), ("padding", vocab.padding_id)] {
+        let types =
+            if vocab.token_type.is_empty() { vec![token_type::NORMAL; count] } else { vocab.token_type.clone() };
+        for (name, id) in
+            [("bos", vocab.bos_id), ("eos", vocab.eos_id), ("unknown", vocab.unknown_id), ("padding", vocab.padding_id)]
+        {
             if let Some(id) = id.filter(|&id| id as usize >= count) {
-                return Err(tokenizer_error(format!("GGUF {name} token id {id} is outside the {count}-token vocabulary")));
+                return Err(tokenizer_error(format!(
+                    "GGUF {name} token id {id} is outside the {count}-token vocabulary"
+                )));
             }
         }
         let inner = match vocab.model.as_str() {
@@ -253,8 +257,9 @@ impl Tokenizer {
     fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
         let mut inner = self.inner.lock().map_err(|_| tokenizer_error("an earlier encode panicked".into()))?;
         inner.set_encode_special_tokens(!parse_special);
-        let encoding =
-            inner.encode(text, false).map_err(|e| tokenizer_error(format!("encoding {} bytes failed: {e}", text.len())))?;
+        let encoding = inner
+            .encode(text, false)
+            .map_err(|e| tokenizer_error(format!("encoding {} bytes failed: {e}", text.len())))?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -411,10 +416,9 @@ fn byte_level_bpe(vocab: &GgufVocab, types: &[i32]) -> Result<tokenizers::Tokeni
         .merges
         .iter()
         .map(|merge| {
-            merge
-                .split_once(' ')
-                .map(|(left, right)| (left.to_string(), right.to_string()))
-                .ok_or_else(|| tokenizer_error(format!("GGUF merge \"{merge}\" is not two tokens separated by a space")))
+            merge.split_once(' ').map(|(left, right)| (left.to_string(), right.to_string())).ok_or_else(|| {
+                tokenizer_error(format!("GGUF merge \"{merge}\" is not two tokens separated by a space"))
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let bpe = BPE::builder()
@@ -481,11 +485,12 @@ fn sentencepiece_bpe(pieces: &SentencePieces, normalizer: &SentencePieceNormaliz
             .map_err(|e| tokenizer_error(format!("SentencePiece normalisation table is invalid: {e}")))?;
         normalizers.push(precompiled.into());
     }
-    let replace = |pattern: tokenizers::normalizers::replace::ReplacePattern, content: &str| -> Result<NormalizerWrapper> {
-        Replace::new(pattern, content)
-            .map(NormalizerWrapper::from)
-            .map_err(|e| tokenizer_error(format!("SentencePiece normaliser failed to build: {e}")))
-    };
+    let replace =
+        |pattern: tokenizers::normalizers::replace::ReplacePattern, content: &str| -> Result<NormalizerWrapper> {
+            Replace::new(pattern, content)
+                .map(NormalizerWrapper::from)
+                .map_err(|e| tokenizer_error(format!("SentencePiece normaliser failed to build: {e}")))
+        };
     if normalizer.remove_extra_whitespaces {
         use tokenizers::normalizers::replace::ReplacePattern::Regex;
         normalizers.push(replace(Regex("^ +| +$".into()), "")?);
@@ -535,7 +540,9 @@ fn vocab_ids(tokens: &[String]) -> Result<tokenizers::models::bpe::Vocab> {
     let mut ids = tokenizers::models::bpe::Vocab::default();
     for (id, token) in tokens.iter().enumerate() {
         if let Some(first) = ids.insert(token.clone(), id as u32) {
-            return Err(tokenizer_error(format!("token \"{token}\" appears twice in the vocabulary (ids {first} and {id})")));
+            return Err(tokenizer_error(format!(
+                "token \"{token}\" appears twice in the vocabulary (ids {first} and {id})"
+            )));
         }
     }
     Ok(ids)
@@ -816,8 +823,13 @@ mod tests {
             .map(|(token, id)| (id.as_u64().expect("id") as u32, token.clone(), token_type::NORMAL))
             .collect();
         for added in value["added_tokens"].as_array().expect("added_tokens") {
-            let kind = if added["special"].as_bool() == Some(true) { token_type::CONTROL } else { token_type::USER_DEFINED };
-            tokens.push((added["id"].as_u64().expect("id") as u32, added["content"].as_str().expect("content").into(), kind));
+            let kind =
+                if added["special"].as_bool() == Some(true) { token_type::CONTROL } else { token_type::USER_DEFINED };
+            tokens.push((
+                added["id"].as_u64().expect("id") as u32,
+                added["content"].as_str().expect("content").into(),
+                kind,
+            ));
         }
         tokens.sort();
         assert!(tokens.iter().enumerate().all(|(i, (id, _, _))| *id as usize == i), "Qwen ids are dense");
@@ -967,7 +979,8 @@ mod tests {
             merges: vec!["1 2".into(), "12 3".into(), "123 4".into()],
             ..GgufVocab::default()
         };
-        let encode = |pre: &str| Tokenizer::from_gguf_vocab(&vocab(pre)).expect("load").encode_text("1234").expect("encode");
+        let encode =
+            |pre: &str| Tokenizer::from_gguf_vocab(&vocab(pre)).expect("load").encode_text("1234").expect("encode");
         assert_eq!(encode("qwen2"), vec![0, 1, 2, 3]);
         assert_eq!(encode("smollm"), vec![0, 1, 2, 3]);
         assert_eq!(encode("llama-bpe"), vec![5, 3]);
