@@ -60,6 +60,9 @@ pub enum Error {
         dtype: &'static str,
         message: String,
     },
+    /// A tokenizer could not be built from its file, or could not encode or decode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },

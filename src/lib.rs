@@ -8,5 +8,6 @@ pub mod judge;
 pub mod model;
 pub mod ops;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
