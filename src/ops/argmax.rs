@@ -55,10 +55,7 @@ pub(crate) fn check_row(op: &'static str, logits: &Tensor, row: usize, output: &
         });
     }
     if slot >= output.len() {
-        return Err(Error::Shape {
-            op,
-            message: format!("output {:?} has no slot {slot}", output.shape),
-        });
+        return Err(Error::Shape { op, message: format!("output {:?} has no slot {slot}", output.shape) });
     }
     Ok(())
 }

@@ -132,7 +132,7 @@ fn kept_masses(row: &[f32], params: &SampleParams) -> Vec<(u32, f64)> {
     if params.top_p < 1.0 {
         let mut by_value: Vec<(u32, f64)> =
             keys.iter().zip(row).filter(|(&key, _)| key >= threshold).map(|(&key, &x)| (key, mass(x))).collect();
-        by_value.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        by_value.sort_unstable_by_key(|&(key, _)| std::cmp::Reverse(key));
         let target = params.top_p as f64 * by_value.iter().map(|&(_, w)| w).sum::<f64>();
         let mut running = 0.0;
         for (i, &(key, w)) in by_value.iter().enumerate() {
@@ -210,7 +210,8 @@ mod tests {
         let kept = |top_p: f32| -> Vec<u32> {
             distribution(row, &SampleParams { top_p, ..*params }).iter().map(|&(t, _)| t).collect()
         };
-        below != above || (params.top_p < 1.0 && kept(params.top_p - BOUNDARY) != kept((params.top_p + BOUNDARY).min(1.0)))
+        below != above
+            || (params.top_p < 1.0 && kept(params.top_p - BOUNDARY) != kept((params.top_p + BOUNDARY).min(1.0)))
     }
 
     /// Logits with features that stress the semantics: many exact ties (values on a
@@ -261,13 +262,19 @@ mod tests {
                     assert_eq!(token, reference(row_logits, &params, u), "{what}");
                 }
                 let widest = SampleParams { top_p: (params.top_p + BOUNDARY).min(1.0), ..params };
-                assert!(distribution(row_logits, &widest).iter().any(|&(t, _)| t == token), "{what}: token {token} not kept");
+                assert!(
+                    distribution(row_logits, &widest).iter().any(|&(t, _)| t == token),
+                    "{what}: token {token} not kept"
+                );
                 let logit = row_logits[token as usize];
                 let above = row_logits.iter().filter(|&&x| x > logit).count();
                 assert!(params.top_k == 0 || above < params.top_k as usize, "{what}: token {token} outside top-k");
             }
         }
-        assert!(boundary_cases * 20 <= cases, "{boundary_cases} of {cases} draws sat on a boundary: the check is too weak");
+        assert!(
+            boundary_cases * 20 <= cases,
+            "{boundary_cases} of {cases} draws sat on a boundary: the check is too weak"
+        );
     }
 
     #[test]
@@ -278,17 +285,21 @@ mod tests {
         assert!(want.len() >= 4 && want.len() < logits.len(), "the setting must truncate: {want:?}");
         let draws = 800;
         let mut rng = rng(3);
-        let got = draw_all(&logits, &[logits.len()], &vec![(0, params, 0.0); draws].iter().map(|&(r, p, _)| (r, p, rng.random::<f32>())).collect::<Vec<_>>());
+        let uniform_draws: Vec<_> = (0..draws).map(|_| (0, params, rng.random::<f32>())).collect();
+        let got = draw_all(&logits, &[logits.len()], &uniform_draws);
         let mut counts = vec![0usize; logits.len()];
         for &token in &got {
             counts[token as usize] += 1;
         }
-        // Pearson's chi-square against `expected` (probabilities over all tokens).
+        // Pearson's chi-square of the counts against `expected` probabilities (one per
+        // token); a token drawn despite probability 0 makes it infinite.
         let chi_square = |expected: &[f64]| -> f64 {
+            let draws = draws as f64;
             counts
                 .iter()
                 .zip(expected)
-                .map(|(&c, &p)| if p == 0.0 { if c > 0 { f64::INFINITY } else { 0.0 } } else { (c as f64 - p * draws as f64).powi(2) / (p * draws as f64) })
+                .filter(|&(&c, &p)| c > 0 || p > 0.0)
+                .map(|(&c, &p)| (c as f64 - p * draws).powi(2) / (p * draws))
                 .sum()
         };
         let mut expected = vec![0.0; logits.len()];
@@ -303,6 +314,40 @@ mod tests {
         assert!(fit < 30.0, "frequencies {counts:?} do not follow {want:?} (chi-square {fit})");
         let wrong = chi_square(&untruncated);
         assert!(wrong > 30.0, "the bound cannot tell the untruncated softmax apart (chi-square {wrong})");
+    }
+
+    #[test]
+    fn sample_keeps_ties_at_both_thresholds() {
+        // Masses 1, 2, 4, 2, 1 (of 10) at temperature 1: top-p groups by value carry
+        // 40%, then 80% (the two tied 2s), then 100% (the two tied 1s).
+        let logits: Vec<f32> = [1.0f32, 2.0, 4.0, 2.0, 1.0].iter().map(|m| m.ln()).collect();
+        let cases: &[(u32, f32, &[u32])] = &[
+            (0, 0.399, &[2]),
+            (0, 0.401, &[1, 2, 3]),
+            (0, 0.799, &[1, 2, 3]),
+            (0, 0.801, &[0, 1, 2, 3, 4]),
+            (1, 1.0, &[2]),
+            (2, 1.0, &[1, 2, 3]),
+            (4, 1.0, &[0, 1, 2, 3, 4]),
+            (2, 0.3, &[2]),
+        ];
+        // Row 1 repeats row 0 shifted by +300, where exp without the max subtracted
+        // overflows f32.
+        let rows: Vec<f32> =
+            logits.iter().chain(&logits).enumerate().map(|(i, &x)| if i < 5 { x } else { x + 300.0 }).collect();
+        let mut draws = Vec::new();
+        for &(top_k, top_p, kept) in cases {
+            let params = SampleParams { temperature: 1.0, top_k, top_p };
+            for row in 0..2 {
+                let tokens: Vec<u32> = distribution(&rows[row * 5..][..5], &params).iter().map(|&(t, _)| t).collect();
+                assert_eq!(tokens, kept, "reference keeps the wrong set for {params:?} on row {row}");
+                draws.extend((0..10).map(|i| (row, params, 0.03 + 0.1 * i as f32)));
+            }
+        }
+        let got = draw_all(&rows, &[2, 5], &draws);
+        for (&token, &(row, params, u)) in got.iter().zip(&draws) {
+            assert_eq!(token, reference(&rows[row * 5..][..5], &params, u), "{params:?} row {row} u {u}");
+        }
     }
 
     #[test]
@@ -323,7 +368,8 @@ mod tests {
         let err = |params: SampleParams, u: f32| {
             encode(ctx, &mut ctx.encoder(), &logits, 1, &output, 0, &params, u).unwrap_err().to_string()
         };
-        assert!(err(SampleParams { temperature: 0.0, ..ok }, 0.5).starts_with("sample: temperature must be finite and above 0"));
+        assert!(err(SampleParams { temperature: 0.0, ..ok }, 0.5)
+            .starts_with("sample: temperature must be finite and above 0"));
         assert!(err(SampleParams { temperature: f32::NAN, ..ok }, 0.5).starts_with("sample: temperature"));
         assert!(err(SampleParams { top_p: 0.0, ..ok }, 0.5).starts_with("sample: top_p must lie in (0, 1]"));
         assert!(err(SampleParams { top_p: 1.5, ..ok }, 0.5).starts_with("sample: top_p"));

@@ -18,8 +18,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Shader};
 use crate::ops::{Elem, Tensor};
 
-const SHADER: Shader =
-    Shader { name: "token_softmax.wgsl", source: include_str!("../../shaders/token_softmax.wgsl") };
+const SHADER: Shader = Shader { name: "token_softmax.wgsl", source: include_str!("../../shaders/token_softmax.wgsl") };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -54,7 +53,10 @@ pub fn encode(
         });
     }
     if ids.is_empty() {
-        return Err(Error::Shape { op: OP, message: format!("ids {:?} are empty; at least one token is needed", ids.shape) });
+        return Err(Error::Shape {
+            op: OP,
+            message: format!("ids {:?} are empty; at least one token is needed", ids.shape),
+        });
     }
     if log_probs.shape != ids.shape || probs.shape != ids.shape {
         return Err(Error::Shape {
@@ -68,10 +70,7 @@ pub fn encode(
     let params = Params { row: row as u32, cols: logits.cols() as u32, count: ids.len() as u32, _pad: 0 };
     let pipeline = ctx.pipeline(SHADER, &[])?;
     let uniform = ctx.uniform("token_softmax params", &params);
-    let bind = ctx.bind_group(
-        &pipeline,
-        &[&uniform, &logits.buffer, &ids.buffer, &log_probs.buffer, &probs.buffer],
-    );
+    let bind = ctx.bind_group(&pipeline, &[&uniform, &logits.buffer, &ids.buffer, &log_probs.buffer, &probs.buffer]);
     ctx.dispatch(encoder, &pipeline, &bind, (1, 1, 1));
     Ok(())
 }
@@ -178,7 +177,10 @@ mod tests {
         let short = Tensor::new(ctx, "out", &[1], Elem::F32).unwrap();
         let long = Tensor::new(ctx, "out", &[2], Elem::F32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &logits, 0, &ids, &long, &short).unwrap_err();
-        assert_eq!(err.to_string(), "token_softmax: ids [2] need log_probs and probs of the same shape; got [2] and [1]");
+        assert_eq!(
+            err.to_string(),
+            "token_softmax: ids [2] need log_probs and probs of the same shape; got [2] and [1]"
+        );
         let err = encode(ctx, &mut ctx.encoder(), &logits, 2, &ids, &long, &long).unwrap_err();
         assert!(err.to_string().starts_with("token_softmax: logits [2, 5] have 2 non-empty rows; row 2"), "{err}");
         let err = encode(ctx, &mut ctx.encoder(), &logits, 0, &long, &long, &long).unwrap_err();
