@@ -17,9 +17,9 @@
 //!    exceeds `u · (total kept mass)`.
 //!
 //! Temperature 0 (greedy) is rejected here: the caller uses [`crate::ops::argmax`].
-//! The kernel runs in one workgroup and makes up to 32 passes over the row for each
-//! active threshold (a binary search over logit values), plus three more; greedy
-//! decoding with argmax is a single pass.
+//! The kernel runs in one workgroup. Each active threshold costs a binary search over
+//! logit values of at most 32 passes over the row; the maximum and the draw take
+//! three more. Greedy decoding with argmax is a single pass.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Shader};
@@ -75,6 +75,8 @@ impl SampleParams {
 /// Records `output[slot] = a token drawn from logits[row, ..]` under `params` with the
 /// uniform number `u`. `logits` is f32 `[.., vocab]`; `output` is a u32 tensor with
 /// more than `slot` elements.
+// The row, the slot and u are what change from one draw to the next; grouping them
+// would only move the same eight arguments into a struct literal at every call.
 #[allow(clippy::too_many_arguments)]
 pub fn encode(
     ctx: &Context,
