@@ -4,7 +4,8 @@
 //! generator), so a run is reproducible and the vocabulary never travels back.
 //!
 //! Semantics, shared exactly by the kernel and [`reference`]:
-//! 1. NaN and `-inf` logits are never drawn; `+inf` counts as the largest finite f32.
+//! 1. NaN and `-inf` logits are never drawn; `+inf` ranks above every finite logit
+//!    and weighs as much as the largest finite f32.
 //!    A row with nothing drawable yields [`NO_TOKEN`].
 //! 2. Top-k (`top_k > 0`): the threshold is the k-th largest drawable logit; every
 //!    token at or above it is kept, so ties at the threshold are kept (more than k
