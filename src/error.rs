@@ -25,6 +25,10 @@ pub enum Error {
     /// An op was given shapes that do not fit together.
     #[error("{op}: {message}")]
     Shape { op: &'static str, message: String },
+    /// An op was given a parameter value outside its domain (a temperature of 0, a
+    /// probability above 1).
+    #[error("{op}: {message}")]
+    Parameter { op: &'static str, message: String },
     /// An op or buffer needs more than the device allows.
     #[error("{what} needs {needed} bytes, but this device allows at most {limit} ({limit_name})")]
     Limit {
