@@ -185,14 +185,14 @@ impl HfConfig {
         let hidden_size = raw.get("hidden_size")?.unwrap_or(defaults.hidden_size);
         let num_attention_heads = raw.get("num_attention_heads")?.unwrap_or(defaults.num_attention_heads);
         let num_key_value_heads = raw.get("num_key_value_heads")?.unwrap_or(num_attention_heads);
-        if num_attention_heads == 0 || num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+        if num_attention_heads == 0 || num_key_value_heads == 0 || !num_attention_heads.is_multiple_of(num_key_value_heads) {
             return Err(error(format!(
                 "num_attention_heads {num_attention_heads} is not a positive multiple of num_key_value_heads {num_key_value_heads}"
             )));
         }
         let head_dim = match raw.get("head_dim")? {
             Some(d) => d,
-            None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
+            None if hidden_size.is_multiple_of(num_attention_heads) => hidden_size / num_attention_heads,
             None => {
                 return Err(error(format!(
                     "hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}, and head_dim is not given"
