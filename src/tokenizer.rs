@@ -17,7 +17,9 @@ use tokenizers::normalizers::{Precompiled, Prepend, Replace, NFC};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+};
 
 use crate::error::{Error, Result};
 
@@ -31,8 +33,7 @@ mod token_type {
 }
 
 /// Qwen2's pre-tokenizer split (llama.cpp pre-tokenizer `qwen2`): single digits.
-const QWEN2_SPLIT: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Llama 3's pre-tokenizer split (llama.cpp pre-tokenizer `llama-bpe`): digits in threes.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -141,11 +142,17 @@ impl Tokenizer {
                 vocab.token_type.len()
             )));
         }
-        let types =
-            if vocab.token_type.is_empty() { vec![token_type::NORMAL; count] } else { vocab.token_type.clone() };
-        for (name, id) in
-            [("bos", vocab.bos_id), ("eos", vocab.eos_id), ("unknown", vocab.unknown_id), ("padding", vocab.padding_id)]
-        {
+        let types = if vocab.token_type.is_empty() {
+            vec![token_type::NORMAL; count]
+        } else {
+            vocab.token_type.clone()
+        };
+        for (name, id) in [
+            ("bos", vocab.bos_id),
+            ("eos", vocab.eos_id),
+            ("unknown", vocab.unknown_id),
+            ("padding", vocab.padding_id),
+        ] {
             if let Some(id) = id.filter(|&id| id as usize >= count) {
                 return Err(tokenizer_error(format!(
                     "GGUF {name} token id {id} is outside the {count}-token vocabulary"
@@ -175,16 +182,16 @@ impl Tokenizer {
                 };
                 sentencepiece_bpe(&pieces, &normalizer)?
             }
-            other => {
-                return Err(tokenizer_error(format!(
-                    "GGUF tokenizer model \"{other}\" is not supported (only \"gpt2\" and \"llama\")"
-                )))
-            }
+            other => return Err(tokenizer_error(format!(
+                "GGUF tokenizer model \"{other}\" is not supported (only \"gpt2\" and \"llama\")"
+            ))),
         };
         let decoding = if vocab.model == "gpt2" {
             ByteDecoding::ByteLevel
         } else {
-            ByteDecoding::SentencePiece { strip_leading_space: vocab.add_space_prefix }
+            ByteDecoding::SentencePiece {
+                strip_leading_space: vocab.add_space_prefix,
+            }
         };
         Self::assemble(inner, decoding, vocab.bos_id, vocab.eos_id)
     }
@@ -220,8 +227,15 @@ impl Tokenizer {
             precompiled_charsmap: model.normalizer.precompiled_charsmap.clone(),
         };
         let inner = sentencepiece_bpe(&pieces, &normalizer)?;
-        let decoding = ByteDecoding::SentencePiece { strip_leading_space: model.normalizer.add_dummy_prefix };
-        Self::assemble(inner, decoding, special_id(model.bos_id), special_id(model.eos_id))
+        let decoding = ByteDecoding::SentencePiece {
+            strip_leading_space: model.normalizer.add_dummy_prefix,
+        };
+        Self::assemble(
+            inner,
+            decoding,
+            special_id(model.bos_id),
+            special_id(model.eos_id),
+        )
     }
 
     fn assemble(
@@ -231,15 +245,30 @@ impl Tokenizer {
         eos_id: Option<u32>,
     ) -> Result<Self> {
         let size = inner.get_vocab_size(true) as u32;
-        let byte_of: HashMap<char, u8> = byte_level_chars().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+        let byte_of: HashMap<char, u8> = byte_level_chars()
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
         let token_bytes = (0..size)
             .map(|id| match inner.id_to_token(id) {
                 Some(token) => token_to_bytes(&token, decoding, &byte_of),
                 None => Vec::new(),
             })
             .collect();
-        let strip_leading_space = matches!(decoding, ByteDecoding::SentencePiece { strip_leading_space: true });
-        Ok(Self { inner: Mutex::new(inner), token_bytes, strip_leading_space, bos_id, eos_id })
+        let strip_leading_space = matches!(
+            decoding,
+            ByteDecoding::SentencePiece {
+                strip_leading_space: true
+            }
+        );
+        Ok(Self {
+            inner: Mutex::new(inner),
+            token_bytes,
+            strip_leading_space,
+            bos_id,
+            eos_id,
+        })
     }
 
     /// Encodes text typed by a user: control tokens written out in the text (such as
@@ -255,7 +284,10 @@ impl Tokenizer {
     }
 
     fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
-        let mut inner = self.inner.lock().map_err(|_| tokenizer_error("an earlier encode panicked".into()))?;
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| tokenizer_error("an earlier encode panicked".into()))?;
         inner.set_encode_special_tokens(!parse_special);
         let encoding = inner
             .encode(text, false)
@@ -299,13 +331,23 @@ impl Tokenizer {
     /// A decoder for generated tokens one at a time, which returns only whole
     /// characters and holds back the bytes of a character not yet complete.
     pub fn stream_decoder(&self) -> StreamDecoder<'_> {
-        StreamDecoder { tokenizer: self, pending: Vec::new(), at_start: true }
+        StreamDecoder {
+            tokenizer: self,
+            pending: Vec::new(),
+            at_start: true,
+        }
     }
 
     fn bytes_of(&self, id: u32) -> Result<&[u8]> {
-        self.token_bytes.get(id as usize).map(Vec::as_slice).ok_or_else(|| {
-            tokenizer_error(format!("token id {id} is outside the vocabulary of {} ids", self.token_bytes.len()))
-        })
+        self.token_bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .ok_or_else(|| {
+                tokenizer_error(format!(
+                    "token id {id} is outside the vocabulary of {} ids",
+                    self.token_bytes.len()
+                ))
+            })
     }
 }
 
@@ -416,9 +458,14 @@ fn byte_level_bpe(vocab: &GgufVocab, types: &[i32]) -> Result<tokenizers::Tokeni
         .merges
         .iter()
         .map(|merge| {
-            merge.split_once(' ').map(|(left, right)| (left.to_string(), right.to_string())).ok_or_else(|| {
-                tokenizer_error(format!("GGUF merge \"{merge}\" is not two tokens separated by a space"))
-            })
+            merge
+                .split_once(' ')
+                .map(|(left, right)| (left.to_string(), right.to_string()))
+                .ok_or_else(|| {
+                    tokenizer_error(format!(
+                        "GGUF merge \"{merge}\" is not two tokens separated by a space"
+                    ))
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let bpe = BPE::builder()
@@ -426,11 +473,16 @@ fn byte_level_bpe(vocab: &GgufVocab, types: &[i32]) -> Result<tokenizers::Tokeni
         .build()
         .map_err(|e| tokenizer_error(format!("GGUF BPE vocabulary is invalid: {e}")))?;
     let mut inner = tokenizers::Tokenizer::new(bpe);
-    let byte_level = |use_regex: bool| PreTokenizerWrapper::from(ByteLevel::new(false, false, use_regex));
+    let byte_level =
+        |use_regex: bool| PreTokenizerWrapper::from(ByteLevel::new(false, false, use_regex));
     let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
-        Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
-            .map(PreTokenizerWrapper::from)
-            .map_err(|e| tokenizer_error(format!("pre-tokenizer regex failed to compile: {e}")))
+        Split::new(
+            SplitPattern::Regex(pattern.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map(PreTokenizerWrapper::from)
+        .map_err(|e| tokenizer_error(format!("pre-tokenizer regex failed to compile: {e}")))
     };
     let pre = vocab.pre.as_deref().unwrap_or("default");
     let pre_tokenizers = match pre {
@@ -447,7 +499,9 @@ fn byte_level_bpe(vocab: &GgufVocab, types: &[i32]) -> Result<tokenizers::Tokeni
             )))
         }
     };
-    inner.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::sequence::Sequence::new(pre_tokenizers)));
+    inner.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::sequence::Sequence::new(
+        pre_tokenizers,
+    )));
     add_typed_tokens(&mut inner, &vocab.tokens, types)?;
     Ok(inner)
 }
@@ -470,27 +524,37 @@ struct SentencePieceNormalizer {
 
 /// SentencePiece BPE as Hugging Face's `LlamaConverter` builds it: merges generated
 /// from the scores, byte fallback, unknown pieces fused, spaces as `▁`.
-fn sentencepiece_bpe(pieces: &SentencePieces, normalizer: &SentencePieceNormalizer) -> Result<tokenizers::Tokenizer> {
+fn sentencepiece_bpe(
+    pieces: &SentencePieces,
+    normalizer: &SentencePieceNormalizer,
+) -> Result<tokenizers::Tokenizer> {
     let ids = vocab_ids(pieces.pieces)?;
     let merges = sentencepiece_merges(pieces, &ids);
-    let mut builder = BPE::builder().vocab_and_merges(ids, merges).byte_fallback(pieces.byte_fallback).fuse_unk(true);
+    let mut builder = BPE::builder()
+        .vocab_and_merges(ids, merges)
+        .byte_fallback(pieces.byte_fallback)
+        .fuse_unk(true);
     if let Some(unknown) = pieces.unknown_id {
         builder = builder.unk_token(pieces.pieces[unknown as usize].clone());
     }
-    let bpe = builder.build().map_err(|e| tokenizer_error(format!("SentencePiece vocabulary is invalid: {e}")))?;
+    let bpe = builder
+        .build()
+        .map_err(|e| tokenizer_error(format!("SentencePiece vocabulary is invalid: {e}")))?;
     let mut inner = tokenizers::Tokenizer::new(bpe);
     let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
     if !normalizer.precompiled_charsmap.is_empty() {
-        let precompiled = Precompiled::from(&normalizer.precompiled_charsmap)
-            .map_err(|e| tokenizer_error(format!("SentencePiece normalisation table is invalid: {e}")))?;
+        let precompiled = Precompiled::from(&normalizer.precompiled_charsmap).map_err(|e| {
+            tokenizer_error(format!("SentencePiece normalisation table is invalid: {e}"))
+        })?;
         normalizers.push(precompiled.into());
     }
-    let replace =
-        |pattern: tokenizers::normalizers::replace::ReplacePattern, content: &str| -> Result<NormalizerWrapper> {
-            Replace::new(pattern, content)
-                .map(NormalizerWrapper::from)
-                .map_err(|e| tokenizer_error(format!("SentencePiece normaliser failed to build: {e}")))
-        };
+    let replace = |pattern: tokenizers::normalizers::replace::ReplacePattern,
+                   content: &str|
+     -> Result<NormalizerWrapper> {
+        Replace::new(pattern, content)
+            .map(NormalizerWrapper::from)
+            .map_err(|e| tokenizer_error(format!("SentencePiece normaliser failed to build: {e}")))
+    };
     if normalizer.remove_extra_whitespaces {
         use tokenizers::normalizers::replace::ReplacePattern::Regex;
         normalizers.push(replace(Regex("^ +| +$".into()), "")?);
@@ -502,7 +566,9 @@ fn sentencepiece_bpe(pieces: &SentencePieces, normalizer: &SentencePieceNormaliz
     normalizers.push(replace(" ".into(), &SPACE_MARKER.to_string())?);
     inner
         .with_normalizer(Some(tokenizers::normalizers::Sequence::new(normalizers)))
-        .map_err(|e| tokenizer_error(format!("setting the SentencePiece normaliser failed: {e}")))?;
+        .map_err(|e| {
+            tokenizer_error(format!("setting the SentencePiece normaliser failed: {e}"))
+        })?;
     add_typed_tokens(&mut inner, pieces.pieces, pieces.types)?;
     Ok(inner)
 }
@@ -510,7 +576,10 @@ fn sentencepiece_bpe(pieces: &SentencePieces, normalizer: &SentencePieceNormaliz
 /// Merges implied by SentencePiece scores, ordered as Hugging Face's
 /// `generate_merges` orders them: by the merged piece's score, highest first, then
 /// by vocabulary order. Only normal pieces take part, as in SentencePiece itself.
-fn sentencepiece_merges(pieces: &SentencePieces, ids: &tokenizers::models::bpe::Vocab) -> Vec<(String, String)> {
+fn sentencepiece_merges(
+    pieces: &SentencePieces,
+    ids: &tokenizers::models::bpe::Vocab,
+) -> Vec<(String, String)> {
     let is_normal = |id: u32| pieces.types[id as usize] == token_type::NORMAL;
     let mut merges: Vec<(f32, u32, u32)> = Vec::new();
     for (merged_id, merged) in pieces.pieces.iter().enumerate() {
@@ -523,7 +592,11 @@ fn sentencepiece_merges(pieces: &SentencePieces, ids: &tokenizers::models::bpe::
             .filter_map(|(split, _)| {
                 let left = *ids.get(&merged[..split])?;
                 let right = *ids.get(&merged[split..])?;
-                (is_normal(left) && is_normal(right)).then_some((pieces.scores[merged_id], left, right))
+                (is_normal(left) && is_normal(right)).then_some((
+                    pieces.scores[merged_id],
+                    left,
+                    right,
+                ))
             })
             .collect();
         local.sort_by_key(|&(_, left, right)| (left, right));
@@ -532,7 +605,12 @@ fn sentencepiece_merges(pieces: &SentencePieces, ids: &tokenizers::models::bpe::
     merges.sort_by(|a, b| b.0.total_cmp(&a.0));
     merges
         .into_iter()
-        .map(|(_, left, right)| (pieces.pieces[left as usize].clone(), pieces.pieces[right as usize].clone()))
+        .map(|(_, left, right)| {
+            (
+                pieces.pieces[left as usize].clone(),
+                pieces.pieces[right as usize].clone(),
+            )
+        })
         .collect()
 }
 
@@ -550,7 +628,11 @@ fn vocab_ids(tokens: &[String]) -> Result<tokenizers::models::bpe::Vocab> {
 
 /// Registers control and unknown tokens as special (matched only by
 /// [`Tokenizer::encode_special`]) and user-defined tokens as always matched.
-fn add_typed_tokens(inner: &mut tokenizers::Tokenizer, tokens: &[String], types: &[i32]) -> Result<()> {
+fn add_typed_tokens(
+    inner: &mut tokenizers::Tokenizer,
+    tokens: &[String],
+    types: &[i32],
+) -> Result<()> {
     let typed = |wanted: &[i32]| -> Vec<AddedToken> {
         tokens
             .iter()
@@ -559,9 +641,17 @@ fn add_typed_tokens(inner: &mut tokenizers::Tokenizer, tokens: &[String], types:
             .map(|(token, _)| AddedToken::from(token.clone(), true).normalized(false))
             .collect()
     };
-    let added_error = |e| tokenizer_error(format!("adding the vocabulary's control tokens failed: {e}"));
-    inner.add_special_tokens(typed(&[token_type::CONTROL, token_type::UNKNOWN])).map_err(added_error)?;
-    let user_defined = typed(&[token_type::USER_DEFINED]).into_iter().map(|token| token.special(false));
+    let added_error = |e| {
+        tokenizer_error(format!(
+            "adding the vocabulary's control tokens failed: {e}"
+        ))
+    };
+    inner
+        .add_special_tokens(typed(&[token_type::CONTROL, token_type::UNKNOWN]))
+        .map_err(added_error)?;
+    let user_defined = typed(&[token_type::USER_DEFINED])
+        .into_iter()
+        .map(|token| token.special(false));
     inner.add_tokens(user_defined).map_err(added_error)?;
     Ok(())
 }
@@ -626,7 +716,9 @@ impl SentencePieceModel {
             }
         }
         if model.pieces.is_empty() {
-            return Err(tokenizer_error("SentencePiece model has no pieces (is this a tokenizer.model file?)".into()));
+            return Err(tokenizer_error(
+                "SentencePiece model has no pieces (is this a tokenizer.model file?)".into(),
+            ));
         }
         Ok(model)
     }
@@ -671,14 +763,21 @@ fn parse_piece(bytes: &[u8]) -> Result<(String, f32, i32)> {
     while let Some((field, value)) = reader.next_field()? {
         match (field, value) {
             (1, ProtoValue::Bytes(piece)) => {
-                text = Some(String::from_utf8(piece.to_vec()).map_err(|_| proto_error("a piece is not UTF-8"))?)
+                text = Some(
+                    String::from_utf8(piece.to_vec())
+                        .map_err(|_| proto_error("a piece is not UTF-8"))?,
+                )
             }
             (2, ProtoValue::Fixed32(bits)) => score = f32::from_bits(bits),
             (3, ProtoValue::Varint(v)) => kind = v as i32,
             _ => {}
         }
     }
-    Ok((text.ok_or_else(|| proto_error("a piece has no text"))?, score, kind))
+    Ok((
+        text.ok_or_else(|| proto_error("a piece has no text"))?,
+        score,
+        kind,
+    ))
 }
 
 fn proto_error(what: &str) -> Error {
@@ -707,7 +806,10 @@ impl<'a> ProtoReader<'a> {
     fn varint(&mut self) -> Result<u64> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
-            let byte = *self.bytes.get(self.position).ok_or_else(|| proto_error("truncated varint"))?;
+            let byte = *self
+                .bytes
+                .get(self.position)
+                .ok_or_else(|| proto_error("truncated varint"))?;
             self.position += 1;
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
@@ -718,7 +820,10 @@ impl<'a> ProtoReader<'a> {
     }
 
     fn take(&mut self, len: usize) -> Result<&'a [u8]> {
-        let end = self.position.checked_add(len).filter(|&end| end <= self.bytes.len());
+        let end = self
+            .position
+            .checked_add(len)
+            .filter(|&end| end <= self.bytes.len());
         let end = end.ok_or_else(|| proto_error("a field runs past the end of its message"))?;
         let taken = &self.bytes[self.position..end];
         self.position = end;
@@ -738,7 +843,8 @@ impl<'a> ProtoReader<'a> {
                 ProtoValue::Fixed64
             }
             2 => {
-                let len = usize::try_from(self.varint()?).map_err(|_| proto_error("length too large"))?;
+                let len =
+                    usize::try_from(self.varint()?).map_err(|_| proto_error("length too large"))?;
                 ProtoValue::Bytes(self.take(len)?)
             }
             5 => {
@@ -767,7 +873,12 @@ mod tests {
     }
 
     fn ids_of(value: &Value) -> Vec<u32> {
-        value.as_array().expect("ids array").iter().map(|id| id.as_u64().expect("id") as u32).collect()
+        value
+            .as_array()
+            .expect("ids array")
+            .iter()
+            .map(|id| id.as_u64().expect("id") as u32)
+            .collect()
     }
 
     /// Expected ids and decodes, checked for every case of a fixture.
@@ -780,7 +891,11 @@ mod tests {
             let got = tokenizer.encode_text(text).expect("encode");
             assert_eq!(got, want, "{what}: ids of {text:?}");
             let decoded = case["decoded"].as_str().expect("decoded");
-            assert_eq!(tokenizer.decode(&want).expect("decode"), decoded, "{what}: decode of {text:?}");
+            assert_eq!(
+                tokenizer.decode(&want).expect("decode"),
+                decoded,
+                "{what}: decode of {text:?}"
+            );
             let mut stream = tokenizer.stream_decoder();
             let mut streamed = String::new();
             for &id in &want {
@@ -820,11 +935,20 @@ mod tests {
             .as_object()
             .expect("vocab")
             .iter()
-            .map(|(token, id)| (id.as_u64().expect("id") as u32, token.clone(), token_type::NORMAL))
+            .map(|(token, id)| {
+                (
+                    id.as_u64().expect("id") as u32,
+                    token.clone(),
+                    token_type::NORMAL,
+                )
+            })
             .collect();
         for added in value["added_tokens"].as_array().expect("added_tokens") {
-            let kind =
-                if added["special"].as_bool() == Some(true) { token_type::CONTROL } else { token_type::USER_DEFINED };
+            let kind = if added["special"].as_bool() == Some(true) {
+                token_type::CONTROL
+            } else {
+                token_type::USER_DEFINED
+            };
             tokens.push((
                 added["id"].as_u64().expect("id") as u32,
                 added["content"].as_str().expect("content").into(),
@@ -832,12 +956,24 @@ mod tests {
             ));
         }
         tokens.sort();
-        assert!(tokens.iter().enumerate().all(|(i, (id, _, _))| *id as usize == i), "Qwen ids are dense");
+        assert!(
+            tokens
+                .iter()
+                .enumerate()
+                .all(|(i, (id, _, _))| *id as usize == i),
+            "Qwen ids are dense"
+        );
         let merges = value["model"]["merges"]
             .as_array()
             .expect("merges")
             .iter()
-            .map(|pair| format!("{} {}", pair[0].as_str().expect("left"), pair[1].as_str().expect("right")))
+            .map(|pair| {
+                format!(
+                    "{} {}",
+                    pair[0].as_str().expect("left"),
+                    pair[1].as_str().expect("right")
+                )
+            })
             .collect();
         GgufVocab {
             model: "gpt2".into(),
@@ -855,40 +991,81 @@ mod tests {
         let template = &expected["template"];
         let text = template["text"].as_str().expect("template text");
         let want = ids_of(&template["ids"]);
-        assert_eq!(tokenizer.encode_special(text).expect("encode"), want, "{what}: template ids");
-        assert_eq!(tokenizer.decode(&want).expect("decode"), template["decoded"].as_str().expect("decoded"));
+        assert_eq!(
+            tokenizer.encode_special(text).expect("encode"),
+            want,
+            "{what}: template ids"
+        );
+        assert_eq!(
+            tokenizer.decode(&want).expect("decode"),
+            template["decoded"].as_str().expect("decoded")
+        );
         let im_end = expected["im_end_id"].as_u64().expect("im_end_id") as u32;
-        assert_eq!(tokenizer.token_id("<|im_end|>"), Some(im_end), "{what}: <|im_end|> id");
-        assert!(want.contains(&im_end), "{what}: the template parses <|im_end|> as a control token");
+        assert_eq!(
+            tokenizer.token_id("<|im_end|>"),
+            Some(im_end),
+            "{what}: <|im_end|> id"
+        );
+        assert!(
+            want.contains(&im_end),
+            "{what}: the template parses <|im_end|> as a control token"
+        );
         let user = tokenizer.encode_text("<|im_end|>").expect("encode");
-        assert!(!user.contains(&im_end) && user.len() > 1, "{what}: user text {user:?} must not contain <|im_end|>");
+        assert!(
+            !user.contains(&im_end) && user.len() > 1,
+            "{what}: user text {user:?} must not contain <|im_end|>"
+        );
     }
 
     #[test]
     fn sentencepiece_model_matches_sentencepiece_ids() {
-        let tokenizer = Tokenizer::from_sentencepiece_model(&sentencepiece_model_bytes()).expect("load");
+        let tokenizer =
+            Tokenizer::from_sentencepiece_model(&sentencepiece_model_bytes()).expect("load");
         let expected = read_fixture_json("sp_expected.json");
-        assert_eq!(tokenizer.vocab_size() as u64, expected["vocab_size"].as_u64().expect("vocab_size"));
-        assert_eq!(tokenizer.bos_id().map(u64::from), expected["bos_id"].as_u64());
-        assert_eq!(tokenizer.eos_id().map(u64::from), expected["eos_id"].as_u64());
+        assert_eq!(
+            tokenizer.vocab_size() as u64,
+            expected["vocab_size"].as_u64().expect("vocab_size")
+        );
+        assert_eq!(
+            tokenizer.bos_id().map(u64::from),
+            expected["bos_id"].as_u64()
+        );
+        assert_eq!(
+            tokenizer.eos_id().map(u64::from),
+            expected["eos_id"].as_u64()
+        );
         assert_matches_cases(&tokenizer, &expected, "sentencepiece model");
     }
 
     #[test]
     fn sentencepiece_nfkc_model_matches_sentencepiece_ids() {
-        let bytes = std::fs::read(fixture_dir().join("sp_bpe_nfkc.model")).expect("sp_bpe_nfkc.model present");
+        let bytes = std::fs::read(fixture_dir().join("sp_bpe_nfkc.model"))
+            .expect("sp_bpe_nfkc.model present");
         let tokenizer = Tokenizer::from_sentencepiece_model(&bytes).expect("load");
-        assert_matches_cases(&tokenizer, &read_fixture_json("sp_nfkc_expected.json"), "sentencepiece nfkc model");
+        assert_matches_cases(
+            &tokenizer,
+            &read_fixture_json("sp_nfkc_expected.json"),
+            "sentencepiece nfkc model",
+        );
     }
 
     #[test]
     fn sentencepiece_control_tokens_only_from_templates() {
-        let tokenizer = Tokenizer::from_sentencepiece_model(&sentencepiece_model_bytes()).expect("load");
-        let im_end = read_fixture_json("sp_expected.json")["im_end_id"].as_u64().expect("im_end_id") as u32;
+        let tokenizer =
+            Tokenizer::from_sentencepiece_model(&sentencepiece_model_bytes()).expect("load");
+        let im_end = read_fixture_json("sp_expected.json")["im_end_id"]
+            .as_u64()
+            .expect("im_end_id") as u32;
         assert_eq!(tokenizer.token_id("<|im_end|>"), Some(im_end));
-        assert_eq!(tokenizer.encode_special("<|im_end|>").expect("encode"), vec![im_end]);
+        assert_eq!(
+            tokenizer.encode_special("<|im_end|>").expect("encode"),
+            vec![im_end]
+        );
         let user = tokenizer.encode_text("<|im_end|>").expect("encode");
-        assert!(!user.contains(&im_end), "user text became a control token: {user:?}");
+        assert!(
+            !user.contains(&im_end),
+            "user text became a control token: {user:?}"
+        );
     }
 
     #[test]
@@ -907,12 +1084,18 @@ mod tests {
             ..GgufVocab::default()
         };
         let tokenizer = Tokenizer::from_gguf_vocab(&vocab).expect("load");
-        assert_matches_cases(&tokenizer, &read_fixture_json("sp_expected.json"), "llama GGUF vocab");
+        assert_matches_cases(
+            &tokenizer,
+            &read_fixture_json("sp_expected.json"),
+            "llama GGUF vocab",
+        );
     }
 
     #[test]
     fn qwen_tokenizer_json_matches_reference_ids() {
-        let Some(json) = qwen_tokenizer_json() else { return };
+        let Some(json) = qwen_tokenizer_json() else {
+            return;
+        };
         let tokenizer = Tokenizer::from_json_bytes(&json).expect("load");
         let expected = read_fixture_json("qwen_expected.json");
         assert_matches_cases(&tokenizer, &expected, "Qwen tokenizer.json");
@@ -921,7 +1104,9 @@ mod tests {
 
     #[test]
     fn qwen_gguf_vocab_matches_reference_ids() {
-        let Some(json) = qwen_tokenizer_json() else { return };
+        let Some(json) = qwen_tokenizer_json() else {
+            return;
+        };
         let tokenizer = Tokenizer::from_gguf_vocab(&qwen_gguf_vocab(&json)).expect("load");
         assert_eq!(tokenizer.eos_id(), Some(151645));
         let expected = read_fixture_json("qwen_expected.json");
@@ -931,11 +1116,18 @@ mod tests {
 
     #[test]
     fn stream_decoder_holds_back_partial_characters() {
-        let tokenizer = Tokenizer::from_sentencepiece_model(&sentencepiece_model_bytes()).expect("load");
+        let tokenizer =
+            Tokenizer::from_sentencepiece_model(&sentencepiece_model_bytes()).expect("load");
         let ids = tokenizer.encode_text("安全 😀").expect("encode");
         let mut stream = tokenizer.stream_decoder();
-        let pieces: Vec<String> = ids.iter().map(|&id| stream.push(id).expect("push")).collect();
-        assert!(pieces.iter().any(String::is_empty), "byte-fallback pieces should be held back: {pieces:?}");
+        let pieces: Vec<String> = ids
+            .iter()
+            .map(|&id| stream.push(id).expect("push"))
+            .collect();
+        assert!(
+            pieces.iter().any(String::is_empty),
+            "byte-fallback pieces should be held back: {pieces:?}"
+        );
         assert_eq!(pieces.concat() + &stream.finish(), "安全 😀");
         let emoji_first_byte = tokenizer.token_id("<0xF0>").expect("byte piece");
         let mut cut = tokenizer.stream_decoder();
@@ -945,7 +1137,8 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_errors() {
-        let tokenizer = Tokenizer::from_sentencepiece_model(&sentencepiece_model_bytes()).expect("load");
+        let tokenizer =
+            Tokenizer::from_sentencepiece_model(&sentencepiece_model_bytes()).expect("load");
         assert!(tokenizer.decode(&[tokenizer.vocab_size() as u32]).is_err());
         let bytes = sentencepiece_model_bytes();
         assert!(Tokenizer::from_sentencepiece_model(&bytes[..bytes.len() / 2]).is_err());
@@ -961,17 +1154,29 @@ mod tests {
         assert!(Tokenizer::from_gguf_vocab(&gpt2("qwen2", vec!["a b".into()])).is_ok());
         assert!(Tokenizer::from_gguf_vocab(&gpt2("qwen2", vec!["ab".into()])).is_err());
         assert!(Tokenizer::from_gguf_vocab(&gpt2("no-such-pre", vec![])).is_err());
-        let llama_without_scores = GgufVocab { model: "llama".into(), ..gpt2("default", vec![]) };
+        let llama_without_scores = GgufVocab {
+            model: "llama".into(),
+            ..gpt2("default", vec![])
+        };
         assert!(Tokenizer::from_gguf_vocab(&llama_without_scores).is_err());
-        let duplicate = GgufVocab { tokens: vec!["a".into(), "a".into()], ..gpt2("default", vec![]) };
+        let duplicate = GgufVocab {
+            tokens: vec!["a".into(), "a".into()],
+            ..gpt2("default", vec![])
+        };
         assert!(Tokenizer::from_gguf_vocab(&duplicate).is_err());
-        let unknown_model = GgufVocab { model: "t5".into(), ..gpt2("default", vec![]) };
+        let unknown_model = GgufVocab {
+            model: "t5".into(),
+            ..gpt2("default", vec![])
+        };
         assert!(Tokenizer::from_gguf_vocab(&unknown_model).is_err());
     }
 
     #[test]
     fn gguf_pre_tokenizers_split_digits_as_named() {
-        let digits: Vec<String> = ["1", "2", "3", "4", "12", "123", "1234"].iter().map(|s| s.to_string()).collect();
+        let digits: Vec<String> = ["1", "2", "3", "4", "12", "123", "1234"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let vocab = |pre: &str| GgufVocab {
             model: "gpt2".into(),
             pre: Some(pre.into()),
@@ -979,8 +1184,12 @@ mod tests {
             merges: vec!["1 2".into(), "12 3".into(), "123 4".into()],
             ..GgufVocab::default()
         };
-        let encode =
-            |pre: &str| Tokenizer::from_gguf_vocab(&vocab(pre)).expect("load").encode_text("1234").expect("encode");
+        let encode = |pre: &str| {
+            Tokenizer::from_gguf_vocab(&vocab(pre))
+                .expect("load")
+                .encode_text("1234")
+                .expect("encode")
+        };
         assert_eq!(encode("qwen2"), vec![0, 1, 2, 3]);
         assert_eq!(encode("smollm"), vec![0, 1, 2, 3]);
         assert_eq!(encode("llama-bpe"), vec![5, 3]);

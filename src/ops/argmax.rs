@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Shader};
 use crate::ops::{Elem, Tensor};
 
-const SHADER: Shader = Shader { name: "argmax.wgsl", source: include_str!("../../shaders/argmax.wgsl") };
+const SHADER: Shader = Shader {
+    name: "argmax.wgsl",
+    source: include_str!("../../shaders/argmax.wgsl"),
+};
 
 /// The token written when a row has no candidate (every logit NaN).
 pub const NO_TOKEN: u32 = u32::MAX;
@@ -35,7 +38,12 @@ pub fn encode(
     slot: usize,
 ) -> Result<()> {
     check_row("argmax", logits, row, output, slot)?;
-    let params = Params { row: row as u32, cols: logits.cols() as u32, slot: slot as u32, _pad: 0 };
+    let params = Params {
+        row: row as u32,
+        cols: logits.cols() as u32,
+        slot: slot as u32,
+        _pad: 0,
+    };
     let pipeline = ctx.pipeline(SHADER, &[])?;
     let uniform = ctx.uniform("argmax params", &params);
     let bind = ctx.bind_group(&pipeline, &[&uniform, &logits.buffer, &output.buffer]);
@@ -45,17 +53,30 @@ pub fn encode(
 
 /// Validates what every token-picking op needs: f32 logits with a non-empty last
 /// dimension, `row` among their rows, and a u32 `output` with an element at `slot`.
-pub(crate) fn check_row(op: &'static str, logits: &Tensor, row: usize, output: &Tensor, slot: usize) -> Result<()> {
+pub(crate) fn check_row(
+    op: &'static str,
+    logits: &Tensor,
+    row: usize,
+    output: &Tensor,
+    slot: usize,
+) -> Result<()> {
     logits.expect_elem(op, "logits", Elem::F32)?;
     output.expect_elem(op, "output", Elem::U32)?;
     if logits.is_empty() || row >= logits.rows() {
         return Err(Error::Shape {
             op,
-            message: format!("logits {:?} have {} non-empty rows; row {row} asked for", logits.shape, logits.rows()),
+            message: format!(
+                "logits {:?} have {} non-empty rows; row {row} asked for",
+                logits.shape,
+                logits.rows()
+            ),
         });
     }
     if slot >= output.len() {
-        return Err(Error::Shape { op, message: format!("output {:?} has no slot {slot}", output.shape) });
+        return Err(Error::Shape {
+            op,
+            message: format!("output {:?} has no slot {slot}", output.shape),
+        });
     }
     Ok(())
 }
@@ -86,7 +107,11 @@ mod tests {
         encode(ctx, &mut enc, &input, row, &output, 1).unwrap();
         ctx.submit("argmax test", enc).unwrap();
         let got = output.read_u32(ctx).unwrap();
-        assert_eq!((got[0], got[2]), (u32::MAX, u32::MAX), "argmax wrote outside its slot");
+        assert_eq!(
+            (got[0], got[2]),
+            (u32::MAX, u32::MAX),
+            "argmax wrote outside its slot"
+        );
         got[1]
     }
 
@@ -97,7 +122,11 @@ mod tests {
             let logits = random_f32(&mut rng, rows * vocab, 8.0);
             for row in 0..rows {
                 let want = reference(&logits[row * vocab..(row + 1) * vocab]);
-                assert_eq!(run(&logits, &[rows, vocab], row), want, "rows {rows} vocab {vocab} row {row}");
+                assert_eq!(
+                    run(&logits, &[rows, vocab], row),
+                    want,
+                    "rows {rows} vocab {vocab} row {row}"
+                );
             }
         }
     }
@@ -116,7 +145,11 @@ mod tests {
 
         let mut masked = vec![f32::NEG_INFINITY; 300];
         masked[0] = f32::NAN;
-        assert_eq!(run(&masked, &[300], 0), 1, "all -inf but one NaN: the first -inf wins");
+        assert_eq!(
+            run(&masked, &[300], 0),
+            1,
+            "all -inf but one NaN: the first -inf wins"
+        );
         assert_eq!(run(&[f32::NAN; 40], &[40], 0), NO_TOKEN);
     }
 
@@ -126,7 +159,10 @@ mod tests {
         let logits = Tensor::new(ctx, "logits", &[2, 5], Elem::F32).unwrap();
         let output = Tensor::new(ctx, "token", &[1], Elem::U32).unwrap();
         let err = encode(ctx, &mut ctx.encoder(), &logits, 2, &output, 0).unwrap_err();
-        assert_eq!(err.to_string(), "argmax: logits [2, 5] have 2 non-empty rows; row 2 asked for");
+        assert_eq!(
+            err.to_string(),
+            "argmax: logits [2, 5] have 2 non-empty rows; row 2 asked for"
+        );
         let err = encode(ctx, &mut ctx.encoder(), &logits, 0, &output, 1).unwrap_err();
         assert_eq!(err.to_string(), "argmax: output [1] has no slot 1");
         let err = encode(ctx, &mut ctx.encoder(), &logits, 0, &logits, 0).unwrap_err();

@@ -28,7 +28,10 @@ use crate::ops::argmax::check_row;
 pub use crate::ops::argmax::NO_TOKEN;
 use crate::ops::Tensor;
 
-const SHADER: Shader = Shader { name: "sample.wgsl", source: include_str!("../../shaders/sample.wgsl") };
+const SHADER: Shader = Shader {
+    name: "sample.wgsl",
+    source: include_str!("../../shaders/sample.wgsl"),
+};
 
 /// How to turn logits into a distribution before drawing.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,7 +59,12 @@ struct Params {
 
 impl SampleParams {
     fn validate(&self, u: f32) -> Result<()> {
-        let fail = |message: String| Err(Error::Parameter { op: "sample", message });
+        let fail = |message: String| {
+            Err(Error::Parameter {
+                op: "sample",
+                message,
+            })
+        };
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return fail(format!(
                 "temperature must be finite and above 0 (use argmax for greedy decoding); got {}",
@@ -64,7 +72,10 @@ impl SampleParams {
             ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return fail(format!("top_p must lie in (0, 1], 1 meaning off; got {}", self.top_p));
+            return fail(format!(
+                "top_p must lie in (0, 1], 1 meaning off; got {}",
+                self.top_p
+            ));
         }
         if !(0.0..1.0).contains(&u) {
             return fail(format!("the uniform number u must lie in [0, 1); got {u}"));
@@ -127,14 +138,24 @@ fn kept_masses(row: &[f32], params: &SampleParams) -> Vec<(u32, f64)> {
     let keys: Vec<u32> = row.iter().map(|&x| key_of(x)).collect();
     let mut descending: Vec<u32> = keys.iter().copied().filter(|&k| k > 0).collect();
     descending.sort_unstable_by(|a, b| b.cmp(a));
-    let Some(&top) = descending.first() else { return Vec::new() };
+    let Some(&top) = descending.first() else {
+        return Vec::new();
+    };
     let k = params.top_k as usize;
-    let mut threshold = if k > 0 && descending.len() > k { descending[k - 1] } else { 1 };
+    let mut threshold = if k > 0 && descending.len() > k {
+        descending[k - 1]
+    } else {
+        1
+    };
     let max = row[keys.iter().position(|&key| key == top).unwrap_or(0)].min(f32::MAX) as f64;
     let mass = |x: f32| ((x.min(f32::MAX) as f64 - max) / params.temperature as f64).exp();
     if params.top_p < 1.0 {
-        let mut by_value: Vec<(u32, f64)> =
-            keys.iter().zip(row).filter(|(&key, _)| key >= threshold).map(|(&key, &x)| (key, mass(x))).collect();
+        let mut by_value: Vec<(u32, f64)> = keys
+            .iter()
+            .zip(row)
+            .filter(|(&key, _)| key >= threshold)
+            .map(|(&key, &x)| (key, mass(x)))
+            .collect();
         by_value.sort_unstable_by_key(|&(key, _)| std::cmp::Reverse(key));
         let target = params.top_p as f64 * by_value.iter().map(|&(_, w)| w).sum::<f64>();
         let mut running = 0.0;
@@ -160,7 +181,9 @@ fn kept_masses(row: &[f32], params: &SampleParams) -> Vec<(u32, f64)> {
 pub fn distribution(row: &[f32], params: &SampleParams) -> Vec<(u32, f64)> {
     let kept = kept_masses(row, params);
     let total: f64 = kept.iter().map(|&(_, w)| w).sum();
-    kept.into_iter().map(|(token, w)| (token, w / total)).collect()
+    kept.into_iter()
+        .map(|(token, w)| (token, w / total))
+        .collect()
 }
 
 /// CPU reference: the token `encode` draws from `row` under `params` with `u`.
@@ -201,7 +224,11 @@ mod tests {
         }
         ctx.submit("sample test", enc).unwrap();
         let mut tokens = output.read_u32(ctx).unwrap();
-        assert_eq!(tokens.pop(), Some(u32::MAX), "sample wrote outside its slots");
+        assert_eq!(
+            tokens.pop(),
+            Some(u32::MAX),
+            "sample wrote outside its slots"
+        );
         tokens
     }
 
@@ -211,16 +238,23 @@ mod tests {
         let below = reference(row, params, (u - BOUNDARY).max(0.0));
         let above = reference(row, params, (u + BOUNDARY).min(1.0 - f32::EPSILON));
         let kept = |top_p: f32| -> Vec<u32> {
-            distribution(row, &SampleParams { top_p, ..*params }).iter().map(|&(t, _)| t).collect()
+            distribution(row, &SampleParams { top_p, ..*params })
+                .iter()
+                .map(|&(t, _)| t)
+                .collect()
         };
         below != above
-            || (params.top_p < 1.0 && kept(params.top_p - BOUNDARY) != kept((params.top_p + BOUNDARY).min(1.0)))
+            || (params.top_p < 1.0
+                && kept(params.top_p - BOUNDARY) != kept((params.top_p + BOUNDARY).min(1.0)))
     }
 
     /// Logits with features that stress the semantics: many exact ties (values on a
     /// 0.5 grid), a few dominant tokens, and masked (-inf) or NaN entries.
     fn awkward_logits(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
-        let mut logits: Vec<f32> = random_f32(rng, n, 4.0).iter().map(|x| (x * 2.0).round() / 2.0).collect();
+        let mut logits: Vec<f32> = random_f32(rng, n, 4.0)
+            .iter()
+            .map(|x| (x * 2.0).round() / 2.0)
+            .collect();
         for _ in 0..(n / 500).max(1) {
             logits[rng.random_range(0..n)] = rng.random_range(6.0f32..12.0).round();
         }
@@ -232,13 +266,41 @@ mod tests {
     }
 
     const SETTINGS: &[SampleParams] = &[
-        SampleParams { temperature: 1.0, top_k: 0, top_p: 1.0 },
-        SampleParams { temperature: 0.7, top_k: 40, top_p: 1.0 },
-        SampleParams { temperature: 1.3, top_k: 0, top_p: 0.9 },
-        SampleParams { temperature: 0.5, top_k: 5, top_p: 0.8 },
-        SampleParams { temperature: 2.0, top_k: 1, top_p: 1.0 },
-        SampleParams { temperature: 1.0, top_k: 3, top_p: 0.35 },
-        SampleParams { temperature: 0.9, top_k: 100000, top_p: 0.97 },
+        SampleParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+        },
+        SampleParams {
+            temperature: 0.7,
+            top_k: 40,
+            top_p: 1.0,
+        },
+        SampleParams {
+            temperature: 1.3,
+            top_k: 0,
+            top_p: 0.9,
+        },
+        SampleParams {
+            temperature: 0.5,
+            top_k: 5,
+            top_p: 0.8,
+        },
+        SampleParams {
+            temperature: 2.0,
+            top_k: 1,
+            top_p: 1.0,
+        },
+        SampleParams {
+            temperature: 1.0,
+            top_k: 3,
+            top_p: 0.35,
+        },
+        SampleParams {
+            temperature: 0.9,
+            top_k: 100000,
+            top_p: 0.97,
+        },
     ];
 
     #[test]
@@ -246,7 +308,13 @@ mod tests {
         let mut rng = rng(21);
         let mut cases = 0;
         let mut boundary_cases = 0;
-        for &(rows, vocab, draws_per_setting) in &[(1, 1, 3), (2, 7, 12), (3, 33, 12), (2, 4864, 4), (2, 151936, 1)] {
+        for &(rows, vocab, draws_per_setting) in &[
+            (1, 1, 3),
+            (2, 7, 12),
+            (3, 33, 12),
+            (2, 4864, 4),
+            (2, 151936, 1),
+        ] {
             let logits = awkward_logits(&mut rng, rows * vocab);
             let mut draws = Vec::new();
             for params in SETTINGS {
@@ -264,14 +332,22 @@ mod tests {
                 } else {
                     assert_eq!(token, reference(row_logits, &params, u), "{what}");
                 }
-                let widest = SampleParams { top_p: (params.top_p + BOUNDARY).min(1.0), ..params };
+                let widest = SampleParams {
+                    top_p: (params.top_p + BOUNDARY).min(1.0),
+                    ..params
+                };
                 assert!(
-                    distribution(row_logits, &widest).iter().any(|&(t, _)| t == token),
+                    distribution(row_logits, &widest)
+                        .iter()
+                        .any(|&(t, _)| t == token),
                     "{what}: token {token} not kept"
                 );
                 let logit = row_logits[token as usize];
                 let above = row_logits.iter().filter(|&&x| x > logit).count();
-                assert!(params.top_k == 0 || above < params.top_k as usize, "{what}: token {token} outside top-k");
+                assert!(
+                    params.top_k == 0 || above < params.top_k as usize,
+                    "{what}: token {token} outside top-k"
+                );
             }
         }
         assert!(
@@ -283,12 +359,21 @@ mod tests {
     #[test]
     fn sample_frequencies_follow_the_renormalised_distribution() {
         let logits = [0.3f32, 2.0, -1.0, 1.2, 2.0, 0.8, -0.4, 1.6, 0.0, 1.1];
-        let params = SampleParams { temperature: 0.8, top_k: 6, top_p: 0.9 };
+        let params = SampleParams {
+            temperature: 0.8,
+            top_k: 6,
+            top_p: 0.9,
+        };
         let want = distribution(&logits, &params);
-        assert!(want.len() >= 4 && want.len() < logits.len(), "the setting must truncate: {want:?}");
+        assert!(
+            want.len() >= 4 && want.len() < logits.len(),
+            "the setting must truncate: {want:?}"
+        );
         let draws = 800;
         let mut rng = rng(3);
-        let uniform_draws: Vec<_> = (0..draws).map(|_| (0, params, rng.random::<f32>())).collect();
+        let uniform_draws: Vec<_> = (0..draws)
+            .map(|_| (0, params, rng.random::<f32>()))
+            .collect();
         let got = draw_all(&logits, &[logits.len()], &uniform_draws);
         let mut counts = vec![0usize; logits.len()];
         for &token in &got {
@@ -309,21 +394,37 @@ mod tests {
         for &(token, p) in &want {
             expected[token as usize] = p;
         }
-        let untruncated = distribution(&logits, &SampleParams { top_k: 0, top_p: 1.0, ..params });
+        let untruncated = distribution(
+            &logits,
+            &SampleParams {
+                top_k: 0,
+                top_p: 1.0,
+                ..params
+            },
+        );
         let untruncated: Vec<f64> = untruncated.iter().map(|&(_, p)| p).collect();
         // With at most 5 degrees of freedom, chi-square exceeds 30 with probability
         // below 2e-5; the untruncated softmax, a plausible bug, must fail the same bound.
         let fit = chi_square(&expected);
-        assert!(fit < 30.0, "frequencies {counts:?} do not follow {want:?} (chi-square {fit})");
+        assert!(
+            fit < 30.0,
+            "frequencies {counts:?} do not follow {want:?} (chi-square {fit})"
+        );
         let wrong = chi_square(&untruncated);
-        assert!(wrong > 30.0, "the bound cannot tell the untruncated softmax apart (chi-square {wrong})");
+        assert!(
+            wrong > 30.0,
+            "the bound cannot tell the untruncated softmax apart (chi-square {wrong})"
+        );
     }
 
     #[test]
     fn sample_keeps_ties_at_both_thresholds() {
         // Masses 1, 2, 4, 2, 1 (of 10) at temperature 1: top-p groups by value carry
         // 40%, then 80% (the two tied 2s), then 100% (the two tied 1s).
-        let logits: Vec<f32> = [1.0f32, 2.0, 4.0, 2.0, 1.0].iter().map(|m| m.ln()).collect();
+        let logits: Vec<f32> = [1.0f32, 2.0, 4.0, 2.0, 1.0]
+            .iter()
+            .map(|m| m.ln())
+            .collect();
         let cases: &[(u32, f32, &[u32])] = &[
             (0, 0.399, &[2]),
             (0, 0.401, &[1, 2, 3]),
@@ -336,20 +437,38 @@ mod tests {
         ];
         // Row 1 repeats row 0 shifted by +300, where exp without the max subtracted
         // overflows f32.
-        let rows: Vec<f32> =
-            logits.iter().chain(&logits).enumerate().map(|(i, &x)| if i < 5 { x } else { x + 300.0 }).collect();
+        let rows: Vec<f32> = logits
+            .iter()
+            .chain(&logits)
+            .enumerate()
+            .map(|(i, &x)| if i < 5 { x } else { x + 300.0 })
+            .collect();
         let mut draws = Vec::new();
         for &(top_k, top_p, kept) in cases {
-            let params = SampleParams { temperature: 1.0, top_k, top_p };
+            let params = SampleParams {
+                temperature: 1.0,
+                top_k,
+                top_p,
+            };
             for row in 0..2 {
-                let tokens: Vec<u32> = distribution(&rows[row * 5..][..5], &params).iter().map(|&(t, _)| t).collect();
-                assert_eq!(tokens, kept, "reference keeps the wrong set for {params:?} on row {row}");
+                let tokens: Vec<u32> = distribution(&rows[row * 5..][..5], &params)
+                    .iter()
+                    .map(|&(t, _)| t)
+                    .collect();
+                assert_eq!(
+                    tokens, kept,
+                    "reference keeps the wrong set for {params:?} on row {row}"
+                );
                 draws.extend((0..10).map(|i| (row, params, 0.03 + 0.1 * i as f32)));
             }
         }
         let got = draw_all(&rows, &[2, 5], &draws);
         for (&token, &(row, params, u)) in got.iter().zip(&draws) {
-            assert_eq!(token, reference(&rows[row * 5..][..5], &params, u), "{params:?} row {row} u {u}");
+            assert_eq!(
+                token,
+                reference(&rows[row * 5..][..5], &params, u),
+                "{params:?} row {row} u {u}"
+            );
         }
     }
 
@@ -357,7 +476,11 @@ mod tests {
     fn sample_yields_no_token_for_a_row_with_nothing_drawable() {
         let mut row = vec![f32::NEG_INFINITY; 40];
         row[7] = f32::NAN;
-        let params = SampleParams { temperature: 1.0, top_k: 5, top_p: 0.5 };
+        let params = SampleParams {
+            temperature: 1.0,
+            top_k: 5,
+            top_p: 0.5,
+        };
         assert_eq!(reference(&row, &params, 0.3), NO_TOKEN);
         assert_eq!(draw_all(&row, &[40], &[(0, params, 0.3)]), vec![NO_TOKEN]);
     }
@@ -367,18 +490,45 @@ mod tests {
         let ctx = ctx();
         let logits = Tensor::new(ctx, "logits", &[2, 5], Elem::F32).unwrap();
         let output = Tensor::new(ctx, "token", &[1], Elem::U32).unwrap();
-        let ok = SampleParams { temperature: 1.0, top_k: 0, top_p: 1.0 };
-        let err = |params: SampleParams, u: f32| {
-            encode(ctx, &mut ctx.encoder(), &logits, 1, &output, 0, &params, u).unwrap_err().to_string()
+        let ok = SampleParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
         };
-        assert!(err(SampleParams { temperature: 0.0, ..ok }, 0.5)
-            .starts_with("sample: temperature must be finite and above 0"));
-        assert!(err(SampleParams { temperature: f32::NAN, ..ok }, 0.5).starts_with("sample: temperature"));
-        assert!(err(SampleParams { top_p: 0.0, ..ok }, 0.5).starts_with("sample: top_p must lie in (0, 1]"));
+        let err = |params: SampleParams, u: f32| {
+            encode(ctx, &mut ctx.encoder(), &logits, 1, &output, 0, &params, u)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(
+            SampleParams {
+                temperature: 0.0,
+                ..ok
+            },
+            0.5
+        )
+        .starts_with("sample: temperature must be finite and above 0"));
+        assert!(err(
+            SampleParams {
+                temperature: f32::NAN,
+                ..ok
+            },
+            0.5
+        )
+        .starts_with("sample: temperature"));
+        assert!(err(SampleParams { top_p: 0.0, ..ok }, 0.5)
+            .starts_with("sample: top_p must lie in (0, 1]"));
         assert!(err(SampleParams { top_p: 1.5, ..ok }, 0.5).starts_with("sample: top_p"));
-        assert_eq!(err(ok, 1.0), "sample: the uniform number u must lie in [0, 1); got 1");
+        assert_eq!(
+            err(ok, 1.0),
+            "sample: the uniform number u must lie in [0, 1); got 1"
+        );
         assert!(err(ok, -0.25).starts_with("sample: the uniform number u"));
         let e = encode(ctx, &mut ctx.encoder(), &logits, 2, &output, 0, &ok, 0.5).unwrap_err();
-        assert!(e.to_string().starts_with("sample: logits [2, 5] have 2 non-empty rows"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("sample: logits [2, 5] have 2 non-empty rows"),
+            "{e}"
+        );
     }
 }
