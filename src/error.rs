@@ -46,6 +46,14 @@ pub enum Error {
     /// A model, file or feature that safetyj does not support.
     #[error("{0}")]
     Unsupported(String),
+    /// A download failed: the server refused it, the connection kept breaking past
+    /// every retry, or the bytes did not match their size or checksum.
+    #[error("downloading {url} failed: {message}")]
+    Download { url: String, message: String },
+    /// A file or folder (the model cache, a downloaded archive) could not be read
+    /// or written.
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },
