@@ -28,7 +28,9 @@ impl ModelCache {
             return Ok(Self::new(PathBuf::from(dir).join("safetyj")));
         }
         if let Some(home) = var("HOME") {
-            return Ok(Self::new(PathBuf::from(home).join(".cache").join("safetyj")));
+            return Ok(Self::new(
+                PathBuf::from(home).join(".cache").join("safetyj"),
+            ));
         }
         if let Some(dir) = var("LOCALAPPDATA") {
             return Ok(Self::new(PathBuf::from(dir).join("safetyj")));

@@ -223,12 +223,10 @@ impl Downloader {
             | ureq::Error::InvalidProxyUrl
             | ureq::Error::TooManyRedirects
             | ureq::Error::Tls(_)
-            | ureq::Error::Rustls(_) => {
-                Failure::Fatal(Error::Download {
-                    url: url.to_owned(),
-                    message: e.to_string(),
-                })
-            }
+            | ureq::Error::Rustls(_) => Failure::Fatal(Error::Download {
+                url: url.to_owned(),
+                message: e.to_string(),
+            }),
             other => Failure::Transient(other.to_string()),
         })
     }
@@ -312,7 +310,8 @@ impl Downloader {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    file.flush().map_err(|e| Failure::Fatal(io_error(part, e)))?;
+                    file.flush()
+                        .map_err(|e| Failure::Fatal(io_error(part, e)))?;
                     return Err(Failure::Transient(format!(
                         "the connection broke after {done} bytes: {e}"
                     )));

