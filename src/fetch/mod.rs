@@ -81,6 +81,16 @@ impl ResolvedModel {
     pub fn is_stand_in(&self) -> bool {
         self.preset.as_ref().is_some_and(|p| p.stand_in)
     }
+
+    /// For a stand-in, the line to print with its verdicts; `None` otherwise.
+    pub fn stand_in_notice(&self) -> Option<String> {
+        let preset = self.preset.as_ref().filter(|p| p.stand_in)?;
+        Some(format!(
+            "note: a stand-in judged ({}), not Safety-J; its verdicts say nothing about \
+             Safety-J's accuracy (use --model safety-j-v5 for the real judge)",
+            preset.name
+        ))
+    }
 }
 
 /// Resolves `--model`: an existing path (a `.gguf` file, or a folder with a
