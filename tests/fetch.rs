@@ -835,6 +835,10 @@ fn fetch_config_and_cache_come_from_the_environment() {
     assert_eq!(config.pypi_url, "http://127.0.0.1:9/pypi");
     assert_eq!(config.hf_endpoint, "http://127.0.0.1:9");
     assert_eq!(config.hf_token.as_deref(), Some("hf_x"));
+    assert!(
+        !format!("{config:?}").contains("hf_x"),
+        "the token stays out of logs"
+    );
 
     std::env::remove_var("SAFETYJ_CACHE");
     std::env::set_var("XDG_CACHE_HOME", "/tmp/xdg");

