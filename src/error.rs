@@ -67,6 +67,14 @@ pub enum Error {
     /// A tokenizer could not be built from its file, or could not encode or decode.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A download failed: the server refused it, the connection kept breaking past
+    /// every retry, or the bytes did not match their size or checksum.
+    #[error("downloading {url} failed: {message}")]
+    Download { url: String, message: String },
+    /// A file or folder (the model cache, a downloaded archive) could not be read
+    /// or written.
+    #[error("{path}: {message}")]
+    CacheIo { path: String, message: String },
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },

@@ -2,6 +2,8 @@
 //! Safety-J, with the transformer written as WGSL compute shaders on wgpu.
 
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fetch;
 pub mod formats;
 pub mod gpu;
 pub mod judge;

@@ -182,9 +182,11 @@ impl Tokenizer {
                 };
                 sentencepiece_bpe(&pieces, &normalizer)?
             }
-            other => return Err(tokenizer_error(format!(
+            other => {
+                return Err(tokenizer_error(format!(
                 "GGUF tokenizer model \"{other}\" is not supported (only \"gpt2\" and \"llama\")"
-            ))),
+            )))
+            }
         };
         let decoding = if vocab.model == "gpt2" {
             ByteDecoding::ByteLevel
