@@ -8,6 +8,18 @@
 //! evaluator's prompts. Results are appended to `results.jsonl` as each item
 //! completes, and a rerun resumes from them ([`runner`]); [`report`] turns them into
 //! JSON, Markdown and a self-contained HTML page.
+//!
+//! From the command line, against OpenAI-compatible servers:
+//!
+//! ```text
+//! safetyj eval label --judge-url http://gpu:8000 --judge-model safety-j \
+//!     --sample 200 --seed 0 --out runs/label ../shared/data/safety-j/label_level/*.json
+//! safetyj eval critique --judge-url http://gpu:8000 --judge-model safety-j \
+//!     --evaluator-url http://gpu:8001 --evaluator-model qwen --out runs/critique \
+//!     ../shared/data/safety-j/critique_level/en.json
+//! ```
+//!
+//! Rerunning the same command resumes: items already in `results.jsonl` are skipped.
 
 pub mod critique;
 pub mod datasets;

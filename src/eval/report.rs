@@ -500,7 +500,9 @@ pub fn critique_svg(report: &CritiqueReport) -> String {
     let width = 60.0 + group_width * groups.len() as f64;
     let mut svg = format!(
         "<svg id=\"critique-metrics\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"260\" viewBox=\"0 0 {width} 260\">\
-<line x1=\"40\" y1=\"210\" x2=\"{width}\" y2=\"210\" stroke=\"#888\"/>"
+<line x1=\"40\" y1=\"210\" x2=\"{width}\" y2=\"210\" stroke=\"#888\"/>\
+<line x1=\"40\" y1=\"30\" x2=\"{width}\" y2=\"30\" stroke=\"#ccc\" stroke-dasharray=\"4 4\"/>\
+<text x=\"36\" y=\"34\" text-anchor=\"end\">100%</text><text x=\"36\" y=\"214\" text-anchor=\"end\">0</text>"
     );
     let colors = ["rgb(40,90,170)", "rgb(90,160,90)", "rgb(200,120,40)"];
     for (g, (name, s)) in groups.iter().enumerate() {
@@ -541,7 +543,7 @@ pub fn critique_svg(report: &CritiqueReport) -> String {
     }
     let _ = write!(
         svg,
-        "<text x=\"40\" y=\"20\" fill=\"{}\">P</text><text x=\"60\" y=\"20\" fill=\"{}\">R</text><text x=\"80\" y=\"20\" fill=\"{}\">F1</text></svg>",
+        "<text x=\"50\" y=\"16\" fill=\"{}\">P</text><text x=\"70\" y=\"16\" fill=\"{}\">R</text><text x=\"90\" y=\"16\" fill=\"{}\">F1</text></svg>",
         colors[0], colors[1], colors[2]
     );
     svg

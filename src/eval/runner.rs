@@ -171,6 +171,15 @@ where
     R: ResultRecord,
     F: Fn(&I) -> Result<R> + Sync,
 {
+    let mut seen = HashSet::new();
+    for item in items {
+        let id = id_of(item);
+        if !seen.insert(id.clone()) {
+            return Err(Error::InvalidInput(format!(
+                "two items have the id {id}: give datasets distinct file names"
+            )));
+        }
+    }
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Write {
         file: out_dir.display().to_string(),
         source,
@@ -424,6 +433,22 @@ mod tests {
         assert_eq!(again, report);
         assert_eq!(ids_in_results(&dir).len(), 6);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn duplicate_item_ids_are_refused() {
+        let mut twice = items();
+        twice.extend(items());
+        let dir = temp_dir("duplicate");
+        let e = run_label_eval(
+            &twice,
+            &ScriptedLabelJudge::new(None),
+            &dir,
+            RunOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("a#0"), "{e}");
     }
 
     #[test]
