@@ -135,6 +135,11 @@ struct RunArgs {
     /// Retries of a request after 429, 5xx, timeouts and connection failures.
     #[arg(long, default_value_t = 5)]
     retries: u32,
+    /// A system message sent before every prompt (e.g. "You are a helpful
+    /// assistant.", the reference prompts' first line); without one, some servers
+    /// apply their chat template's default system message.
+    #[arg(long)]
+    system_prompt: Option<String>,
 }
 
 impl RunArgs {
@@ -158,6 +163,7 @@ impl RunArgs {
             api_key_env: key_env.clone(),
             timeout: std::time::Duration::from_secs(self.timeout_s),
             max_retries: self.retries,
+            system_prompt: self.system_prompt.clone(),
             ..OpenAiConfig::new(url, model)
         })
     }
@@ -178,8 +184,9 @@ enum EvalCommand {
         judge: EndpointArgs,
         #[command(flatten)]
         run: RunArgs,
-        /// New-token cap of each verdict.
-        #[arg(long, default_value_t = 512)]
+        /// New-token cap of each verdict. Safety-J states its label first, so a few
+        /// dozen suffice; raise it to keep whole analyses in the results.
+        #[arg(long, default_value_t = 64)]
         max_tokens: usize,
     },
     /// Critique meta-evaluation: the judge writes critiques, the evaluator extracts

@@ -28,6 +28,11 @@ pub struct OpenAiConfig {
     pub max_retries: u32,
     /// The wait before the first retry; it doubles on each further retry (at most 60 s).
     pub initial_backoff: Duration,
+    /// A system message sent before the user message, if any. Without one, some
+    /// servers apply the chat template's default (Qwen2.5's names itself "Qwen"),
+    /// which the reference runs never saw; `You are a helpful assistant.` matches the
+    /// first line of the reference prompts.
+    pub system_prompt: Option<String>,
 }
 
 impl OpenAiConfig {
@@ -40,6 +45,7 @@ impl OpenAiConfig {
             timeout: Duration::from_secs(300),
             max_retries: 5,
             initial_backoff: Duration::from_secs(1),
+            system_prompt: None,
         }
     }
 }
@@ -164,11 +170,17 @@ fn reply_content(body: &str) -> std::result::Result<String, String> {
 }
 
 impl ChatBackend for OpenAiBackend {
-    /// Sends `content` as the single user message, temperature 0.
+    /// Sends `content` as the user message (after the configured system message, if
+    /// any), temperature 0.
     fn complete(&self, content: &str, max_tokens: usize) -> Result<String> {
+        let mut messages = Vec::new();
+        if let Some(system) = &self.config.system_prompt {
+            messages.push(serde_json::json!({"role": "system", "content": system}));
+        }
+        messages.push(serde_json::json!({"role": "user", "content": content}));
         let body = serde_json::json!({
             "model": self.config.model,
-            "messages": [{"role": "user", "content": content}],
+            "messages": messages,
             "temperature": 0,
             "max_tokens": max_tokens,
         })
@@ -384,6 +396,7 @@ mod tests {
         assert_eq!(body["model"], "judge-7b");
         assert_eq!(body["temperature"], 0);
         assert_eq!(body["max_tokens"], 32);
+        assert_eq!(body["messages"].as_array().unwrap().len(), 1);
         let content = body["messages"][0]["content"].as_str().unwrap();
         assert_eq!(body["messages"][0]["role"], "user");
         assert!(
@@ -403,10 +416,24 @@ mod tests {
             reply(429, "slow down"),
             reply(200, &completion("Correct")),
         ]);
-        let text = backend(&url, 5000, 3).complete("hello", 8).unwrap();
-        assert_eq!(text, "Correct");
+        let chat = OpenAiBackend::new(OpenAiConfig {
+            system_prompt: Some("You are a helpful assistant.".into()),
+            ..backend(&url, 5000, 3).config
+        })
+        .unwrap();
+        assert_eq!(chat.complete("hello", 8).unwrap(), "Correct");
         server.join().unwrap();
-        assert_eq!(requests.try_iter().count(), 3);
+        let requests: Vec<String> = requests.try_iter().collect();
+        assert_eq!(requests.len(), 3);
+        let body: serde_json::Value =
+            serde_json::from_str(&requests[2][requests[2].find('{').unwrap()..]).unwrap();
+        assert_eq!(
+            body["messages"],
+            serde_json::json!([
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "hello"}
+            ])
+        );
     }
 
     #[test]
