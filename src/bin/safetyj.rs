@@ -25,7 +25,7 @@ enum Command {
     /// meta-evaluation, against OpenAI-compatible endpoints.
     Eval {
         #[command(subcommand)]
-        command: EvalCommand,
+        command: Box<EvalCommand>,
     },
 }
 
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices => devices(),
-        Command::Eval { command } => eval(command),
+        Command::Eval { command } => eval(*command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
