@@ -140,6 +140,10 @@ struct RunArgs {
     /// apply their chat template's default system message.
     #[arg(long)]
     system_prompt: Option<String>,
+    /// Log a failed item to errors.jsonl and go on (a rerun retries it), instead of
+    /// stopping at the first failure.
+    #[arg(long)]
+    keep_going: bool,
 }
 
 impl RunArgs {
@@ -171,6 +175,7 @@ impl RunArgs {
     fn options(&self) -> safetyj::eval::runner::RunOptions {
         safetyj::eval::runner::RunOptions {
             workers: self.workers.max(1),
+            keep_going: self.keep_going,
         }
     }
 }

@@ -42,10 +42,12 @@ pub struct LabelReport {
     pub reliability: Vec<ReliabilityBin>,
     /// Expected calibration error of that table; `None` without scored items.
     pub expected_calibration_error: Option<f64>,
+    /// Items that failed in the run and are missing from these metrics.
+    pub failed_items: usize,
 }
 
-/// Computes the label-level report of `records`.
-pub fn label_report(records: &[LabelRecord]) -> LabelReport {
+/// Computes the label-level report of `records`, noting `failed_items` left out.
+pub fn label_report(records: &[LabelRecord], failed_items: usize) -> LabelReport {
     let pairs = |rs: &[&LabelRecord]| -> Vec<(Label, Option<Label>)> {
         rs.iter().map(|r| (r.gold, r.predicted)).collect()
     };
@@ -86,6 +88,7 @@ pub fn label_report(records: &[LabelRecord]) -> LabelReport {
         } else {
             reliability_table
         },
+        failed_items,
     }
 }
 
@@ -111,6 +114,8 @@ pub struct CritiqueReport {
     pub overall: CritiqueSummary,
     /// Per dataset, by name.
     pub datasets: BTreeMap<String, CritiqueSummary>,
+    /// Items that failed in the run and are missing from these metrics.
+    pub failed_items: usize,
 }
 
 fn summarize(records: &[&CritiqueRecord]) -> CritiqueSummary {
@@ -129,8 +134,8 @@ fn summarize(records: &[&CritiqueRecord]) -> CritiqueSummary {
     }
 }
 
-/// Computes the critique report of `records`.
-pub fn critique_report(records: &[CritiqueRecord]) -> CritiqueReport {
+/// Computes the critique report of `records`, noting `failed_items` left out.
+pub fn critique_report(records: &[CritiqueRecord], failed_items: usize) -> CritiqueReport {
     let mut by_dataset: BTreeMap<String, Vec<&CritiqueRecord>> = BTreeMap::new();
     for r in records {
         by_dataset.entry(r.dataset.clone()).or_default().push(r);
@@ -141,6 +146,7 @@ pub fn critique_report(records: &[CritiqueRecord]) -> CritiqueReport {
             .iter()
             .map(|(name, rs)| (name.clone(), summarize(rs)))
             .collect(),
+        failed_items,
     }
 }
 
@@ -169,6 +175,17 @@ pub fn write_critique_report(dir: &Path, report: &CritiqueReport) -> Result<()> 
     write_file(dir, "report.json", &json(report)?)?;
     write_file(dir, "report.md", &critique_markdown(report))?;
     write_file(dir, "report.html", &critique_html(report))
+}
+
+/// A sentence on failed items, empty when none failed.
+fn failure_note(failed_items: usize) -> String {
+    match failed_items {
+        0 => String::new(),
+        1 => "1 item failed and is left out; see errors.jsonl, and rerun to retry it.".into(),
+        n => {
+            format!("{n} items failed and are left out; see errors.jsonl, and rerun to retry them.")
+        }
+    }
 }
 
 fn pct(x: f64) -> String {
@@ -232,6 +249,9 @@ fn markdown_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> St
 pub fn label_markdown(report: &LabelReport) -> String {
     let mut out = String::from("# Label-level benchmark\n\nPercentages; unsafe is the positive class; unparsed outputs count as unsafe.\n\n");
     out.push_str(&markdown_table(LABEL_COLUMNS, &label_rows(report)));
+    if report.failed_items > 0 {
+        let _ = writeln!(out, "\n{}", failure_note(report.failed_items));
+    }
     if !report.thresholds.is_empty() {
         let _ = write!(
             out,
@@ -310,6 +330,9 @@ const CRITIQUE_COLUMNS: [&str; 10] = [
 pub fn critique_markdown(report: &CritiqueReport) -> String {
     let mut out = String::from("# Critique meta-evaluation\n\nPercentages. Macro: per-item P, R, F1 averaged over items (a zero denominator gives 0). Micro: pooled AIU counts.\n\n");
     out.push_str(&markdown_table(CRITIQUE_COLUMNS, &critique_rows(report)));
+    if report.failed_items > 0 {
+        let _ = writeln!(out, "\n{}", failure_note(report.failed_items));
+    }
     out
 }
 
@@ -465,6 +488,13 @@ pub fn label_html(report: &LabelReport) -> String {
         "<p>Percentages; unsafe is the positive class; unparsed outputs count as unsafe.</p>",
     );
     body.push_str(&html_table(LABEL_COLUMNS, &label_rows(report)));
+    if report.failed_items > 0 {
+        let _ = write!(
+            body,
+            "<p><strong>{}</strong></p>",
+            failure_note(report.failed_items)
+        );
+    }
     let _ = write!(
         body,
         "<figure>{}<figcaption>Confusion matrix, all items</figcaption></figure>",
@@ -553,6 +583,13 @@ pub fn critique_svg(report: &CritiqueReport) -> String {
 pub fn critique_html(report: &CritiqueReport) -> String {
     let mut body = String::from("<p>Percentages. Macro: per-item P, R, F1 averaged over items (a zero denominator gives 0). Micro: pooled AIU counts. Answers are matched case- and spacing-insensitively; \"fallback\" answers were read from the last verdict word when the answer markers were missing.</p>");
     body.push_str(&html_table(CRITIQUE_COLUMNS, &critique_rows(report)));
+    if report.failed_items > 0 {
+        let _ = write!(
+            body,
+            "<p><strong>{}</strong></p>",
+            failure_note(report.failed_items)
+        );
+    }
     let _ = write!(
         body,
         "<figure>{}<figcaption>Macro and micro precision, recall and F1</figcaption></figure>",

@@ -4,9 +4,11 @@
 //! A line cut short by a killed run (no final newline) is dropped and its item redone.
 //!
 //! Items run on a bounded pool of worker threads (`workers`); the calling thread
-//! writes the records in completion order. The first failing item stops the run:
-//! no new items start, items in flight finish and are saved, and the error is
-//! returned; rerunning resumes after the saved items.
+//! writes the records in completion order. By default the first failing item stops
+//! the run: no new items start, items in flight finish and are saved, and the error
+//! is returned; rerunning resumes after the saved items. With `keep_going`, a failed
+//! item is logged to `errors.jsonl` and skipped (left undone, so a rerun retries it),
+//! and the reports count it.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -29,6 +31,8 @@ use super::JudgeBackend;
 
 /// The results file in an eval's output folder.
 pub const RESULTS_FILE: &str = "results.jsonl";
+/// The log of failed items (with `keep_going`) in an eval's output folder.
+pub const ERRORS_FILE: &str = "errors.jsonl";
 
 /// A record saved per item, identified across runs by its id.
 pub trait ResultRecord: Serialize + DeserializeOwned + Send {
@@ -77,11 +81,72 @@ impl ResultRecord for LabelRecord {
 pub struct RunOptions {
     /// Items judged at once (at least 1). Above 1, worker threads share the backend.
     pub workers: usize,
+    /// Log a failed item and go on, instead of stopping the run.
+    pub keep_going: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> RunOptions {
-        RunOptions { workers: 1 }
+        RunOptions {
+            workers: 1,
+            keep_going: false,
+        }
+    }
+}
+
+/// An item that failed in a `keep_going` run, as logged in `errors.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FailedItem {
+    /// The item's id.
+    pub id: String,
+    /// The error, as its message reads.
+    pub error: String,
+}
+
+impl ResultRecord for FailedItem {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// What a run produced: the records of the items asked for (in item order) and the
+/// items that failed in this run.
+#[derive(Debug)]
+pub struct RunOutput<R> {
+    /// Records of the items, old and new, in item order.
+    pub records: Vec<R>,
+    /// Items that failed in this run (only with `keep_going`).
+    pub failed: Vec<FailedItem>,
+}
+
+/// Where each finished item goes: its record to the results, or, with `keep_going`,
+/// its error to the error log.
+struct Collector<R> {
+    results: ResultsFile,
+    errors: Option<ResultsFile>,
+    records: Vec<R>,
+    failed: Vec<FailedItem>,
+}
+
+impl<R: ResultRecord> Collector<R> {
+    /// Saves one finished item; an `Err` means the run must stop.
+    fn accept(&mut self, id: String, outcome: Result<R>) -> Result<()> {
+        match (outcome, &mut self.errors) {
+            (Ok(record), _) => {
+                self.results.append(&record)?;
+                self.records.push(record);
+            }
+            (Err(e), Some(errors)) => {
+                let failed = FailedItem {
+                    id,
+                    error: e.to_string(),
+                };
+                errors.append(&failed)?;
+                self.failed.push(failed);
+            }
+            (Err(e), None) => return Err(e),
+        }
+        Ok(())
     }
 }
 
@@ -157,15 +222,14 @@ impl ResultsFile {
 }
 
 /// Runs `evaluate` on every item whose id is not yet in `out_dir/results.jsonl`,
-/// appending each record as it completes. Returns the records of `items`, in item
-/// order, old and new.
+/// appending each record as it completes.
 pub fn run_items<I, R, F>(
     items: &[I],
     id_of: impl Fn(&I) -> String,
     out_dir: &Path,
     options: RunOptions,
     evaluate: F,
-) -> Result<Vec<R>>
+) -> Result<RunOutput<R>>
 where
     I: Sync,
     R: ResultRecord,
@@ -184,21 +248,29 @@ where
         file: out_dir.display().to_string(),
         source,
     })?;
-    let (mut results, mut records) = ResultsFile::open::<R>(&out_dir.join(RESULTS_FILE))?;
+    let (results, records) = ResultsFile::open::<R>(&out_dir.join(RESULTS_FILE))?;
+    let errors = match options.keep_going {
+        true => Some(ResultsFile::open::<FailedItem>(&out_dir.join(ERRORS_FILE))?.0),
+        false => None,
+    };
     let done: HashSet<String> = records.iter().map(|r| r.id().to_string()).collect();
     let todo: Vec<&I> = items.iter().filter(|i| !done.contains(&id_of(i))).collect();
+    let mut collector = Collector {
+        results,
+        errors,
+        records,
+        failed: Vec::new(),
+    };
 
     let mut first_error = None;
     if options.workers <= 1 {
         for item in todo {
-            let record = evaluate(item)?;
-            results.append(&record)?;
-            records.push(record);
+            collector.accept(id_of(item), evaluate(item))?;
         }
     } else {
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let (tx, rx) = mpsc::channel::<Result<R>>();
+        let (tx, rx) = mpsc::channel::<(usize, Result<R>)>();
         std::thread::scope(|scope| {
             for _ in 0..options.workers.min(todo.len()) {
                 let tx = tx.clone();
@@ -207,20 +279,17 @@ where
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(item) = todo.get(i) else { break };
-                        if tx.send(evaluate(item)).is_err() {
+                        if tx.send((i, evaluate(item))).is_err() {
                             break;
                         }
                     }
                 });
             }
             drop(tx);
-            for outcome in rx {
-                match outcome.and_then(|record| results.append(&record).map(|()| record)) {
-                    Ok(record) => records.push(record),
-                    Err(e) => {
-                        stop.store(true, Ordering::Relaxed);
-                        first_error.get_or_insert(e);
-                    }
+            for (i, outcome) in rx {
+                if let Err(e) = collector.accept(id_of(todo[i]), outcome) {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error.get_or_insert(e);
                 }
             }
         });
@@ -229,14 +298,18 @@ where
         return Err(e);
     }
 
-    let mut by_id: std::collections::HashMap<String, R> = records
+    let mut by_id: std::collections::HashMap<String, R> = collector
+        .records
         .into_iter()
         .map(|r| (r.id().to_string(), r))
         .collect();
-    Ok(items
-        .iter()
-        .filter_map(|i| by_id.remove(&id_of(i)))
-        .collect())
+    Ok(RunOutput {
+        records: items
+            .iter()
+            .filter_map(|i| by_id.remove(&id_of(i)))
+            .collect(),
+        failed: collector.failed,
+    })
 }
 
 /// Judges one label-level item.
@@ -264,14 +337,14 @@ pub fn run_label_eval(
     out_dir: &Path,
     options: RunOptions,
 ) -> Result<LabelReport> {
-    let records = run_items(
+    let output = run_items(
         items,
         |i| item_id(&i.dataset, i.index),
         out_dir,
         options,
         |item| judge_label_item(judge, item),
     )?;
-    let report = report::label_report(&records);
+    let report = report::label_report(&output.records, output.failed.len());
     report::write_label_report(out_dir, &report)?;
     Ok(report)
 }
@@ -284,14 +357,14 @@ pub fn run_critique_eval(
     out_dir: &Path,
     options: RunOptions,
 ) -> Result<CritiqueReport> {
-    let records = run_items(
+    let output = run_items(
         items,
         |i| item_id(&i.dataset, i.index),
         out_dir,
         options,
         |item| pipeline.evaluate(item),
     )?;
-    let report = report::critique_report(&records);
+    let report = report::critique_report(&output.records, output.failed.len());
     report::write_critique_report(out_dir, &report)?;
     Ok(report)
 }
@@ -399,7 +472,16 @@ mod tests {
         drop(f);
 
         let judge = ScriptedLabelJudge::new(None);
-        let report = run_label_eval(&items, &judge, &dir, RunOptions { workers: 3 }).unwrap();
+        let report = run_label_eval(
+            &items,
+            &judge,
+            &dir,
+            RunOptions {
+                workers: 3,
+                keep_going: false,
+            },
+        )
+        .unwrap();
         let mut calls = judge.calls.lock().unwrap().clone();
         calls.sort();
         assert_eq!(
@@ -432,6 +514,32 @@ mod tests {
         assert!(idle.calls.lock().unwrap().is_empty());
         assert_eq!(again, report);
         assert_eq!(ids_in_results(&dir).len(), 6);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keep_going_logs_a_failed_item_and_a_rerun_retries_only_it() {
+        let dir = temp_dir("keep-going");
+        let items = items();
+        let options = RunOptions {
+            workers: 2,
+            keep_going: true,
+        };
+        let failing = ScriptedLabelJudge::new(Some("Drink water."));
+        let report = run_label_eval(&items, &failing, &dir, options).unwrap();
+        assert_eq!((report.overall.items, report.failed_items), (5, 1));
+        let errors = std::fs::read_to_string(dir.join(ERRORS_FILE)).unwrap();
+        let failed: FailedItem = serde_json::from_str(errors.trim()).unwrap();
+        assert_eq!(failed.id, "b#4");
+        assert!(failed.error.contains("scripted failure"));
+        assert!(std::fs::read_to_string(dir.join("report.md"))
+            .unwrap()
+            .contains("1 item failed"));
+
+        let judge = ScriptedLabelJudge::new(None);
+        let report = run_label_eval(&items, &judge, &dir, options).unwrap();
+        assert_eq!(*judge.calls.lock().unwrap(), vec!["Drink water."]);
+        assert_eq!((report.overall.items, report.failed_items), (6, 0));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -517,7 +625,16 @@ mod tests {
             evaluator: &evaluator,
             max_tokens: 64,
         };
-        let report = run_critique_eval(&items, &pipeline, &dir, RunOptions { workers: 2 }).unwrap();
+        let report = run_critique_eval(
+            &items,
+            &pipeline,
+            &dir,
+            RunOptions {
+                workers: 2,
+                keep_going: false,
+            },
+        )
+        .unwrap();
         let m = report.overall.metrics;
         assert_eq!(m.items, 3);
         assert!((m.micro.precision - 2.0 / 3.0).abs() < 1e-12);
