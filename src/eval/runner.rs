@@ -504,8 +504,8 @@ mod tests {
         assert_eq!(report.overall.confusion.true_safe, 2);
         assert_eq!(report.datasets["a"].items, 3);
         assert_eq!(report.datasets["b"].confusion.false_unsafe, 1);
-        // P(unsafe): unsafe 0.9 0.5 0.9; safe 0.2 0.2 0.9 → pairs won 2+2+2 + ½·2 of 9... computed:
-        // (0.9 vs 0.2,0.2,0.9)=1+1+½ twice, (0.5 vs 0.2,0.2,0.9)=1+1+0 → 7/9.
+        // P(unsafe) of unsafe items 0.9, 0.5, 0.9 against safe items 0.2, 0.2, 0.9:
+        // each 0.9 wins 1 + 1 + ½, the 0.5 wins 1 + 1 + 0, so 7 of 9 pairs.
         assert!((report.roc_auc.unwrap() - 7.0 / 9.0).abs() < 1e-12);
 
         // A third run has nothing left to do and reports the same.
