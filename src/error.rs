@@ -75,6 +75,21 @@ pub enum Error {
     /// or written.
     #[error("{path}: {message}")]
     CacheIo { path: String, message: String },
+    /// A dataset file that cannot be read as an evaluation set; the message names
+    /// the line (JSONL) or item index (JSON array) at fault.
+    #[error("{file}: {message}")]
+    Dataset { file: String, message: String },
+    /// A judge or evaluator backend (an HTTP endpoint) refused or failed a request,
+    /// or answered with something that is not a chat completion.
+    #[error("{endpoint}: {message}")]
+    Backend { endpoint: String, message: String },
+    /// Writing an evaluation's results or reports failed at the operating-system level.
+    #[error("writing {file} failed: {source}")]
+    Write {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },

@@ -2,6 +2,7 @@
 //! Safety-J, with the transformer written as WGSL compute shaders on wgpu.
 
 pub mod error;
+pub mod eval;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fetch;
 pub mod formats;

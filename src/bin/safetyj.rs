@@ -21,12 +21,19 @@ enum Command {
     /// List GPU adapters with their backend, limits and features, and show which one
     /// safetyj would use (override with SAFETYJ_BACKEND / SAFETYJ_ADAPTER).
     Devices,
+    /// Benchmarks of judging quality: label-level metrics, or the critique
+    /// meta-evaluation, against OpenAI-compatible endpoints.
+    Eval {
+        #[command(subcommand)]
+        command: Box<EvalCommand>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices => devices(),
+        Command::Eval { command } => eval(*command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +89,184 @@ fn devices() -> safetyj::Result<()> {
     println!("selected: {} ({:?})", ctx.info.name, ctx.info.backend);
     if let Some(notice) = ctx.software_notice() {
         println!("{notice}");
+    }
+    Ok(())
+}
+
+/// Where a model behind an OpenAI-compatible chat-completions endpoint is.
+#[derive(clap::Args)]
+struct EndpointArgs {
+    /// Base URL of the server (`http://host:8000`, `…/v1`, or the full
+    /// `…/v1/chat/completions`).
+    #[arg(long = "judge-url")]
+    url: String,
+    /// The model name the server knows the judge by.
+    #[arg(long = "judge-model")]
+    model: String,
+    /// Environment variable holding the judge endpoint's API key.
+    #[arg(long = "judge-key-env")]
+    key_env: Option<String>,
+}
+
+/// What every eval run shares.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Dataset files: JSON arrays or JSONL.
+    #[arg(required = true)]
+    files: Vec<std::path::PathBuf>,
+    /// Output folder: results.jsonl (resumed when present) and the reports.
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// Take only the first N items of each file.
+    #[arg(long, conflicts_with = "sample")]
+    limit: Option<usize>,
+    /// Take N items of each file drawn with `--seed` (in file order).
+    #[arg(long)]
+    sample: Option<usize>,
+    /// Seed of `--sample`.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Items in flight at once.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Seconds allowed for one request.
+    #[arg(long, default_value_t = 300)]
+    timeout_s: u64,
+    /// Retries of a request after 429, 5xx, timeouts and connection failures.
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// A system message sent before every prompt (e.g. "You are a helpful
+    /// assistant.", the reference prompts' first line); without one, some servers
+    /// apply their chat template's default system message.
+    #[arg(long)]
+    system_prompt: Option<String>,
+    /// Log a failed item to errors.jsonl and go on (a rerun retries it), instead of
+    /// stopping at the first failure.
+    #[arg(long)]
+    keep_going: bool,
+}
+
+impl RunArgs {
+    fn selection(&self) -> safetyj::eval::datasets::Selection {
+        use safetyj::eval::datasets::Selection;
+        match (self.limit, self.sample) {
+            (Some(n), _) => Selection::First(n),
+            (None, Some(n)) => Selection::Sample { n, seed: self.seed },
+            (None, None) => Selection::All,
+        }
+    }
+
+    fn backend(
+        &self,
+        url: &str,
+        model: &str,
+        key_env: &Option<String>,
+    ) -> safetyj::Result<safetyj::eval::http::OpenAiBackend> {
+        use safetyj::eval::http::{OpenAiBackend, OpenAiConfig};
+        OpenAiBackend::new(OpenAiConfig {
+            api_key_env: key_env.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout_s),
+            max_retries: self.retries,
+            system_prompt: self.system_prompt.clone(),
+            ..OpenAiConfig::new(url, model)
+        })
+    }
+
+    fn options(&self) -> safetyj::eval::runner::RunOptions {
+        safetyj::eval::runner::RunOptions {
+            workers: self.workers.max(1),
+            keep_going: self.keep_going,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Label-level benchmark: accuracy, precision/recall (unsafe), recall (safe), F1,
+    /// confusion matrix and unparsed count per dataset and overall.
+    Label {
+        #[command(flatten)]
+        judge: EndpointArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// New-token cap of each verdict. Safety-J states its label first, so a few
+        /// dozen suffice; raise it to keep whole analyses in the results.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+    },
+    /// Critique meta-evaluation: the judge writes critiques, the evaluator extracts
+    /// and checks their atomic information units; macro and micro P/R/F1.
+    Critique {
+        #[command(flatten)]
+        judge: EndpointArgs,
+        /// Base URL of the evaluator's server.
+        #[arg(long)]
+        evaluator_url: String,
+        /// The model name the server knows the evaluator by.
+        #[arg(long)]
+        evaluator_model: String,
+        /// Environment variable holding the evaluator endpoint's API key.
+        #[arg(long)]
+        evaluator_key_env: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+        /// New-token cap of each critique and each evaluator call (the reference
+        /// code allows 4096).
+        #[arg(long, default_value_t = 4096)]
+        max_tokens: usize,
+    },
+}
+
+fn eval(command: EvalCommand) -> safetyj::Result<()> {
+    use safetyj::eval::{critique::CritiquePipeline, datasets, http::HttpJudge, report, runner};
+    match command {
+        EvalCommand::Label {
+            judge,
+            run,
+            max_tokens,
+        } => {
+            let mut items = Vec::new();
+            for file in &run.files {
+                items.extend(datasets::select(
+                    &datasets::load_label_file(file)?,
+                    run.selection(),
+                ));
+            }
+            let judge = HttpJudge {
+                chat: run.backend(&judge.url, &judge.model, &judge.key_env)?,
+                max_tokens,
+            };
+            let report = runner::run_label_eval(&items, &judge, &run.out, run.options())?;
+            print!("{}", report::label_markdown(&report));
+        }
+        EvalCommand::Critique {
+            judge,
+            evaluator_url,
+            evaluator_model,
+            evaluator_key_env,
+            run,
+            max_tokens,
+        } => {
+            let mut items = Vec::new();
+            for file in &run.files {
+                items.extend(datasets::select(
+                    &datasets::load_critique_file(file)?,
+                    run.selection(),
+                ));
+            }
+            let judge = HttpJudge {
+                chat: run.backend(&judge.url, &judge.model, &judge.key_env)?,
+                max_tokens,
+            };
+            let evaluator = run.backend(&evaluator_url, &evaluator_model, &evaluator_key_env)?;
+            let pipeline = CritiquePipeline {
+                judge: &judge,
+                evaluator: &evaluator,
+                max_tokens,
+            };
+            let report = runner::run_critique_eval(&items, &pipeline, &run.out, run.options())?;
+            print!("{}", report::critique_markdown(&report));
+        }
     }
     Ok(())
 }
