@@ -6,6 +6,8 @@ pub mod config;
 
 pub use config::ModelConfig;
 pub mod forward;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod generate;
 pub mod load;
 
 pub use forward::{LayerWeights, Logits, Model, Session};
