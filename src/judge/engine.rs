@@ -246,6 +246,10 @@ impl Judge {
         } else {
             0
         };
+        if cached == 0 {
+            // This prompt overwrites the cached positions.
+            state.prefix = None;
+        }
         state.session.truncate(cached)?;
 
         // The answer's fixed prefix and the two labels, tokenized together so BPE
