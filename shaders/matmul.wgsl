@@ -1,7 +1,7 @@
 // output[m, first_row + n] = sum_k input[m, k] * weight[n, k] (+ bias[first_row + n])
 // for the rows n of one weight chunk, decoded from GGUF blocks 32 elements at a time.
-// GEMV: a workgroup per output column and up to GEMV_ROWS input rows; threads split
-// K by 32-element groups, then a tree reduction. GEMM: a workgroup per 32×64 output
+// GEMV: a workgroup per GEMV_COLS output columns and up to GEMV_ROWS input rows;
+// the threads of each column split its K by 32-element groups, then sum. GEMM: a workgroup per 32×64 output
 // tile; each K step decodes a 64×32 weight tile and loads a 32×32 input tile into
 // workgroup memory once, and every thread accumulates a 4×4 register tile.
 
@@ -36,50 +36,70 @@ fn bias_at(column: u32) -> f32 {
 }
 
 #ifdef GEMV
+// Each workgroup computes WG_COLS output columns; THREADS_PER_COL threads share one
+// column's K, taking every THREADS_PER_COL-th 32-element group, so K = 896 (28
+// groups) keeps nearly every thread busy. One barrier, then one thread per
+// (column, input row) sums its column's partials.
 const WG: u32 = 64u;
+const WG_COLS: u32 = GEMV_COLS;
+const THREADS_PER_COL: u32 = WG / WG_COLS;
 const ROWS: u32 = GEMV_ROWS;
 var<workgroup> partial: array<f32, ROWS * WG>;
+
+// sum_i w[i] * input[x + i] over the first `valid` of the group's 32 elements.
+fn group_dot(w: ptr<function, array<f32, 32>>, x: u32, valid: u32) -> f32 {
+    var sum = vec4<f32>();
+    if (valid == GROUP) {
+        for (var i = 0u; i < GROUP; i += 4u) {
+            let xs = vec4<f32>(input[x + i], input[x + i + 1u], input[x + i + 2u], input[x + i + 3u]);
+            sum += vec4<f32>((*w)[i], (*w)[i + 1u], (*w)[i + 2u], (*w)[i + 3u]) * xs;
+        }
+    } else {
+        for (var i = 0u; i < valid; i++) {
+            sum.x += (*w)[i] * input[x + i];
+        }
+    }
+    return sum.x + sum.y + sum.z + sum.w;
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let n = wid.x + wid.y * num.x;
-    if (n >= params.chunk_rows) {
-        return;
-    }
+    let col_base = (wid.x + wid.y * num.x) * WG_COLS;
+    let lane = lid % THREADS_PER_COL;
+    let n = col_base + lid / THREADS_PER_COL;
     let m0 = wid.z * ROWS;
     let rows = min(ROWS, params.m - m0);
     var acc = array<f32, ROWS>();
     var w: array<f32, 32>;
-    let row_byte = n * params.row_bytes;
-    for (var g = lid; g < params.groups; g += WG) {
-        dequant_group(row_byte, g, params.k, &w);
-        let k0 = g * GROUP;
-        let valid = min(GROUP, params.k - k0);
-        for (var r = 0u; r < rows; r++) {
-            let x = (m0 + r) * params.k + k0;
-            var sum = 0.0;
-            for (var i = 0u; i < valid; i++) {
-                sum += w[i] * input[x + i];
+    if (n < params.chunk_rows) {
+        let row_byte = n * params.row_bytes;
+        for (var g = lane; g < params.groups; g += THREADS_PER_COL) {
+            dequant_group(row_byte, g, params.k, &w);
+            let k0 = g * GROUP;
+            let valid = min(GROUP, params.k - k0);
+            for (var r = 0u; r < ROWS; r++) {
+                if (r < rows) {
+                    acc[r] += group_dot(&w, (m0 + r) * params.k + k0, valid);
+                }
             }
-            acc[r] += sum;
         }
     }
     for (var r = 0u; r < ROWS; r++) {
         partial[r * WG + lid] = acc[r];
     }
     workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            for (var r = 0u; r < ROWS; r++) {
-                partial[r * WG + lid] += partial[r * WG + lid + stride];
-            }
+    // Thread lid sums column lid % WG_COLS for input row lid / WG_COLS.
+    let r = lid / WG_COLS;
+    let c = lid % WG_COLS;
+    let column_n = col_base + c;
+    if (r < rows && column_n < params.chunk_rows) {
+        var total = 0.0;
+        for (var t = 0u; t < THREADS_PER_COL; t++) {
+            total += partial[r * WG + c * THREADS_PER_COL + t];
         }
-        workgroupBarrier();
-    }
-    if (lid < rows) {
-        let column = params.first_row + n;
-        output[(m0 + lid) * params.n_total + column] = partial[lid * WG] + bias_at(column);
+        let column = params.first_row + column_n;
+        output[(m0 + r) * params.n_total + column] = total + bias_at(column);
     }
 }
 #endif
