@@ -108,9 +108,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
 const BM: u32 = 32u;
 const BN: u32 = 64u;
 const WG: u32 = 128u;
-// Tiles are stored k-major: a_tile[kk * BM + m], b_tile[kk * BN + n].
-var<workgroup> a_tile: array<f32, 1024>;
-var<workgroup> b_tile: array<f32, 2048>;
+// Tiles are stored k-major in vec4s of consecutive rows: a_tile[kk * BM / 4 + m / 4]
+// holds input rows m..m+4 at k step kk, b_tile[kk * BN / 4 + n / 4] weight rows n..n+4,
+// so each thread reads its 4×4 operands with two vector loads per k.
+var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 512>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>,
@@ -120,9 +122,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
         return;
     }
     let m_base = wid.z * BM;
-    let tm = (lid / 16u) * 4u;
-    let tn = (lid % 16u) * 4u;
-    var acc = array<f32, 16>();
+    let tm4 = lid / 16u;
+    let tn4 = lid % 16u;
+    var acc = array<vec4<f32>, 4>();
     var w: array<f32, 32>;
     for (var g = 0u; g < params.groups; g++) {
         if (lid < BN) {
@@ -134,7 +136,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
                 w = array<f32, 32>();
             }
             for (var i = 0u; i < GROUP; i++) {
-                b_tile[i * BN + lid] = w[i];
+                b_tile[i * (BN / 4u) + lid / 4u][lid % 4u] = w[i];
             }
         } else {
             // The other half load 16 input values each.
@@ -148,31 +150,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
                 if (row < params.m && k < params.k) {
                     x = input[row * params.k + k];
                 }
-                a_tile[(kk0 + i) * BM + m] = x;
+                a_tile[(kk0 + i) * (BM / 4u) + m / 4u][m % 4u] = x;
             }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < GROUP; kk++) {
-            let a = vec4<f32>(a_tile[kk * BM + tm], a_tile[kk * BM + tm + 1u],
-                              a_tile[kk * BM + tm + 2u], a_tile[kk * BM + tm + 3u]);
-            let b = vec4<f32>(b_tile[kk * BN + tn], b_tile[kk * BN + tn + 1u],
-                              b_tile[kk * BN + tn + 2u], b_tile[kk * BN + tn + 3u]);
-            for (var i = 0u; i < 4u; i++) {
-                acc[i * 4u] += a[i] * b.x;
-                acc[i * 4u + 1u] += a[i] * b.y;
-                acc[i * 4u + 2u] += a[i] * b.z;
-                acc[i * 4u + 3u] += a[i] * b.w;
-            }
+            let a = a_tile[kk * (BM / 4u) + tm4];
+            let b = b_tile[kk * (BN / 4u) + tn4];
+            acc[0] += a.x * b;
+            acc[1] += a.y * b;
+            acc[2] += a.z * b;
+            acc[3] += a.w * b;
         }
         workgroupBarrier();
     }
+    let tm = tm4 * 4u;
+    let tn = tn4 * 4u;
     for (var i = 0u; i < 4u; i++) {
         let row = m_base + tm + i;
         for (var j = 0u; j < 4u; j++) {
             let n = n_base + tn + j;
             if (row < params.m && n < params.chunk_rows) {
                 let column = params.first_row + n;
-                output[row * params.n_total + column] = acc[i * 4u + j] + bias_at(column);
+                output[row * params.n_total + column] = acc[i][j] + bias_at(column);
             }
         }
     }
