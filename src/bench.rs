@@ -60,9 +60,14 @@ pub struct BenchReport {
     pub warmup_seconds: f64,
     pub prompt_tokens: usize,
     pub prefill_seconds: f64,
+    /// CPU seconds this process spent in the prefill (Linux; on a software adapter
+    /// that is the GPU's work, unaffected by other processes competing for cores).
+    pub prefill_cpu_seconds: Option<f64>,
     pub prefill_tokens_per_second: f64,
     pub gen_tokens: usize,
     pub decode_seconds: f64,
+    /// CPU seconds this process spent decoding (as for the prefill).
+    pub decode_cpu_seconds: Option<f64>,
     pub decode_tokens_per_second: f64,
     /// Tokens produced by greedy decoding after the prompt.
     pub generated: Vec<u32>,
@@ -137,15 +142,19 @@ pub fn run(ctx: &Context, path: &str, options: &BenchOptions) -> Result<BenchRep
 
     let mut session = model.new_session(ctx, capacity)?;
     let started = Instant::now();
+    let cpu = process_cpu_seconds();
     let mut next = step(ctx, &model, &mut session, &tokens)?;
     let prefill_seconds = started.elapsed().as_secs_f64();
+    let prefill_cpu_seconds = cpu_since(cpu);
     let mut generated = Vec::with_capacity(options.gen_tokens);
     let started = Instant::now();
+    let cpu = process_cpu_seconds();
     for _ in 0..options.gen_tokens {
         generated.push(next);
         next = step(ctx, &model, &mut session, &[next])?;
     }
     let decode_seconds = started.elapsed().as_secs_f64();
+    let decode_cpu_seconds = cpu_since(cpu);
 
     let profile = if options.profile {
         Some(profile(ctx, &model, &tokens)?)
@@ -180,9 +189,11 @@ pub fn run(ctx: &Context, path: &str, options: &BenchOptions) -> Result<BenchRep
         warmup_seconds,
         prompt_tokens: options.prompt_tokens,
         prefill_seconds,
+        prefill_cpu_seconds,
         prefill_tokens_per_second,
         gen_tokens: options.gen_tokens,
         decode_seconds,
+        decode_cpu_seconds,
         decode_tokens_per_second,
         generated,
         gpu_bytes: weight_gpu_bytes + session.gpu_bytes() + step_outputs,
@@ -196,6 +207,25 @@ pub fn run(ctx: &Context, path: &str, options: &BenchOptions) -> Result<BenchRep
         prefill_matmul_fraction: prefill_flops_per_second / matmul_flops,
         profile,
     })
+}
+
+/// User plus system CPU seconds of this process so far, from `/proc/self/stat`
+/// (Linux; None elsewhere). Clock ticks are taken as the usual 100 per second.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name start at field 3; utime and
+    // stime are fields 14 and 15.
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
+
+fn cpu_since(start: Option<f64>) -> Option<f64> {
+    Some(process_cpu_seconds()? - start?)
 }
 
 /// Per-op GPU times of one prefill of `tokens` and one decode step on a fresh session.
@@ -294,6 +324,22 @@ mod tests {
         assert_eq!(p, prompt(50, 1000));
         assert!(p.iter().all(|&t| t < 1000));
         assert!(p.windows(2).all(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn process_cpu_time_grows_with_work() {
+        let Some(start) = process_cpu_seconds() else {
+            return;
+        };
+        let mut x = 1u64;
+        let started = Instant::now();
+        while process_cpu_seconds().unwrap() <= start && started.elapsed().as_secs() < 10 {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        let spent = cpu_since(Some(start)).unwrap();
+        assert!(spent > 0.0 && spent < 60.0, "{spent} s");
     }
 
     #[test]

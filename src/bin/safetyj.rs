@@ -175,6 +175,11 @@ fn print_report(r: &BenchReport) {
         gb(r.copy_bandwidth_bytes_per_second),
         r.matmul_flops_per_second / 1e9
     );
+    if let (Some(prefill), Some(decode)) = (r.prefill_cpu_seconds, r.decode_cpu_seconds) {
+        println!(
+            "cpu       prefill {prefill:.2} s, decode {decode:.2} s of this process's CPU time"
+        );
+    }
     if let Some(profile) = &r.profile {
         print_ops("prefill profile", &profile.prefill);
         print_ops("decode profile", &profile.decode);
