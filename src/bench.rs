@@ -240,7 +240,7 @@ fn profile(ctx: &Context, model: &Model, tokens: &[u32]) -> Result<Profile> {
     Ok(Profile { prefill, decode })
 }
 
-/// Sums dispatch times per op name, slowest op first.
+/// Sums dispatch times per op name, slowest op first (ties by name).
 fn aggregate(dispatches: Vec<(String, f64)>) -> Vec<OpTime> {
     let total: f64 = dispatches.iter().map(|(_, s)| s).sum();
     let mut by_op: HashMap<String, (usize, f64)> = HashMap::new();
@@ -258,7 +258,7 @@ fn aggregate(dispatches: Vec<(String, f64)>) -> Vec<OpTime> {
             fraction: if total > 0.0 { seconds / total } else { 0.0 },
         })
         .collect();
-    ops.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    ops.sort_by(|a, b| b.seconds.total_cmp(&a.seconds).then(a.op.cmp(&b.op)));
     ops
 }
 

@@ -89,6 +89,8 @@ pub struct Context {
     /// Op names of cached pipelines by address, for [`Context::start_profile`].
     pipeline_names: Mutex<HashMap<usize, String>>,
     profiler: Mutex<Option<Profiler>>,
+    /// Uniform buffers by (label, contents): parameter blocks repeat every step.
+    uniforms: Mutex<HashMap<(String, Vec<u8>), wgpu::Buffer>>,
     lost: Arc<Mutex<Option<String>>>,
     /// On the web, errors arrive here instead of through a blocking error scope.
     uncaptured: Arc<Mutex<Option<wgpu::Error>>>,
@@ -254,6 +256,7 @@ impl Context {
             pipelines: Mutex::new(HashMap::new()),
             pipeline_names: Mutex::new(HashMap::new()),
             profiler: Mutex::new(None),
+            uniforms: Mutex::new(HashMap::new()),
             lost,
             uncaptured,
         })
@@ -453,9 +456,19 @@ impl Context {
         }
     }
 
-    /// A uniform buffer holding `value` (a `#[repr(C)]` parameter block).
+    /// A uniform buffer holding `value` (a `#[repr(C)]` parameter block). Uniforms are
+    /// never written after creation, so one with the same label and contents is
+    /// reused: a decode step asks for the same parameter blocks as the step before.
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
         let bytes = bytemuck::bytes_of(value);
+        let key = (label.to_string(), bytes.to_vec());
+        let mut cache = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(buffer) = cache.get(&key) {
+            return buffer.clone();
+        }
+        if cache.len() >= UNIFORM_CACHE_ENTRIES {
+            cache.clear();
+        }
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: (bytes.len() as u64).next_multiple_of(16),
@@ -463,6 +476,7 @@ impl Context {
             mapped_at_creation: false,
         });
         self.queue.write_buffer(&buffer, 0, bytes);
+        cache.insert(key, buffer.clone());
         buffer
     }
 
@@ -686,6 +700,10 @@ impl Context {
     }
 }
 
+/// Distinct uniform blocks kept for reuse; the cache starts over when full (positions
+/// make rope and attention parameters grow with the sequence).
+const UNIFORM_CACHE_ENTRIES: usize = 4096;
+
 /// Dispatches one profile can time (two timestamp queries each).
 pub const PROFILE_MAX_DISPATCHES: u32 = 2048;
 
@@ -762,5 +780,33 @@ impl<T> OneshotReceiver<T> {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniforms_with_equal_label_and_contents_share_a_buffer() {
+        let ctx = crate::ops::testing::ctx();
+        let a = ctx.uniform("uniform cache test", &[1u32, 2, 3, 4]);
+        let again = ctx.uniform("uniform cache test", &[1u32, 2, 3, 4]);
+        let other_contents = ctx.uniform("uniform cache test", &[1u32, 2, 3, 5]);
+        let other_label = ctx.uniform("uniform cache test 2", &[1u32, 2, 3, 4]);
+        assert_eq!(a, again);
+        assert_ne!(a, other_contents);
+        assert_ne!(a, other_label);
+    }
+
+    #[test]
+    fn op_names_keep_only_variant_flags() {
+        let defines = [
+            ("GEMV".to_string(), String::new()),
+            ("GEMV_ROWS".to_string(), "4u".to_string()),
+            ("Q4_K".to_string(), String::new()),
+        ];
+        assert_eq!(op_name("matmul.wgsl", &defines), "matmul[GEMV,Q4_K]");
+        assert_eq!(op_name("rms_norm.wgsl", &[]), "rms_norm");
     }
 }
