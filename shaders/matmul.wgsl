@@ -17,7 +17,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#ifdef INPUT_VEC4
+// K is a multiple of 4: the GEMV reads the input four values at a time.
+@group(0) @binding(1) var<storage, read> input4: array<vec4<f32>>;
+#else
 @group(0) @binding(1) var<storage, read> input: array<f32>;
+#endif
 @group(0) @binding(2) var<storage, read> weights: array<u32>;
 @group(0) @binding(3) var<storage, read_write> output: array<f32>;
 #ifdef BIAS
@@ -46,17 +51,33 @@ const THREADS_PER_COL: u32 = WG / WG_COLS;
 const ROWS: u32 = GEMV_ROWS;
 var<workgroup> partial: array<f32, ROWS * WG>;
 
-// sum_i w[i] * input[x + i] over the first `valid` of the group's 32 elements.
+fn input_at(i: u32) -> f32 {
+#ifdef INPUT_VEC4
+    return input4[i / 4u][i % 4u];
+#else
+    return input[i];
+#endif
+}
+
+fn input_vec4(i: u32) -> vec4<f32> {
+#ifdef INPUT_VEC4
+    return input4[i / 4u];
+#else
+    return vec4<f32>(input[i], input[i + 1u], input[i + 2u], input[i + 3u]);
+#endif
+}
+
+// sum_i w[i] * input[x + i] over the first `valid` of the group's 32 elements
+// (x is a multiple of 4 when INPUT_VEC4 is defined).
 fn group_dot(w: ptr<function, array<f32, 32>>, x: u32, valid: u32) -> f32 {
     var sum = vec4<f32>();
     if (valid == GROUP) {
         for (var i = 0u; i < GROUP; i += 4u) {
-            let xs = vec4<f32>(input[x + i], input[x + i + 1u], input[x + i + 2u], input[x + i + 3u]);
-            sum += vec4<f32>((*w)[i], (*w)[i + 1u], (*w)[i + 2u], (*w)[i + 3u]) * xs;
+            sum += vec4<f32>((*w)[i], (*w)[i + 1u], (*w)[i + 2u], (*w)[i + 3u]) * input_vec4(x + i);
         }
     } else {
         for (var i = 0u; i < valid; i++) {
-            sum.x += (*w)[i] * input[x + i];
+            sum.x += (*w)[i] * input_at(x + i);
         }
     }
     return sum.x + sum.y + sum.z + sum.w;

@@ -150,6 +150,9 @@ pub fn encode_with_path(
             defines.push(("GEMV", String::new()));
             defines.push(("GEMV_ROWS", format!("{GEMV_ROWS}u")));
             defines.push(("GEMV_COLS", format!("{GEMV_COLS}u")));
+            if k.is_multiple_of(4) {
+                defines.push(("INPUT_VEC4", String::new()));
+            }
         }
         Path::Gemm => defines.push(("GEMM", String::new())),
     }
