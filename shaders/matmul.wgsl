@@ -32,6 +32,31 @@ struct Params {
 #include "bytes.wgsl"
 #include "dequant.wgsl"
 
+// The input value at flat index i.
+fn input_at(i: u32) -> f32 {
+#ifdef INPUT_VEC4
+    return input4[i / 4u][i % 4u];
+#else
+    return input[i];
+#endif
+}
+
+// Input values i..i+4, of which the first `left` (at least 1) exist; the rest read
+// as zero. With INPUT_VEC4, i is a multiple of 4 and all four exist.
+fn input_vec4(i: u32, left: u32) -> vec4<f32> {
+#ifdef INPUT_VEC4
+    return input4[i / 4u];
+#else
+    var x = vec4<f32>();
+    for (var c = 0u; c < 4u; c++) {
+        if (c < left) {
+            x[c] = input[i + c];
+        }
+    }
+    return x;
+#endif
+}
+
 fn bias_at(column: u32) -> f32 {
 #ifdef BIAS
     return bias[column];
@@ -51,29 +76,13 @@ const THREADS_PER_COL: u32 = WG / WG_COLS;
 const ROWS: u32 = GEMV_ROWS;
 var<workgroup> partial: array<f32, ROWS * WG>;
 
-fn input_at(i: u32) -> f32 {
-#ifdef INPUT_VEC4
-    return input4[i / 4u][i % 4u];
-#else
-    return input[i];
-#endif
-}
-
-fn input_vec4(i: u32) -> vec4<f32> {
-#ifdef INPUT_VEC4
-    return input4[i / 4u];
-#else
-    return vec4<f32>(input[i], input[i + 1u], input[i + 2u], input[i + 3u]);
-#endif
-}
-
 // sum_i w[i] * input[x + i] over the first `valid` of the group's 32 elements
 // (x is a multiple of 4 when INPUT_VEC4 is defined).
 fn group_dot(w: ptr<function, array<f32, 32>>, x: u32, valid: u32) -> f32 {
     var sum = vec4<f32>();
     if (valid == GROUP) {
         for (var i = 0u; i < GROUP; i += 4u) {
-            sum += vec4<f32>((*w)[i], (*w)[i + 1u], (*w)[i + 2u], (*w)[i + 3u]) * input_vec4(x + i);
+            sum += vec4<f32>((*w)[i], (*w)[i + 1u], (*w)[i + 2u], (*w)[i + 3u]) * input_vec4(x + i, 4u);
         }
     } else {
         for (var i = 0u; i < valid; i++) {
@@ -165,13 +174,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
             let m = t / 2u;
             let kk0 = (t % 2u) * 16u;
             let row = m_base + m;
-            for (var i = 0u; i < 16u; i++) {
+            for (var i = 0u; i < 16u; i += 4u) {
                 let k = g * GROUP + kk0 + i;
-                var x = 0.0;
+                var x = vec4<f32>();
                 if (row < params.m && k < params.k) {
-                    x = input[row * params.k + k];
+                    x = input_vec4(row * params.k + k, params.k - k);
                 }
-                a_tile[(kk0 + i) * (BM / 4u) + m / 4u][m % 4u] = x;
+                for (var c = 0u; c < 4u; c++) {
+                    a_tile[(kk0 + i + c) * (BM / 4u) + m / 4u][m % 4u] = x[c];
+                }
             }
         }
         workgroupBarrier();

@@ -150,11 +150,11 @@ pub fn encode_with_path(
             defines.push(("GEMV", String::new()));
             defines.push(("GEMV_ROWS", format!("{GEMV_ROWS}u")));
             defines.push(("GEMV_COLS", format!("{GEMV_COLS}u")));
-            if k.is_multiple_of(4) {
-                defines.push(("INPUT_VEC4", String::new()));
-            }
         }
         Path::Gemm => defines.push(("GEMM", String::new())),
+    }
+    if k.is_multiple_of(4) {
+        defines.push(("INPUT_VEC4", String::new()));
     }
     if bias.is_some() {
         defines.push(("BIAS", String::new()));
