@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use safetyj::bench::{BenchOptions, BenchReport, OpTime};
 use safetyj::gpu::{Context, ContextOptions};
 
 #[derive(Parser)]
@@ -27,6 +28,25 @@ enum Command {
         #[command(subcommand)]
         command: Box<EvalCommand>,
     },
+    /// Measure load time, prefill and decode speed and GPU memory of a GGUF model,
+    /// against copy-bandwidth and GEMM ceilings measured on the same adapter.
+    Bench {
+        /// The GGUF model file.
+        #[arg(long)]
+        model: String,
+        /// Tokens in the prompt (one prefill step).
+        #[arg(long, default_value_t = 64)]
+        prompt_tokens: usize,
+        /// Tokens generated one at a time after the prompt.
+        #[arg(long, default_value_t = 16)]
+        gen_tokens: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also time each op of one prefill and one decode step (GPU timestamps).
+        #[arg(long)]
+        profile: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -34,6 +54,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices => devices(),
         Command::Eval { command } => eval(*command),
+        Command::Bench {
+            model,
+            prompt_tokens,
+            gen_tokens,
+            json,
+            profile,
+        } => bench(
+            &model,
+            &BenchOptions {
+                prompt_tokens,
+                gen_tokens,
+                profile,
+            },
+            json,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -269,4 +304,83 @@ fn eval(command: EvalCommand) -> safetyj::Result<()> {
         }
     }
     Ok(())
+}
+fn bench(model: &str, options: &BenchOptions, json: bool) -> safetyj::Result<()> {
+    let ctx = Context::new_blocking()?;
+    if let Some(notice) = ctx.software_notice() {
+        eprintln!("{notice}");
+    }
+    let report = safetyj::bench::run(&ctx, model, options)?;
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| safetyj::Error::InvalidInput(format!("report to JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &BenchReport) {
+    let gb = |bytes: f64| bytes / 1e9;
+    println!("adapter   {} ({})", r.adapter, r.backend);
+    println!(
+        "model     {} ({} layers, hidden {})",
+        r.model, r.layers, r.hidden
+    );
+    println!(
+        "load      {:.2} s (warm-up with compilation {:.2} s)",
+        r.load_seconds, r.warmup_seconds
+    );
+    println!(
+        "prefill   {} tokens in {:.3} s: {:.2} tok/s, {:.3} GFLOP/s = {:.1}% of the GEMM ceiling",
+        r.prompt_tokens,
+        r.prefill_seconds,
+        r.prefill_tokens_per_second,
+        r.prefill_flops_per_second / 1e9,
+        100.0 * r.prefill_matmul_fraction
+    );
+    println!(
+        "decode    {} tokens in {:.3} s: {:.2} tok/s, {:.3} GB/s of weights = {:.1}% of copy bandwidth",
+        r.gen_tokens,
+        r.decode_seconds,
+        r.decode_tokens_per_second,
+        gb(r.weight_bytes_per_token as f64 * r.decode_tokens_per_second),
+        100.0 * r.decode_bandwidth_fraction
+    );
+    println!(
+        "memory    {:.3} GB on the GPU ({:.3} GB weights; {:.3} GB read per token)",
+        gb(r.gpu_bytes as f64),
+        gb(r.weight_gpu_bytes as f64),
+        gb(r.weight_bytes_per_token as f64)
+    );
+    println!(
+        "ceilings  copy {:.2} GB/s (read + write), GEMM {:.3} GFLOP/s",
+        gb(r.copy_bandwidth_bytes_per_second),
+        r.matmul_flops_per_second / 1e9
+    );
+    if let (Some(prefill), Some(decode)) = (r.prefill_cpu_seconds, r.decode_cpu_seconds) {
+        println!(
+            "cpu       prefill {prefill:.2} s, decode {decode:.2} s of this process's CPU time"
+        );
+    }
+    if let Some(profile) = &r.profile {
+        print_ops("prefill profile", &profile.prefill);
+        print_ops("decode profile", &profile.decode);
+    }
+}
+
+fn print_ops(title: &str, ops: &[OpTime]) {
+    let total: f64 = ops.iter().map(|o| o.seconds).sum();
+    println!("{title} (GPU time {:.3} s)", total);
+    for o in ops {
+        println!(
+            "  {:<28} {:>5} × {:>10.3} ms = {:>9.3} ms {:>5.1}%",
+            o.op,
+            o.dispatches,
+            1e3 * o.seconds / o.dispatches as f64,
+            1e3 * o.seconds,
+            100.0 * o.fraction
+        );
+    }
 }
