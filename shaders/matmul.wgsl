@@ -1,9 +1,11 @@
 // output[m, first_row + n] = sum_k input[m, k] * weight[n, k] (+ bias[first_row + n])
 // for the rows n of one weight chunk, decoded from GGUF blocks 32 elements at a time.
 // GEMV: a workgroup per GEMV_COLS output columns and up to GEMV_ROWS input rows;
-// the threads of each column split its K by 32-element groups, then sum. GEMM: a workgroup per 32×64 output
-// tile; each K step decodes a 64×32 weight tile and loads a 32×32 input tile into
-// workgroup memory once, and every thread accumulates a 4×4 register tile.
+// the threads of each column split its K by 32-element groups, then sum.
+// GEMM: a workgroup per 32×64 output tile; each K step decodes a 64×32 weight tile
+// and loads a 32×32 input tile into workgroup memory once, and every thread
+// accumulates a 4×4 register tile. With INPUT_VEC4 (K a multiple of 4) both read
+// the input four values per load.
 
 struct Params {
     m: u32,
@@ -18,7 +20,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 #ifdef INPUT_VEC4
-// K is a multiple of 4: the GEMV reads the input four values at a time.
 @group(0) @binding(1) var<storage, read> input4: array<vec4<f32>>;
 #else
 @group(0) @binding(1) var<storage, read> input: array<f32>;

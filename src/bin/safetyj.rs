@@ -375,7 +375,7 @@ fn print_ops(title: &str, ops: &[OpTime]) {
     println!("{title} (GPU time {:.3} s)", total);
     for o in ops {
         println!(
-            "  {:<28} {:>5} × {:>10.3} ms = {:>9.3} ms {:>5.1}%",
+            "  {:<36} {:>5} × {:>10.3} ms = {:>9.3} ms {:>5.1}%",
             o.op,
             o.dispatches,
             1e3 * o.seconds / o.dispatches as f64,
