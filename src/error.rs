@@ -40,12 +40,26 @@ pub enum Error {
     /// longer than the context, …).
     #[error("{0}")]
     InvalidInput(String),
-    /// A model file whose contents do not make a runnable model.
-    #[error("{file}: {message}")]
-    InvalidModel { file: String, message: String },
     /// A model, file or feature that safetyj does not support.
     #[error("{0}")]
     Unsupported(String),
+    /// Reading a model file failed at the operating-system level.
+    #[error("reading {file} failed: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A model file (GGUF, safetensors, config.json) is malformed, or lacks what was
+    /// asked of it; the message names the tensor, key, offset or limit at fault.
+    #[error("{file}: {message}")]
+    Format { file: String, message: String },
+    /// Values cannot be stored in a weight type (NaN, infinity, or beyond its range).
+    #[error("cannot quantize to {dtype}: {message}")]
+    Quantize {
+        dtype: &'static str,
+        message: String,
+    },
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },

@@ -2,6 +2,7 @@
 //! Safety-J, with the transformer written as WGSL compute shaders on wgpu.
 
 pub mod error;
+pub mod formats;
 pub mod gpu;
 pub mod judge;
 pub mod model;

@@ -2,16 +2,7 @@
 
 use super::arch::Arch;
 use crate::error::{Error, Result};
-
-/// How rotary embedding pairs the dimensions of a head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RopeStyle {
-    /// Pairs (2i, 2i+1): llama.cpp's layout for `llama` and `internlm2` GGUF files,
-    /// whose converter permutes the Q/K rows accordingly.
-    Interleaved,
-    /// Pairs (i, i + d/2) ("rotate half"): Hugging Face checkpoints and `qwen2` GGUF.
-    NeoX,
-}
+use crate::ops::rope::RopePairing;
 
 /// Everything the forward pass needs to know about a checkpoint's shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +21,9 @@ pub struct ModelConfig {
     pub rope_base: f32,
     /// Leading dimensions of each head that are rotated (the rest pass through).
     pub rope_dims: usize,
-    pub rope_style: RopeStyle,
+    pub rope_pairing: RopePairing,
+    /// Per-frequency rope divisors (Llama 3 scaling, GGUF `rope_freqs.weight`).
+    pub rope_freq_factors: Option<Vec<f32>>,
     /// Longest sequence the checkpoint was trained for.
     pub context: usize,
 }
@@ -39,7 +32,7 @@ impl ModelConfig {
     /// Checks the numbers fit together; `source` names the file for errors.
     pub fn validate(&self, source: &str) -> Result<()> {
         let fail = |m: String| {
-            Err(Error::InvalidModel {
+            Err(Error::Format {
                 file: source.to_string(),
                 message: m,
             })

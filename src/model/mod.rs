@@ -4,4 +4,8 @@
 pub mod arch;
 pub mod config;
 
-pub use config::{ModelConfig, RopeStyle};
+pub use config::ModelConfig;
+pub mod forward;
+pub mod load;
+
+pub use forward::{LayerWeights, Logits, Model, Session};

@@ -120,5 +120,7 @@ impl std::fmt::Display for DType {
 }
 
 mod dequant;
+mod quantize;
 
 pub use dequant::{dequantize, dequantize_to_vec};
+pub use quantize::quantize;

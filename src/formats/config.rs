@@ -1,0 +1,271 @@
+//! Hugging Face `config.json`: the model's shape and hyperparameters.
+//!
+//! A field missing from the file takes the default that the model's own
+//! `transformers` configuration class gives it (`LlamaConfig`, `Qwen2Config`, or
+//! InternLM2's `InternLM2Config` from its remote code), so a sparse config reads as
+//! Hugging Face would read it.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// RoPE scaling (`rope_scaling` in config.json), e.g. linear, dynamic or YaRN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeScaling {
+    /// The method (`linear`, `dynamic`, `yarn`, `llama3`, …); older files call it `type`.
+    pub rope_type: String,
+    /// The scaling factor, when the method has one.
+    pub factor: Option<f64>,
+    /// The method's other parameters, as written.
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+impl RopeScaling {
+    fn from_json(
+        mut fields: BTreeMap<String, serde_json::Value>,
+    ) -> std::result::Result<Self, String> {
+        let rope_type = fields.remove("rope_type");
+        let legacy_type = fields.remove("type");
+        let rope_type = match rope_type.or(legacy_type) {
+            Some(serde_json::Value::String(t)) => t,
+            other => {
+                return Err(format!(
+                    "rope_scaling needs a string `rope_type` (or `type`), got {other:?}"
+                ))
+            }
+        };
+        let factor = match fields.remove("factor") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => Some(
+                value
+                    .as_f64()
+                    .ok_or_else(|| format!("rope_scaling factor {value} is not a number"))?,
+            ),
+        };
+        Ok(Self {
+            rope_type,
+            factor,
+            other: fields,
+        })
+    }
+}
+
+/// One token id or several (`eos_token_id` may be either).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum TokenIds {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl TokenIds {
+    fn into_vec(self) -> Vec<u32> {
+        match self {
+            TokenIds::One(id) => vec![id],
+            TokenIds::Many(ids) => ids,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    #[serde(default)]
+    architectures: Vec<String>,
+    model_type: String,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<BTreeMap<String, serde_json::Value>>,
+    vocab_size: Option<usize>,
+    max_position_embeddings: Option<usize>,
+    tie_word_embeddings: Option<bool>,
+    bias: Option<bool>,
+    attention_bias: Option<bool>,
+    bos_token_id: Option<TokenIds>,
+    eos_token_id: Option<TokenIds>,
+    pad_token_id: Option<TokenIds>,
+    torch_dtype: Option<String>,
+}
+
+/// The defaults of one architecture's Hugging Face configuration class.
+struct ArchDefaults {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    max_position_embeddings: usize,
+    rms_norm_eps: f64,
+    rope_theta: f64,
+    tie_word_embeddings: bool,
+}
+
+fn arch_defaults(model_type: &str) -> ArchDefaults {
+    match model_type {
+        "qwen2" => ArchDefaults {
+            vocab_size: 151936,
+            hidden_size: 4096,
+            intermediate_size: 22016,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            max_position_embeddings: 32768,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            tie_word_embeddings: false,
+        },
+        "internlm2" => ArchDefaults {
+            vocab_size: 103168,
+            hidden_size: 4096,
+            intermediate_size: 11008,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            max_position_embeddings: 2048,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            tie_word_embeddings: false,
+        },
+        _ => ArchDefaults {
+            vocab_size: 32000,
+            hidden_size: 4096,
+            intermediate_size: 11008,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            max_position_embeddings: 2048,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            tie_word_embeddings: false,
+        },
+    }
+}
+
+/// A decoder-only transformer's configuration, with Hugging Face's defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HfConfig {
+    /// Model classes (`LlamaForCausalLM`, `InternLM2ForCausalLM`, …).
+    pub architectures: Vec<String>,
+    /// The architecture family (`llama`, `qwen2`, `internlm2`, …).
+    pub model_type: String,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the feed-forward (SwiGLU) hidden layer.
+    pub intermediate_size: usize,
+    /// Decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); the query head count when absent.
+    pub num_key_value_heads: usize,
+    /// Width of one attention head; `hidden_size / num_attention_heads` when absent.
+    pub head_dim: usize,
+    /// Epsilon of every RMS norm.
+    pub rms_norm_eps: f64,
+    /// RoPE base frequency.
+    pub rope_theta: f64,
+    /// RoPE scaling, when the model uses it.
+    pub rope_scaling: Option<RopeScaling>,
+    /// Vocabulary size (rows of the embedding and the LM head).
+    pub vocab_size: usize,
+    /// Longest context the model was trained for.
+    pub max_position_embeddings: usize,
+    /// Whether the LM head reuses the token embedding.
+    pub tie_word_embeddings: bool,
+    /// Whether the attention projections have biases: InternLM2's `bias` (default
+    /// true; on `wqkv` and `wo`), Llama's `attention_bias` (default false), and
+    /// always true for Qwen2 (on q, k and v only).
+    pub attention_bias: bool,
+    /// Beginning-of-sequence token ids (empty when unset).
+    pub bos_token_id: Vec<u32>,
+    /// End-of-sequence token ids (empty when unset); some models list several.
+    pub eos_token_id: Vec<u32>,
+    /// Padding token ids (empty when unset).
+    pub pad_token_id: Vec<u32>,
+    /// The dtype the checkpoint was saved in (`bfloat16`, …), when stated.
+    pub torch_dtype: Option<String>,
+}
+
+impl HfConfig {
+    /// Parses config.json text (the file called `name` in errors).
+    pub fn from_json(name: &str, json: &[u8]) -> Result<Self> {
+        let error = |message: String| Error::Format {
+            file: name.to_string(),
+            message,
+        };
+        let raw: RawConfig = serde_json::from_slice(json)
+            .map_err(|e| error(format!("not a valid Hugging Face config: {e}")))?;
+        let defaults = arch_defaults(&raw.model_type);
+        let hidden_size = raw.hidden_size.unwrap_or(defaults.hidden_size);
+        let num_attention_heads = raw
+            .num_attention_heads
+            .unwrap_or(defaults.num_attention_heads);
+        let num_key_value_heads = raw.num_key_value_heads.unwrap_or(num_attention_heads);
+        if num_attention_heads == 0
+            || num_key_value_heads == 0
+            || num_attention_heads % num_key_value_heads != 0
+        {
+            return Err(error(format!(
+                "num_attention_heads {num_attention_heads} is not a positive multiple of num_key_value_heads {num_key_value_heads}"
+            )));
+        }
+        let head_dim = match raw.head_dim {
+            Some(d) => d,
+            None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
+            None => {
+                return Err(error(format!(
+                    "hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}, and head_dim is not given"
+                )))
+            }
+        };
+        let attention_bias = match raw.model_type.as_str() {
+            "internlm2" => raw.bias.unwrap_or(true),
+            "qwen2" => true,
+            _ => raw.attention_bias.unwrap_or(false),
+        };
+        Ok(Self {
+            architectures: raw.architectures,
+            model_type: raw.model_type,
+            hidden_size,
+            intermediate_size: raw.intermediate_size.unwrap_or(defaults.intermediate_size),
+            num_hidden_layers: raw.num_hidden_layers.unwrap_or(defaults.num_hidden_layers),
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(defaults.rms_norm_eps),
+            rope_theta: raw.rope_theta.unwrap_or(defaults.rope_theta),
+            rope_scaling: raw
+                .rope_scaling
+                .map(RopeScaling::from_json)
+                .transpose()
+                .map_err(error)?,
+            vocab_size: raw.vocab_size.unwrap_or(defaults.vocab_size),
+            max_position_embeddings: raw
+                .max_position_embeddings
+                .unwrap_or(defaults.max_position_embeddings),
+            tie_word_embeddings: raw
+                .tie_word_embeddings
+                .unwrap_or(defaults.tie_word_embeddings),
+            attention_bias,
+            bos_token_id: raw.bos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
+            eos_token_id: raw.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
+            pad_token_id: raw.pad_token_id.map(TokenIds::into_vec).unwrap_or_default(),
+            torch_dtype: raw.torch_dtype,
+        })
+    }
+
+    /// Reads and parses a config.json file.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let name = path.as_ref().display().to_string();
+        let json = std::fs::read(path.as_ref()).map_err(|e| Error::Io {
+            file: name.clone(),
+            source: e,
+        })?;
+        Self::from_json(&name, &json)
+    }
+}

@@ -1,0 +1,255 @@
+//! The forward pass: one implementation for every architecture, recorded into a
+//! single command encoder per step.
+
+use super::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::ops::kv_append::KvCache;
+use crate::ops::rope::Rope;
+use crate::ops::{self, Elem, Tensor, WeightMatrix};
+
+/// The weights of one transformer block on the GPU.
+pub struct LayerWeights {
+    pub attn_norm: Tensor,
+    pub q: WeightMatrix,
+    pub k: WeightMatrix,
+    pub v: WeightMatrix,
+    pub q_bias: Option<Tensor>,
+    pub k_bias: Option<Tensor>,
+    pub v_bias: Option<Tensor>,
+    pub attn_output: WeightMatrix,
+    pub ffn_norm: Tensor,
+    pub ffn_gate: WeightMatrix,
+    pub ffn_up: WeightMatrix,
+    pub ffn_down: WeightMatrix,
+}
+
+/// A loaded model: its configuration and all weights on the GPU.
+pub struct Model {
+    pub config: ModelConfig,
+    pub token_embedding: WeightMatrix,
+    pub layers: Vec<LayerWeights>,
+    pub output_norm: Tensor,
+    /// The output projection; `None` when tied to the token embedding.
+    pub output: Option<WeightMatrix>,
+    /// Rotary embedding tables, built once from the configuration.
+    pub rope: Rope,
+}
+
+/// Activations for a step of `tokens` rows, allocated once per distinct row count.
+struct Scratch {
+    tokens: usize,
+    ids: Tensor,
+    x: Tensor,
+    normed: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn: Tensor,
+    proj: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    act: Tensor,
+}
+
+impl Scratch {
+    fn new(ctx: &Context, c: &ModelConfig, tokens: usize) -> Result<Scratch> {
+        let f = |label: &str, cols: usize| Tensor::new(ctx, label, &[tokens, cols], Elem::F32);
+        Ok(Scratch {
+            tokens,
+            ids: Tensor::new(ctx, "token ids", &[tokens], Elem::U32)?,
+            x: f("residual", c.hidden)?,
+            normed: f("normed", c.hidden)?,
+            q: f("q", c.heads * c.head_dim)?,
+            k: f("k", c.kv_heads * c.head_dim)?,
+            v: f("v", c.kv_heads * c.head_dim)?,
+            attn: f("attention", c.heads * c.head_dim)?,
+            proj: f("projection", c.hidden)?,
+            gate: f("gate", c.ffn)?,
+            up: f("up", c.ffn)?,
+            act: f("swiglu", c.ffn)?,
+        })
+    }
+}
+
+/// Which positions' logits a step produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (scoring, tests).
+    All,
+}
+
+/// A conversation's state on the GPU: the KV cache of every layer and the number of
+/// positions filled.
+pub struct Session {
+    caches: Vec<KvCache>,
+    len: usize,
+    scratch: Vec<Scratch>,
+}
+
+impl Session {
+    /// Positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before the first step.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions the cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.caches.first().map_or(0, |c| c.capacity())
+    }
+
+    /// Forgets positions from `len` on, so the next step overwrites them (used to
+    /// reuse a cached prefix). Fails if `len` is past what is filled.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            return Err(Error::InvalidInput(format!(
+                "cannot keep {len} positions of a session holding {}",
+                self.len
+            )));
+        }
+        self.len = len;
+        Ok(())
+    }
+}
+
+impl Model {
+    /// A fresh session whose cache holds `capacity` positions (at most the model's
+    /// context length).
+    pub fn new_session(&self, ctx: &Context, capacity: usize) -> Result<Session> {
+        let c = &self.config;
+        if capacity == 0 || capacity > c.context {
+            return Err(Error::InvalidInput(format!(
+                "a session of {capacity} positions does not fit the model's context of {}",
+                c.context
+            )));
+        }
+        let caches = (0..c.layers)
+            .map(|i| {
+                KvCache::new(
+                    ctx,
+                    &format!("kv cache {i}"),
+                    c.kv_heads,
+                    capacity,
+                    c.head_dim,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Session {
+            caches,
+            len: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn output_matrix(&self) -> &WeightMatrix {
+        self.output.as_ref().unwrap_or(&self.token_embedding)
+    }
+
+    /// Runs `tokens` at the session's next positions, appends them to its cache and
+    /// records their logits (`[1, vocab]` for [`Logits::Last`], `[tokens, vocab]` for
+    /// [`Logits::All`]) into a new tensor. One command encoder, one submit.
+    pub fn forward(
+        &self,
+        ctx: &Context,
+        session: &mut Session,
+        tokens: &[u32],
+        which: Logits,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let t = tokens.len();
+        if t == 0 {
+            return Err(Error::InvalidInput(
+                "a forward step needs at least one token".into(),
+            ));
+        }
+        if session.len + t > session.capacity() {
+            return Err(Error::InvalidInput(format!(
+                "{} positions in the cache plus {t} new tokens exceed its capacity of {} (model context {})",
+                session.len,
+                session.capacity(),
+                c.context
+            )));
+        }
+        ops::embedding::check_ids(tokens, c.vocab)?;
+        let index = match session.scratch.iter().position(|s| s.tokens == t) {
+            Some(i) => i,
+            None => {
+                session.scratch.push(Scratch::new(ctx, c, t)?);
+                session.scratch.len() - 1
+            }
+        };
+        let pos = session.len;
+        let s = &session.scratch[index];
+        ctx.write_bytes(&s.ids.buffer, 0, bytemuck::cast_slice(tokens));
+
+        let mut enc = ctx.encoder();
+        ops::embedding::encode(ctx, &mut enc, &s.ids, &self.token_embedding, &s.x)?;
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        for (layer, cache) in self.layers.iter().zip(&session.caches) {
+            ops::rms_norm::encode(ctx, &mut enc, &s.x, &layer.attn_norm, &s.normed, c.rms_eps)?;
+            ops::matmul::encode(
+                ctx,
+                &mut enc,
+                &s.normed,
+                &layer.q,
+                layer.q_bias.as_ref(),
+                &s.q,
+            )?;
+            ops::matmul::encode(
+                ctx,
+                &mut enc,
+                &s.normed,
+                &layer.k,
+                layer.k_bias.as_ref(),
+                &s.k,
+            )?;
+            ops::matmul::encode(
+                ctx,
+                &mut enc,
+                &s.normed,
+                &layer.v,
+                layer.v_bias.as_ref(),
+                &s.v,
+            )?;
+            ops::rope::encode(ctx, &mut enc, &self.rope, &s.q, c.heads, pos as u32)?;
+            ops::rope::encode(ctx, &mut enc, &self.rope, &s.k, c.kv_heads, pos as u32)?;
+            ops::kv_append::encode(ctx, &mut enc, cache, &s.k, &s.v, pos)?;
+            ops::attention::encode(ctx, &mut enc, &s.q, cache, &s.attn, pos, scale)?;
+            ops::matmul::encode(ctx, &mut enc, &s.attn, &layer.attn_output, None, &s.proj)?;
+            ops::add::encode_in_place(ctx, &mut enc, &s.x, &s.proj)?;
+            ops::rms_norm::encode(ctx, &mut enc, &s.x, &layer.ffn_norm, &s.normed, c.rms_eps)?;
+            ops::matmul::encode(ctx, &mut enc, &s.normed, &layer.ffn_gate, None, &s.gate)?;
+            ops::matmul::encode(ctx, &mut enc, &s.normed, &layer.ffn_up, None, &s.up)?;
+            ops::silu_mul::encode(ctx, &mut enc, &s.gate, &s.up, &s.act)?;
+            ops::matmul::encode(ctx, &mut enc, &s.act, &layer.ffn_down, None, &s.proj)?;
+            ops::add::encode_in_place(ctx, &mut enc, &s.x, &s.proj)?;
+        }
+        let rows = match which {
+            Logits::Last => 1,
+            Logits::All => t,
+        };
+        let last = Tensor::new(ctx, "final hidden", &[rows, c.hidden], Elem::F32)?;
+        let offset = ((t - rows) * c.hidden * 4) as u64;
+        enc.copy_buffer_to_buffer(
+            &s.x.buffer,
+            offset,
+            &last.buffer,
+            0,
+            (rows * c.hidden * 4) as u64,
+        );
+        let normed = Tensor::new(ctx, "final norm", &[rows, c.hidden], Elem::F32)?;
+        ops::rms_norm::encode(ctx, &mut enc, &last, &self.output_norm, &normed, c.rms_eps)?;
+        let logits = Tensor::new(ctx, "logits", &[rows, c.vocab], Elem::F32)?;
+        ops::matmul::encode(ctx, &mut enc, &normed, self.output_matrix(), None, &logits)?;
+        ctx.submit("running a forward step", enc)?;
+        session.len += t;
+        Ok(logits)
+    }
+}
