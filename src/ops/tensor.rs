@@ -98,13 +98,17 @@ impl Tensor {
 
     /// Copies the tensor back as f32 values, awaiting the GPU (the form the web needs).
     pub async fn read_f32_async(&self, ctx: &Context) -> Result<Vec<f32>> {
-        let bytes = ctx.read_bytes(&self.buffer, 0, self.len() as u64 * 4).await?;
+        let bytes = ctx
+            .read_bytes(&self.buffer, 0, self.len() as u64 * 4)
+            .await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// Copies the tensor back as u32 values, awaiting the GPU (the form the web needs).
     pub async fn read_u32_async(&self, ctx: &Context) -> Result<Vec<u32>> {
-        let bytes = ctx.read_bytes(&self.buffer, 0, self.len() as u64 * 4).await?;
+        let bytes = ctx
+            .read_bytes(&self.buffer, 0, self.len() as u64 * 4)
+            .await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
