@@ -392,3 +392,22 @@ async fn attention_decode_matches_reference() {
     }
     check_attention(&ctx, &mut rng, Kernel::Decode, (8, 1), 128, 1, 299).await;
 }
+
+#[wasm_bindgen_test]
+async fn an_invalid_shader_fails_the_next_readback() {
+    let ctx = ctx().await;
+    let shader = safetyj::gpu::Shader {
+        name: "broken.wgsl",
+        source: "@compute @workgroup_size(1) fn main() { let x: f32 = undefined_name; }",
+    };
+    // The browser validates asynchronously: creating the pipeline cannot fail here,
+    // but the error must surface no later than the next readback.
+    let _ = ctx.pipeline(shader, &[]);
+    let t = Tensor::from_f32(&ctx, "x", &[1], &[1.0]).unwrap();
+    match t.read_f32_async(&ctx).await {
+        Err(safetyj::Error::Validation { message, .. }) => {
+            assert!(message.contains("undefined_name"), "{message}")
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}

@@ -567,6 +567,10 @@ impl Context {
             message: e.to_string(),
         })?;
         self.check_alive()?;
+        // On the web, errors of earlier calls arrive asynchronously; by now the GPU
+        // has run everything before this copy, so a result is never read from a
+        // computation that failed.
+        self.take_uncaptured("running GPU work before a readback")?;
         let data = staging.get_mapped_range(..).map_err(|e| Error::Readback {
             label: label.into(),
             message: e.to_string(),
@@ -630,5 +634,27 @@ impl<T> OneshotReceiver<T> {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::ctx;
+
+    #[test]
+    fn invalid_shader_is_a_validation_error_naming_the_shader() {
+        let shader = Shader {
+            name: "broken.wgsl",
+            source: "@compute @workgroup_size(1) fn main() { let x: f32 = undefined_name; }",
+        };
+        match ctx().pipeline(shader, &[]) {
+            Err(Error::Validation { context, message }) => {
+                assert!(context.contains("broken.wgsl"), "{context}");
+                assert!(!message.is_empty());
+            }
+            Err(other) => panic!("expected a validation error, got {other}"),
+            Ok(_) => panic!("an undefined identifier compiled"),
+        }
     }
 }
