@@ -25,6 +25,10 @@ pub enum Error {
     /// An op was given shapes that do not fit together.
     #[error("{op}: {message}")]
     Shape { op: &'static str, message: String },
+    /// An op was given a parameter value outside its domain (a temperature of 0, a
+    /// probability above 1).
+    #[error("{op}: {message}")]
+    Parameter { op: &'static str, message: String },
     /// An op or buffer needs more than the device allows.
     #[error("{what} needs {needed} bytes, but this device allows at most {limit} ({limit_name})")]
     Limit {
@@ -60,6 +64,17 @@ pub enum Error {
         dtype: &'static str,
         message: String,
     },
+    /// A tokenizer could not be built from its file, or could not encode or decode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A download failed: the server refused it, the connection kept breaking past
+    /// every retry, or the bytes did not match their size or checksum.
+    #[error("downloading {url} failed: {message}")]
+    Download { url: String, message: String },
+    /// A file or folder (the model cache, a downloaded archive) could not be read
+    /// or written.
+    #[error("{path}: {message}")]
+    CacheIo { path: String, message: String },
     /// Mapping a buffer for reading failed.
     #[error("reading back GPU buffer \"{label}\" failed: {message}")]
     Readback { label: String, message: String },

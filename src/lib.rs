@@ -2,11 +2,14 @@
 //! Safety-J, with the transformer written as WGSL compute shaders on wgpu.
 
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fetch;
 pub mod formats;
 pub mod gpu;
 pub mod judge;
 pub mod model;
 pub mod ops;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

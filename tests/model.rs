@@ -12,11 +12,15 @@ use safetyj::quant::DType;
 
 fn ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| Context::new_blocking().expect("a GPU adapter (install mesa-vulkan-drivers)"))
+    CTX.get_or_init(|| {
+        Context::new_blocking().expect("a GPU adapter (install mesa-vulkan-drivers)")
+    })
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
 }
 
 struct Expected {
@@ -27,18 +31,34 @@ struct Expected {
 
 fn expected(name: &str) -> Expected {
     let dir = fixture(name);
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
-    let prompt = meta["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let prompt = meta["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     let vocab = meta["logits_shape"][1].as_u64().unwrap() as usize;
     let bytes = std::fs::read(dir.join(meta["logits_file"].as_str().unwrap())).unwrap();
-    let logits = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Expected { prompt, vocab, logits }
+    let logits = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Expected {
+        prompt,
+        vocab,
+        logits,
+    }
 }
 
 /// Largest |a - b| over the two slices.
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 // f32 on the GPU against f32 PyTorch (different summation order): logits of magnitude
@@ -55,17 +75,29 @@ fn check_checkpoint(dir: &str, reference: &str) {
 
     // One batched prefill of the whole prompt (GEMM path), logits at every position.
     let mut session = model.new_session(ctx, 64).unwrap();
-    let logits = model.forward(ctx, &mut session, &want.prompt, Logits::All).unwrap();
+    let logits = model
+        .forward(ctx, &mut session, &want.prompt, Logits::All)
+        .unwrap();
     let got = logits.read_f32(ctx).unwrap();
     let diff = max_diff(&got, &want.logits);
-    assert!(diff < TOLERANCE, "{dir}: prefill logits differ from {reference} by {diff}");
+    assert!(
+        diff < TOLERANCE,
+        "{dir}: prefill logits differ from {reference} by {diff}"
+    );
 
     // Token by token (GEMV path and the decode attention kernel).
     let mut session = model.new_session(ctx, 64).unwrap();
     for (i, &token) in want.prompt.iter().enumerate() {
-        let row = model.forward(ctx, &mut session, &[token], Logits::Last).unwrap().read_f32(ctx).unwrap();
+        let row = model
+            .forward(ctx, &mut session, &[token], Logits::Last)
+            .unwrap()
+            .read_f32(ctx)
+            .unwrap();
         let diff = max_diff(&row, &want.logits[i * want.vocab..(i + 1) * want.vocab]);
-        assert!(diff < TOLERANCE, "{dir}: decode step {i} differs from {reference} by {diff}");
+        assert!(
+            diff < TOLERANCE,
+            "{dir}: decode step {i} differs from {reference} by {diff}"
+        );
     }
     assert_eq!(session.len(), n);
 }

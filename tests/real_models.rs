@@ -17,13 +17,16 @@ use safetyj::model::{Logits, Model};
 
 fn ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| Context::new_blocking().expect("a GPU adapter (install mesa-vulkan-drivers)"))
+    CTX.get_or_init(|| {
+        Context::new_blocking().expect("a GPU adapter (install mesa-vulkan-drivers)")
+    })
 }
 
 fn models_dir() -> PathBuf {
     match std::env::var_os("SAFETYJ_MODELS_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/safetyj/models"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/safetyj/models"),
     }
 }
 
@@ -38,27 +41,45 @@ fn model(file: &str) -> Option<&'static Model> {
     }
     let path = models_dir().join(file);
     if !path.exists() {
-        assert!(std::env::var_os("CI").is_none(), "CI needs {} (run tests/fixtures/fetch_models.sh)", path.display());
-        eprintln!("skipping: {} not found (run tests/fixtures/fetch_models.sh)", path.display());
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs {} (run tests/fixtures/fetch_models.sh)",
+            path.display()
+        );
+        eprintln!(
+            "skipping: {} not found (run tests/fixtures/fetch_models.sh)",
+            path.display()
+        );
         return None;
     }
     let weights = GgufWeights::new(Box::new(MmapSource::open(&path).unwrap())).unwrap();
-    let model: &'static Model = Box::leak(Box::new(Model::load(ctx(), &weights, |_, _| {}).unwrap()));
+    let model: &'static Model =
+        Box::leak(Box::new(Model::load(ctx(), &weights, |_, _| {}).unwrap()));
     models.push((file.to_string(), model));
     Some(model)
 }
 
 fn fixture(name: &str) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/real").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models/real")
+        .join(name);
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 fn ids(value: &serde_json::Value) -> Vec<u32> {
-    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn argmax(row: &[f32]) -> (u32, f32) {
-    row.iter().enumerate().fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i as u32, v) } else { best })
+    row.iter().enumerate().fold(
+        (0, f32::MIN),
+        |best, (i, &v)| if v > best.1 { (i as u32, v) } else { best },
+    )
 }
 
 /// Greedy steps compared with the reference (each decode step costs ~1 s per 0.5 GB
@@ -72,44 +93,79 @@ const MARGIN: f32 = 0.05;
 const LOGIT_TOLERANCE: f32 = 0.02;
 
 fn check(model_file: &str, fixture_name: &str) {
-    let Some(model) = model(model_file) else { return };
+    let Some(model) = model(model_file) else {
+        return;
+    };
     let ctx = ctx();
     let want = fixture(fixture_name);
     let prompt = ids(&want["prompt_ids"]);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/real");
     let f16 = std::fs::read(dir.join(want["logits_file"].as_str().unwrap())).unwrap();
-    let reference: Vec<f32> = f16.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+    let reference: Vec<f32> = f16
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect();
 
-    let mut session = model.new_session(ctx, prompt.len() + GREEDY_STEPS + 1).unwrap();
-    let logits = model.forward(ctx, &mut session, &prompt, Logits::Last).unwrap().read_f32(ctx).unwrap();
+    let mut session = model
+        .new_session(ctx, prompt.len() + GREEDY_STEPS + 1)
+        .unwrap();
+    let logits = model
+        .forward(ctx, &mut session, &prompt, Logits::Last)
+        .unwrap()
+        .read_f32(ctx)
+        .unwrap();
     assert_eq!(logits.len(), reference.len());
-    let diff = logits.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let diff = logits
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     eprintln!("{fixture_name}: first-step logits max |diff| {diff}");
-    assert!(diff < LOGIT_TOLERANCE, "{fixture_name}: first-step logits differ by {diff}");
+    assert!(
+        diff < LOGIT_TOLERANCE,
+        "{fixture_name}: first-step logits differ by {diff}"
+    );
 
     let greedy = ids(&want["greedy_tokens"]);
-    let margins: Vec<f32> =
-        want["greedy_top2_margins"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let margins: Vec<f32> = want["greedy_top2_margins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
     let mut next = argmax(&logits).0;
     for step in 0..GREEDY_STEPS {
         if margins[step] < MARGIN {
-            eprintln!("{fixture_name}: stopping at step {step}, reference margin {} < {MARGIN}", margins[step]);
+            eprintln!(
+                "{fixture_name}: stopping at step {step}, reference margin {} < {MARGIN}",
+                margins[step]
+            );
             return;
         }
         assert_eq!(next, greedy[step], "{fixture_name}: greedy token {step}");
-        let row = model.forward(ctx, &mut session, &[next], Logits::Last).unwrap().read_f32(ctx).unwrap();
+        let row = model
+            .forward(ctx, &mut session, &[next], Logits::Last)
+            .unwrap()
+            .read_f32(ctx)
+            .unwrap();
         next = argmax(&row).0;
     }
 }
 
 #[test]
 fn qwen_0_5b_english_chat_matches_transformers() {
-    check("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-0.5b.en.json");
+    check(
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        "qwen2.5-coder-0.5b.en.json",
+    );
 }
 
 #[test]
 fn qwen_0_5b_chinese_chat_matches_transformers() {
-    check("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-0.5b.zh.json");
+    check(
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        "qwen2.5-coder-0.5b.zh.json",
+    );
 }
 
 #[test]

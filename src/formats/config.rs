@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -69,29 +70,23 @@ impl TokenIds {
     }
 }
 
-#[derive(Deserialize)]
-struct RawConfig {
-    #[serde(default)]
-    architectures: Vec<String>,
-    model_type: String,
-    hidden_size: Option<usize>,
-    intermediate_size: Option<usize>,
-    num_hidden_layers: Option<usize>,
-    num_attention_heads: Option<usize>,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    rms_norm_eps: Option<f64>,
-    rope_theta: Option<f64>,
-    rope_scaling: Option<BTreeMap<String, serde_json::Value>>,
-    vocab_size: Option<usize>,
-    max_position_embeddings: Option<usize>,
-    tie_word_embeddings: Option<bool>,
-    bias: Option<bool>,
-    attention_bias: Option<bool>,
-    bos_token_id: Option<TokenIds>,
-    eos_token_id: Option<TokenIds>,
-    pad_token_id: Option<TokenIds>,
-    torch_dtype: Option<String>,
+/// config.json's top-level object, read field by field so an error names its field.
+struct RawConfig<'a> {
+    name: &'a str,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl RawConfig<'_> {
+    /// Field `key`, or None when absent or null.
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.fields.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(value) => T::deserialize(value).map(Some).map_err(|e| Error::Format {
+                file: self.name.to_string(),
+                message: format!("not a valid Hugging Face config: field `{key}`: {e}"),
+            }),
+        }
+    }
 }
 
 /// The defaults of one architecture's Hugging Face configuration class.
@@ -197,64 +192,83 @@ impl HfConfig {
             file: name.to_string(),
             message,
         };
-        let raw: RawConfig = serde_json::from_slice(json)
+        let fields = serde_json::from_slice(json)
             .map_err(|e| error(format!("not a valid Hugging Face config: {e}")))?;
-        let defaults = arch_defaults(&raw.model_type);
-        let hidden_size = raw.hidden_size.unwrap_or(defaults.hidden_size);
+        let raw = RawConfig { name, fields };
+        let model_type: String = raw.get("model_type")?.ok_or_else(|| {
+            error("not a valid Hugging Face config: field `model_type` is missing".to_string())
+        })?;
+        let defaults = arch_defaults(&model_type);
+        let hidden_size = raw.get("hidden_size")?.unwrap_or(defaults.hidden_size);
         let num_attention_heads = raw
-            .num_attention_heads
+            .get("num_attention_heads")?
             .unwrap_or(defaults.num_attention_heads);
-        let num_key_value_heads = raw.num_key_value_heads.unwrap_or(num_attention_heads);
+        let num_key_value_heads = raw
+            .get("num_key_value_heads")?
+            .unwrap_or(num_attention_heads);
         if num_attention_heads == 0
             || num_key_value_heads == 0
-            || num_attention_heads % num_key_value_heads != 0
+            || !num_attention_heads.is_multiple_of(num_key_value_heads)
         {
             return Err(error(format!(
                 "num_attention_heads {num_attention_heads} is not a positive multiple of num_key_value_heads {num_key_value_heads}"
             )));
         }
-        let head_dim = match raw.head_dim {
+        let head_dim = match raw.get("head_dim")? {
             Some(d) => d,
-            None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
+            None if hidden_size.is_multiple_of(num_attention_heads) => hidden_size / num_attention_heads,
             None => {
                 return Err(error(format!(
                     "hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}, and head_dim is not given"
                 )))
             }
         };
-        let attention_bias = match raw.model_type.as_str() {
-            "internlm2" => raw.bias.unwrap_or(true),
+        let attention_bias = match model_type.as_str() {
+            "internlm2" => raw.get("bias")?.unwrap_or(true),
             "qwen2" => true,
-            _ => raw.attention_bias.unwrap_or(false),
+            _ => raw.get("attention_bias")?.unwrap_or(false),
         };
         Ok(Self {
-            architectures: raw.architectures,
-            model_type: raw.model_type,
+            architectures: raw.get("architectures")?.unwrap_or_default(),
+            model_type,
             hidden_size,
-            intermediate_size: raw.intermediate_size.unwrap_or(defaults.intermediate_size),
-            num_hidden_layers: raw.num_hidden_layers.unwrap_or(defaults.num_hidden_layers),
+            intermediate_size: raw
+                .get("intermediate_size")?
+                .unwrap_or(defaults.intermediate_size),
+            num_hidden_layers: raw
+                .get("num_hidden_layers")?
+                .unwrap_or(defaults.num_hidden_layers),
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            rms_norm_eps: raw.rms_norm_eps.unwrap_or(defaults.rms_norm_eps),
-            rope_theta: raw.rope_theta.unwrap_or(defaults.rope_theta),
+            rms_norm_eps: raw.get("rms_norm_eps")?.unwrap_or(defaults.rms_norm_eps),
+            rope_theta: raw.get("rope_theta")?.unwrap_or(defaults.rope_theta),
             rope_scaling: raw
-                .rope_scaling
+                .get::<BTreeMap<String, serde_json::Value>>("rope_scaling")?
                 .map(RopeScaling::from_json)
                 .transpose()
                 .map_err(error)?,
-            vocab_size: raw.vocab_size.unwrap_or(defaults.vocab_size),
+            vocab_size: raw.get("vocab_size")?.unwrap_or(defaults.vocab_size),
             max_position_embeddings: raw
-                .max_position_embeddings
+                .get("max_position_embeddings")?
                 .unwrap_or(defaults.max_position_embeddings),
             tie_word_embeddings: raw
-                .tie_word_embeddings
+                .get("tie_word_embeddings")?
                 .unwrap_or(defaults.tie_word_embeddings),
             attention_bias,
-            bos_token_id: raw.bos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
-            eos_token_id: raw.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
-            pad_token_id: raw.pad_token_id.map(TokenIds::into_vec).unwrap_or_default(),
-            torch_dtype: raw.torch_dtype,
+            bos_token_id: raw
+                .get::<TokenIds>("bos_token_id")?
+                .map(TokenIds::into_vec)
+                .unwrap_or_default(),
+            eos_token_id: raw
+                .get::<TokenIds>("eos_token_id")?
+                .map(TokenIds::into_vec)
+                .unwrap_or_default(),
+            pad_token_id: raw
+                .get::<TokenIds>("pad_token_id")?
+                .map(TokenIds::into_vec)
+                .unwrap_or_default(),
+            torch_dtype: raw.get("torch_dtype")?,
         })
     }
 

@@ -858,7 +858,7 @@ fn tensor_bytes(dims: &[u64], dtype: DType) -> std::result::Result<u64, String> 
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| format!("has dims {dims:?}, whose element count overflows u64"))?;
     let block = dtype.block_elems() as u64;
-    if dims[0] % block != 0 {
+    if !dims[0].is_multiple_of(block) {
         return Err(format!(
             "has an innermost dimension of {} that is not a whole number of {block}-element {dtype} blocks",
             dims[0]

@@ -340,6 +340,11 @@ impl SafetensorsCheckpoint {
         let mut shard_names: Vec<&str> = index.weight_map.values().map(String::as_str).collect();
         shard_names.sort_unstable();
         shard_names.dedup();
+        let shard_index: HashMap<&str, usize> = shard_names
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (s, i))
+            .collect();
         let mut shards = Vec::with_capacity(shard_names.len());
         for shard in &shard_names {
             if shard.is_empty() || shard.contains(['/', '\\']) || *shard == ".." || *shard == "." {
@@ -359,9 +364,7 @@ impl SafetensorsCheckpoint {
         }
         let mut tensor_shard = BTreeMap::new();
         for (tensor, shard) in &index.weight_map {
-            let i = shard_names
-                .binary_search(&shard.as_str())
-                .unwrap_or_default();
+            let i = shard_index[shard.as_str()];
             shards[i].1.tensor(tensor).map_err(|_| {
                 format_error(
                     index_name,

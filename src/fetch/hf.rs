@@ -1,0 +1,210 @@
+//! Hugging Face repositories: the files a safetensors checkpoint needs, fetched from
+//! the hub's `{endpoint}/{repo}/resolve/{revision}/{file}` layout.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::download::{io_error, Downloader, Expected, Progress};
+use super::presets::HfRepo;
+use crate::{Error, Result};
+
+/// The hub, used unless `HF_ENDPOINT` says otherwise.
+pub const DEFAULT_HF_ENDPOINT: &str = "https://huggingface.co";
+
+/// Files every checkpoint must have.
+const REQUIRED_FILES: [&str; 3] = ["config.json", "tokenizer_config.json", "tokenizer.model"];
+
+/// Files fetched when the repository has them.
+const OPTIONAL_FILES: [&str; 1] = ["special_tokens_map.json"];
+
+/// The index of a sharded safetensors checkpoint.
+const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// The weights of an unsharded checkpoint.
+const SINGLE_WEIGHTS_FILE: &str = "model.safetensors";
+
+/// Written into a checkpoint folder once every file is there, listing them; a
+/// folder with it is used without asking the hub anything.
+pub const COMPLETE_MARKER: &str = ".safetyj-complete";
+
+/// The part of `model.safetensors.index.json` that names the shards.
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: std::collections::BTreeMap<String, String>,
+}
+
+/// The download URL of `file` in `repo` at `revision` on the hub at `endpoint`.
+pub fn file_url(endpoint: &str, repo: &str, revision: &str, file: &str) -> String {
+    format!(
+        "{}/{repo}/resolve/{revision}/{file}",
+        endpoint.trim_end_matches('/')
+    )
+}
+
+/// A client for one hub: its endpoint and, for gated or private repositories, a
+/// token sent as `Authorization: Bearer`.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    endpoint: String,
+    downloader: Downloader,
+}
+
+impl Hub {
+    /// A client for the hub at `endpoint`, sending `token` if given.
+    pub fn new(endpoint: &str, token: Option<&str>, downloader: Downloader) -> Self {
+        let downloader = match token {
+            Some(token) => downloader.with_header("Authorization", &format!("Bearer {token}")),
+            None => downloader,
+        };
+        Self {
+            endpoint: endpoint.to_owned(),
+            downloader,
+        }
+    }
+
+    /// Downloads the checkpoint's config, tokenizer files and weights (the shards
+    /// named by `model.safetensors.index.json`, or else `model.safetensors`) into
+    /// `dir`, skipping files already there, and returns `dir`. A folder that a
+    /// finished fetch marked complete is returned without any request.
+    pub fn fetch_checkpoint(
+        &self,
+        repo: &HfRepo,
+        dir: &Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<PathBuf> {
+        let marker = dir.join(COMPLETE_MARKER);
+        if marker.is_file() {
+            return Ok(dir.to_path_buf());
+        }
+        let mut files: Vec<String> = Vec::new();
+        for file in REQUIRED_FILES {
+            self.fetch_file(repo, dir, file, progress)?;
+            files.push(file.into());
+        }
+        for file in OPTIONAL_FILES {
+            if self.fetch_optional_file(repo, dir, file, progress)? {
+                files.push(file.into());
+            }
+        }
+        if self.fetch_optional_file(repo, dir, INDEX_FILE, progress)? {
+            files.push(INDEX_FILE.into());
+            for shard in shard_files(&dir.join(INDEX_FILE))? {
+                self.fetch_file(repo, dir, &shard, progress)?;
+                files.push(shard);
+            }
+        } else if self.fetch_optional_file(repo, dir, SINGLE_WEIGHTS_FILE, progress)? {
+            files.push(SINGLE_WEIGHTS_FILE.into());
+        } else {
+            return Err(Error::Download {
+                url: file_url(
+                    &self.endpoint,
+                    &repo.repo,
+                    &repo.revision,
+                    SINGLE_WEIGHTS_FILE,
+                ),
+                message: format!(
+                    "{} has neither {INDEX_FILE} nor {SINGLE_WEIGHTS_FILE}",
+                    repo.repo
+                ),
+            });
+        }
+        let mut listing = files.join("\n");
+        listing.push('\n');
+        fs::write(&marker, listing).map_err(|e| io_error(&marker, e))?;
+        Ok(dir.to_path_buf())
+    }
+
+    /// Downloads `file` unless it is already in `dir`; a missing file is an error.
+    fn fetch_file(
+        &self,
+        repo: &HfRepo,
+        dir: &Path,
+        file: &str,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<()> {
+        let dest = dir.join(file);
+        if dest.exists() {
+            return Ok(());
+        }
+        let url = file_url(&self.endpoint, &repo.repo, &repo.revision, file);
+        self.downloader
+            .fetch(&url, &dest, &Expected::default(), progress)
+    }
+
+    /// Downloads `file` unless it is already in `dir`; returns whether it exists.
+    fn fetch_optional_file(
+        &self,
+        repo: &HfRepo,
+        dir: &Path,
+        file: &str,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<bool> {
+        let dest = dir.join(file);
+        if dest.exists() {
+            return Ok(true);
+        }
+        let url = file_url(&self.endpoint, &repo.repo, &repo.revision, file);
+        self.downloader
+            .fetch_if_exists(&url, &dest, &Expected::default(), progress)
+    }
+}
+
+/// The distinct shard files an index names, checked to be plain file names.
+fn shard_files(index_path: &Path) -> Result<BTreeSet<String>> {
+    let invalid = |message: String| Error::Format {
+        file: index_path.display().to_string(),
+        message,
+    };
+    let text = fs::read_to_string(index_path).map_err(|e| io_error(index_path, e))?;
+    let index: ShardIndex = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let shards: BTreeSet<String> = index.weight_map.into_values().collect();
+    if shards.is_empty() {
+        return Err(invalid("weight_map names no shards".into()));
+    }
+    if let Some(bad) = shards
+        .iter()
+        .find(|s| s.contains(['/', '\\']) || s.starts_with('.') || s.is_empty())
+    {
+        return Err(invalid(format!("shard \"{bad}\" is not a plain file name")));
+    }
+    Ok(shards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_follow_the_hub_layout() {
+        assert_eq!(
+            file_url(
+                "https://huggingface.co/",
+                "GAIR/Safety-J-v5",
+                "main",
+                "config.json"
+            ),
+            "https://huggingface.co/GAIR/Safety-J-v5/resolve/main/config.json"
+        );
+    }
+
+    #[test]
+    fn shard_names_must_stay_inside_the_folder() {
+        let dir = std::env::temp_dir().join(format!("safetyj-index-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(INDEX_FILE);
+        fs::write(&path, r#"{"weight_map":{"a":"../escape.safetensors"}}"#).unwrap();
+        let message = shard_files(&path).unwrap_err().to_string();
+        assert!(message.contains("not a plain file name"), "{message}");
+        fs::write(
+            &path,
+            r#"{"metadata":{},"weight_map":{"a":"s2","b":"s1","c":"s2"}}"#,
+        )
+        .unwrap();
+        let shards: Vec<String> = shard_files(&path).unwrap().into_iter().collect();
+        assert_eq!(shards, ["s1", "s2"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
