@@ -1,5 +1,11 @@
 //! The `safetyj` command-line tool: a thin layer over the library.
 
+#[cfg(target_arch = "wasm32")]
+compile_error!(
+    "the safetyj CLI is native-only; build the browser library with \
+     `cargo build --lib --target wasm32-unknown-unknown --no-default-features --features web`"
+);
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -76,6 +76,23 @@ impl ContextOptions {
     }
 }
 
+/// A wgpu error reduced to its kind and message: unlike `wgpu::Error` on the web, it
+/// can be kept by the (`Send`) uncaptured-error handler.
+enum GpuFault {
+    OutOfMemory(String),
+    Validation(String),
+}
+
+impl From<wgpu::Error> for GpuFault {
+    fn from(error: wgpu::Error) -> Self {
+        match error {
+            wgpu::Error::OutOfMemory { source } => GpuFault::OutOfMemory(source.to_string()),
+            wgpu::Error::Validation { description, .. }
+            | wgpu::Error::Internal { description, .. } => GpuFault::Validation(description),
+        }
+    }
+}
+
 type PipelineKey = (&'static str, Vec<(String, String)>);
 
 /// The GPU device with its queue, capabilities and caches. Cheap to share by reference
@@ -93,7 +110,7 @@ pub struct Context {
     uniforms: Mutex<HashMap<(String, Vec<u8>), wgpu::Buffer>>,
     lost: Arc<Mutex<Option<String>>>,
     /// On the web, errors arrive here instead of through a blocking error scope.
-    uncaptured: Arc<Mutex<Option<wgpu::Error>>>,
+    uncaptured: Arc<Mutex<Option<GpuFault>>>,
 }
 
 fn instance(backends: wgpu::Backends) -> wgpu::Instance {
@@ -103,6 +120,7 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn device_type_rank(t: wgpu::DeviceType) -> u8 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -113,6 +131,7 @@ fn device_type_rank(t: wgpu::DeviceType) -> u8 {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
     let info = adapter.get_info();
     AdapterSummary {
@@ -232,7 +251,7 @@ impl Context {
         let uncaptured_slot = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |error| {
             let mut slot = uncaptured_slot.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert(error);
+            slot.get_or_insert(error.into());
         }));
 
         let caps = Capabilities {
@@ -289,7 +308,9 @@ impl Context {
             let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
             let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
             let value = f();
-            let error = pollster::block_on(validation.pop()).or(pollster::block_on(oom.pop()));
+            let error = pollster::block_on(validation.pop())
+                .or(pollster::block_on(oom.pop()))
+                .map(GpuFault::from);
             (value, error)
         };
         #[cfg(target_arch = "wasm32")]
@@ -309,16 +330,15 @@ impl Context {
         }
     }
 
-    fn typed(context: &str, error: wgpu::Error) -> Error {
-        match error {
-            wgpu::Error::OutOfMemory { source } => Error::OutOfMemory {
+    fn typed(context: &str, fault: GpuFault) -> Error {
+        match fault {
+            GpuFault::OutOfMemory(message) => Error::OutOfMemory {
                 context: context.to_string(),
-                message: source.to_string(),
+                message,
             },
-            wgpu::Error::Validation { description, .. }
-            | wgpu::Error::Internal { description, .. } => Error::Validation {
+            GpuFault::Validation(message) => Error::Validation {
                 context: context.to_string(),
-                message: description,
+                message,
             },
         }
     }
@@ -676,6 +696,10 @@ impl Context {
             message: e.to_string(),
         })?;
         self.check_alive()?;
+        // On the web, errors of earlier calls arrive asynchronously; by now the GPU
+        // has run everything before this copy, so a result is never read from a
+        // computation that failed.
+        self.take_uncaptured("running GPU work before a readback")?;
         let data = staging.get_mapped_range(..).map_err(|e| Error::Readback {
             label: label.into(),
             message: e.to_string(),
@@ -808,5 +832,23 @@ mod tests {
         ];
         assert_eq!(op_name("matmul.wgsl", &defines), "matmul[GEMV,Q4_K]");
         assert_eq!(op_name("rms_norm.wgsl", &[]), "rms_norm");
+    }
+
+    use crate::ops::testing::ctx;
+
+    #[test]
+    fn invalid_shader_is_a_validation_error_naming_the_shader() {
+        let shader = Shader {
+            name: "broken.wgsl",
+            source: "@compute @workgroup_size(1) fn main() { let x: f32 = undefined_name; }",
+        };
+        match ctx().pipeline(shader, &[]) {
+            Err(Error::Validation { context, message }) => {
+                assert!(context.contains("broken.wgsl"), "{context}");
+                assert!(!message.is_empty());
+            }
+            Err(other) => panic!("expected a validation error, got {other}"),
+            Ok(_) => panic!("an undefined identifier compiled"),
+        }
     }
 }
