@@ -3,6 +3,8 @@
 //! engine runs whatever prompt a protocol renders.
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod batch;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod engine;
 mod lang;
 pub mod safety_j;

@@ -9,5 +9,7 @@ pub mod forward;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod generate;
 pub mod load;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod open;
 
 pub use forward::{LayerWeights, Logits, Model, Session};

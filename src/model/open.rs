@@ -25,7 +25,12 @@ pub fn open(
         let weights = HfWeights::open(path, hf_dtype)?;
         let json = path.join("tokenizer.json");
         let sp = path.join("tokenizer.model");
-        let read = |p: &Path| std::fs::read(p).map_err(|source| Error::Io { file: p.display().to_string(), source });
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| Error::Io {
+                file: p.display().to_string(),
+                source,
+            })
+        };
         let tokenizer = if json.exists() {
             Tokenizer::from_json_bytes(&read(&json)?)?
         } else if sp.exists() {
