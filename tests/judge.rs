@@ -68,7 +68,7 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 }
 
 fn case(lang: &str) -> (serde_json::Value, Dialogue, Lang) {
-    let r = reference()[lang].clone();
+    let r = reference()["cases"][lang].clone();
     let d = Dialogue::single(
         r["query"].as_str().unwrap(),
         r["response"].as_str().unwrap(),
@@ -82,7 +82,7 @@ fn no_stream(_: &str) -> ControlFlow<()> {
 
 /// P(unsafe) and the prompt's token ids against transformers (f32, dequantized
 /// GGUF). The label log-probabilities differ only by kernel summation order and
-/// quantized-weight arithmetic; 0.01 in probability is far below any verdict margin.
+/// quantized-weight arithmetic; 0.005 in probability is far below any verdict margin.
 fn check_against_reference(lang: &str) {
     let Some(judge) = judge() else { return };
     let (r, dialogue, lang) = case(lang);
@@ -292,7 +292,7 @@ fn free_decoding_agrees_with_scoring_when_it_states_a_label() {
             .unwrap();
         assert_eq!(
             text,
-            r["free_greedy_text"].as_str().unwrap(),
+            r["greedy_text"].as_str().unwrap(),
             "free greedy text ({lang_name})"
         );
         let stated = SafetyJ.parse(&text, lang).label;
