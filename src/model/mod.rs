@@ -5,6 +5,7 @@ pub mod arch;
 pub mod config;
 
 pub use config::ModelConfig;
+pub mod convert;
 pub mod forward;
 pub mod load;
 
