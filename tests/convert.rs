@@ -33,10 +33,11 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Deterministic values in [-scale, scale) (xorshift; never exactly zero matters not).
+/// Deterministic pseudo-random values (xorshift64).
 struct Values(u64);
 
 impl Values {
+    /// `n` values in [center - scale, center + scale).
     fn take(&mut self, n: usize, center: f32, scale: f32) -> Vec<f32> {
         (0..n)
             .map(|_| {

@@ -217,7 +217,7 @@ fn rope_permute_heads(c: &ModelConfig, weight: Weight) -> Option<usize> {
 /// to row `2 * i + j`.
 pub fn permute_rope_rows(values: &[f32], heads: usize, head_dim: usize) -> Result<Vec<f32>> {
     let rows = heads * head_dim;
-    if rows == 0 || head_dim % 2 != 0 || values.len() % rows != 0 {
+    if rows == 0 || !head_dim.is_multiple_of(2) || !values.len().is_multiple_of(rows) {
         return Err(Error::Shape {
             op: "rope row permutation",
             message: format!(
