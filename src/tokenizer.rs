@@ -22,6 +22,7 @@ use tokenizers::{
 };
 
 use crate::error::{Error, Result};
+use crate::formats::gguf::{GgufFile, MetadataValue};
 
 /// GGUF's `tokenizer.ggml.token_type` values, which are also SentencePiece's piece types.
 mod token_type {
@@ -29,6 +30,7 @@ mod token_type {
     pub const UNKNOWN: i32 = 2;
     pub const CONTROL: i32 = 3;
     pub const USER_DEFINED: i32 = 4;
+    pub const UNUSED: i32 = 5;
     pub const BYTE: i32 = 6;
 }
 
@@ -73,6 +75,207 @@ pub struct GgufVocab {
     /// `tokenizer.ggml.add_space_prefix` (`llama` only): whether a space is put before
     /// the text, as SentencePiece's `add_dummy_prefix` does. GGUF's default is true.
     pub add_space_prefix: bool,
+}
+
+impl GgufVocab {
+    /// Reads the `tokenizer.ggml.*` keys of a GGUF file.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let id = |key: &str| -> Option<u32> {
+            file.get(key)
+                .and_then(MetadataValue::as_i128)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        let flag = |key: &str, default: bool| file.get_bool(key).unwrap_or(default);
+        let strings = |key: &str| -> Result<Vec<String>> {
+            match file.get(key) {
+                Some(_) => Ok(file
+                    .get_str_array(key)?
+                    .into_iter()
+                    .map(String::from)
+                    .collect()),
+                None => Ok(Vec::new()),
+            }
+        };
+        let token_type = match file.get("tokenizer.ggml.token_type") {
+            Some(_) => file
+                .get_i64_array("tokenizer.ggml.token_type")?
+                .into_iter()
+                .map(|t| {
+                    i32::try_from(t).map_err(|_| {
+                        tokenizer_error(format!("GGUF token type {t} is out of range"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            model: file.get_str("tokenizer.ggml.model")?.to_string(),
+            pre: file.get_str("tokenizer.ggml.pre").ok().map(String::from),
+            tokens: strings("tokenizer.ggml.tokens")?,
+            scores: match file.get("tokenizer.ggml.scores") {
+                Some(_) => file.get_f32_array("tokenizer.ggml.scores")?,
+                None => Vec::new(),
+            },
+            token_type,
+            merges: strings("tokenizer.ggml.merges")?,
+            bos_id: id("tokenizer.ggml.bos_token_id"),
+            eos_id: id("tokenizer.ggml.eos_token_id"),
+            unknown_id: id("tokenizer.ggml.unknown_token_id"),
+            padding_id: id("tokenizer.ggml.padding_token_id"),
+            add_bos: flag("tokenizer.ggml.add_bos_token", false),
+            add_eos: flag("tokenizer.ggml.add_eos_token", false),
+            add_space_prefix: flag("tokenizer.ggml.add_space_prefix", true),
+        })
+    }
+
+    /// The vocabulary of a SentencePiece `tokenizer.model`, as llama.cpp's converter
+    /// writes it (`llama` model: pieces, scores, piece types, special ids).
+    pub fn from_sentencepiece_model(bytes: &[u8]) -> Result<Self> {
+        let model = SentencePieceModel::parse(bytes)?;
+        let count = model.pieces.len();
+        let special_id = |id: i32| u32::try_from(id).ok().filter(|&id| (id as usize) < count);
+        Ok(Self {
+            model: "llama".to_string(),
+            pre: Some("default".to_string()),
+            bos_id: special_id(model.bos_id),
+            eos_id: special_id(model.eos_id),
+            unknown_id: special_id(model.unk_id),
+            padding_id: None,
+            add_bos: true,
+            add_eos: false,
+            add_space_prefix: model.normalizer.add_dummy_prefix,
+            tokens: model.pieces,
+            scores: model.scores,
+            token_type: model.types,
+            merges: Vec::new(),
+        })
+    }
+
+    /// The vocabulary of a byte-level BPE `tokenizer.json` (GPT-2, Qwen2, Llama 3,
+    /// SmolLM), as llama.cpp's converter writes it: the `gpt2` model with tokens by
+    /// id (gaps filled with `[PAD{id}]`, up to `min_tokens`), merges, special added
+    /// tokens as control tokens, and the pre-tokenizer recognised from its regex.
+    pub fn from_tokenizer_json(bytes: &[u8], min_tokens: usize) -> Result<Self> {
+        let json: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| tokenizer_error(format!("tokenizer.json is not JSON: {e}")))?;
+        let model = &json["model"];
+        if model["type"] != "BPE" || json["decoder"]["type"] != "ByteLevel" {
+            return Err(tokenizer_error(format!(
+                "tokenizer.json has model {} with decoder {}; only byte-level BPE converts to a GGUF gpt2 vocabulary",
+                model["type"], json["decoder"]["type"]
+            )));
+        }
+        let vocab = model["vocab"]
+            .as_object()
+            .ok_or_else(|| tokenizer_error("tokenizer.json has no model.vocab".into()))?;
+        let mut entries: Vec<(u32, String, i32)> = Vec::with_capacity(vocab.len());
+        for (token, id) in vocab {
+            let id = id
+                .as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| {
+                    tokenizer_error(format!(
+                        "tokenizer.json gives token \"{token}\" the id {id}"
+                    ))
+                })?;
+            entries.push((id, token.clone(), token_type::NORMAL));
+        }
+        for added in json["added_tokens"].as_array().into_iter().flatten() {
+            let (Some(id), Some(content)) = (added["id"].as_u64(), added["content"].as_str())
+            else {
+                return Err(tokenizer_error(format!(
+                    "tokenizer.json has an added token without id or content: {added}"
+                )));
+            };
+            let kind = if added["special"].as_bool().unwrap_or(false) {
+                token_type::CONTROL
+            } else {
+                token_type::USER_DEFINED
+            };
+            entries.retain(|(other, _, _)| u64::from(*other) != id);
+            entries.push((id as u32, content.to_string(), kind));
+        }
+        let count = entries
+            .iter()
+            .map(|(id, _, _)| *id as usize + 1)
+            .max()
+            .unwrap_or(0)
+            .max(min_tokens);
+        let mut tokens: Vec<String> = (0..count).map(|id| format!("[PAD{id}]")).collect();
+        let mut token_type = vec![token_type::UNUSED; count];
+        for (id, token, kind) in entries {
+            tokens[id as usize] = token;
+            token_type[id as usize] = kind;
+        }
+        let merges = model["merges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|merge| match merge {
+                serde_json::Value::String(pair) => Ok(pair.clone()),
+                serde_json::Value::Array(pair) if pair.len() == 2 => Ok(format!(
+                    "{} {}",
+                    pair[0].as_str().unwrap_or_default(),
+                    pair[1].as_str().unwrap_or_default()
+                )),
+                other => Err(tokenizer_error(format!(
+                    "tokenizer.json merge {other} is not a pair"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            model: "gpt2".to_string(),
+            pre: Some(byte_level_pre(&json["pre_tokenizer"]).to_string()),
+            tokens,
+            scores: Vec::new(),
+            token_type,
+            merges,
+            bos_id: None,
+            eos_id: None,
+            unknown_id: None,
+            padding_id: None,
+            add_bos: false,
+            add_eos: false,
+            add_space_prefix: false,
+        })
+    }
+}
+
+/// The llama.cpp pre-tokenizer name of a byte-level `pre_tokenizer` JSON: the split
+/// regex of Qwen2 or Llama 3, SmolLM's single digits, or plain GPT-2.
+fn byte_level_pre(pre_tokenizer: &serde_json::Value) -> &'static str {
+    fn collect<'a>(
+        value: &'a serde_json::Value,
+        regexes: &mut Vec<&'a str>,
+        types: &mut Vec<&'a str>,
+    ) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(regex) = map.get("Regex").and_then(|r| r.as_str()) {
+                    regexes.push(regex);
+                }
+                if let Some(kind) = map.get("type").and_then(|t| t.as_str()) {
+                    types.push(kind);
+                }
+                map.values().for_each(|v| collect(v, regexes, types));
+            }
+            serde_json::Value::Array(items) => {
+                items.iter().for_each(|v| collect(v, regexes, types))
+            }
+            _ => {}
+        }
+    }
+    let (mut regexes, mut types) = (Vec::new(), Vec::new());
+    collect(pre_tokenizer, &mut regexes, &mut types);
+    if regexes.contains(&QWEN2_SPLIT) {
+        "qwen2"
+    } else if regexes.contains(&LLAMA3_SPLIT) {
+        "llama-bpe"
+    } else if types.contains(&"Digits") {
+        "smollm"
+    } else {
+        "gpt2"
+    }
 }
 
 /// How token ids turn back into bytes.

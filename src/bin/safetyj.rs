@@ -58,6 +58,77 @@ enum Command {
         #[arg(long)]
         profile: bool,
     },
+    /// Convert a Hugging Face checkpoint (bf16/f16/f32 safetensors) into a quantized
+    /// GGUF file with its config, tokenizer and chat template in the metadata.
+    Quantize {
+        /// A checkpoint directory (config.json + safetensors) or one .safetensors file
+        /// with config.json beside it.
+        source: std::path::PathBuf,
+        /// The GGUF file to write.
+        #[arg(short, long)]
+        out: std::path::PathBuf,
+        /// Block type of the matrices: q4_k, q4_0 or q8_0.
+        #[arg(long = "type", default_value = "q4_k", value_parser = parse_quant_type)]
+        dtype: safetyj::quant::DType,
+    },
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{:.1} KiB", b as f64 / 1024.0),
+    }
+}
+
+fn parse_quant_type(name: &str) -> Result<safetyj::quant::DType, String> {
+    use safetyj::model::convert::QUANTIZE_TYPES;
+    QUANTIZE_TYPES
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| format!("\"{name}\" is not one of q4_k, q4_0, q8_0"))
+}
+
+fn quantize(
+    source: &std::path::Path,
+    out: &std::path::Path,
+    dtype: safetyj::quant::DType,
+) -> safetyj::Result<()> {
+    let started = std::time::Instant::now();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} tensors {elapsed_precise} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = safetyj::model::convert::quantize_checkpoint(
+        source,
+        out,
+        dtype,
+        &mut |done, total, tensor| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(tensor.to_string());
+        },
+    );
+    bar.finish_and_clear();
+    let report = report?;
+    println!(
+        "wrote {} ({}, {dtype}): {} tensors, {} in → {} out, {:.1} s{}",
+        out.display(),
+        report.arch.gguf_name(),
+        report.tensors,
+        human_bytes(report.bytes_in),
+        human_bytes(report.bytes_out),
+        started.elapsed().as_secs_f64(),
+        if report.tokenizer {
+            ""
+        } else {
+            " (no tokenizer found beside the checkpoint)"
+        }
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -82,6 +153,7 @@ fn main() -> ExitCode {
         ),
         Command::Judge(args) => judge(args),
         Command::Generate(args) => generate(args),
+        Command::Quantize { source, out, dtype } => quantize(&source, &out, dtype),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -318,7 +390,19 @@ fn eval(command: EvalCommand) -> safetyj::Result<()> {
     }
     Ok(())
 }
+
 fn bench(model: &str, options: &BenchOptions, json: bool) -> safetyj::Result<()> {
+    let ctx = gpu_context()?;
+    let report = safetyj::bench::run(&ctx, model, options)?;
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| safetyj::Error::InvalidInput(format!("report to JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
 
 /// Where the model comes from: a GGUF file, a Hugging Face folder, or a preset name
 /// from models/presets.json (downloaded into the cache on first use).
@@ -333,14 +417,23 @@ struct ModelArg {
 fn load_model(
     ctx: &Context,
     arg: &ModelArg,
-) -> safetyj::Result<(safetyj::model::Model, safetyj::tokenizer::Tokenizer, safetyj::fetch::ResolvedModel)> {
+) -> safetyj::Result<(
+    safetyj::model::Model,
+    safetyj::tokenizer::Tokenizer,
+    safetyj::fetch::ResolvedModel,
+)> {
     use safetyj::fetch::{resolve, ModelKind};
     let mut last = std::time::Instant::now();
     let resolved = resolve(&arg.model, &mut |p: safetyj::fetch::Progress| {
         if last.elapsed().as_millis() > 500 || Some(p.done) == p.total {
             last = std::time::Instant::now();
             match p.total {
-                Some(total) => eprint!("\rdownloading {}: {} / {} MiB   ", p.file, p.done >> 20, total >> 20),
+                Some(total) => eprint!(
+                    "\rdownloading {}: {} / {} MiB   ",
+                    p.file,
+                    p.done >> 20,
+                    total >> 20
+                ),
                 None => eprint!("\rdownloading {}: {} MiB   ", p.file, p.done >> 20),
             }
         }
@@ -361,13 +454,6 @@ fn gpu_context() -> safetyj::Result<Context> {
     if let Some(notice) = ctx.software_notice() {
         eprintln!("{notice}");
     }
-    let report = safetyj::bench::run(&ctx, model, options)?;
-    if json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| safetyj::Error::InvalidInput(format!("report to JSON: {e}")))?;
-        println!("{text}");
-    } else {
-        print_report(&report);
     Ok(ctx)
 }
 
@@ -414,12 +500,20 @@ fn judge(args: JudgeArgs) -> safetyj::Result<()> {
         "auto" => None,
         "en" => Some(Lang::En),
         "zh" => Some(Lang::Zh),
-        other => return Err(safetyj::Error::InvalidInput(format!("--lang must be en, zh or auto, not \"{other}\""))),
+        other => {
+            return Err(safetyj::Error::InvalidInput(format!(
+                "--lang must be en, zh or auto, not \"{other}\""
+            )))
+        }
     };
     let mode = match args.mode.as_str() {
         "verdict" => Mode::Verdict,
         "critique" => Mode::Critique,
-        other => return Err(safetyj::Error::InvalidInput(format!("--mode must be verdict or critique, not \"{other}\""))),
+        other => {
+            return Err(safetyj::Error::InvalidInput(format!(
+                "--mode must be verdict or critique, not \"{other}\""
+            )))
+        }
     };
     let ctx = gpu_context()?;
     let (model, tokenizer, resolved) = load_model(&ctx, &args.model)?;
@@ -427,7 +521,11 @@ fn judge(args: JudgeArgs) -> safetyj::Result<()> {
     if let Some(notice) = &stand_in {
         eprintln!("{notice}");
     }
-    let options = JudgeOptions { threshold: args.threshold, max_critique_tokens: args.max_critique_tokens, ..Default::default() };
+    let options = JudgeOptions {
+        threshold: args.threshold,
+        max_critique_tokens: args.max_critique_tokens,
+        ..Default::default()
+    };
     let judge = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options)?;
     if let (Some(input), Some(output)) = (&args.input, &args.output) {
         let summary = safetyj::judge::batch::run(&judge, input, output, mode, |done, total| {
@@ -443,8 +541,15 @@ fn judge(args: JudgeArgs) -> safetyj::Result<()> {
         );
         return Ok(());
     }
-    let dialogue = Dialogue::single(args.query.unwrap_or_default(), args.response.unwrap_or_default());
-    let request = JudgeRequest { dialogue, lang, mode };
+    let dialogue = Dialogue::single(
+        args.query.unwrap_or_default(),
+        args.response.unwrap_or_default(),
+    );
+    let request = JudgeRequest {
+        dialogue,
+        lang,
+        mode,
+    };
     let streaming = !args.json && mode == Mode::Critique;
     if streaming {
         print!("analysis: ");
@@ -548,6 +653,8 @@ fn print_ops(title: &str, ops: &[OpTime]) {
             100.0 * o.fraction
         );
     }
+}
+
 #[derive(clap::Args)]
 struct GenerateArgs {
     #[command(flatten)]
@@ -582,7 +689,9 @@ fn generate(args: GenerateArgs) -> safetyj::Result<()> {
     let (model, tokenizer, _) = load_model(&ctx, &args.model)?;
     let mut ids = Vec::new();
     if args.chat {
-        ids.extend(tokenizer.encode_special("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")?);
+        ids.extend(tokenizer.encode_special(
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
+        )?);
         ids.extend(tokenizer.encode_text(&args.prompt)?);
         ids.extend(tokenizer.encode_special("<|im_end|>\n<|im_start|>assistant\n")?);
     } else {
@@ -590,20 +699,38 @@ fn generate(args: GenerateArgs) -> safetyj::Result<()> {
         ids.extend(tokenizer.encode_text(&args.prompt)?);
     }
     let sampling = if args.temperature > 0.0 {
-        Sampling::Random { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed }
+        Sampling::Random {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        }
     } else {
         Sampling::Greedy
     };
     let mut stop_tokens: Vec<u32> = tokenizer.eos_id().into_iter().collect();
     stop_tokens.extend(tokenizer.token_id("<|im_end|>"));
-    let options = GenerateOptions { max_tokens: args.max_tokens, sampling, stop_tokens, stop_strings: Vec::new() };
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling,
+        stop_tokens,
+        stop_strings: Vec::new(),
+    };
     let capacity = (ids.len() + args.max_tokens + 1).min(model.config.context);
     let mut session = model.new_session(&ctx, capacity)?;
-    let generation = generate(&ctx, &model, &tokenizer, &mut session, &ids, &options, |piece| {
-        print!("{piece}");
-        let _ = std::io::stdout().flush();
-        std::ops::ControlFlow::Continue(())
-    })?;
+    let generation = generate(
+        &ctx,
+        &model,
+        &tokenizer,
+        &mut session,
+        &ids,
+        &options,
+        |piece| {
+            print!("{piece}");
+            let _ = std::io::stdout().flush();
+            std::ops::ControlFlow::Continue(())
+        },
+    )?;
     println!();
     let tokens = generation.tokens.len();
     eprintln!(

@@ -1,7 +1,7 @@
 //! Loading weights onto the GPU from a GGUF file or a Hugging Face checkpoint,
 //! through one [`WeightSource`] interface, so the forward pass never knows which.
 
-use super::arch::{split_internlm2_qkv, Arch, HfSource, Weight};
+use super::arch::{split_internlm2_qkv, Arch, HfSource, QkvPart, Weight};
 use super::config::ModelConfig;
 use super::forward::{LayerWeights, Model};
 use crate::error::{Error, Result};
@@ -166,6 +166,24 @@ impl HfWeights {
         })
     }
 
+    /// Opens a checkpoint given as a directory (as [`HfWeights::open`]) or as one
+    /// `.safetensors` file with config.json beside it.
+    pub fn open_path(path: &std::path::Path, dtype: DType) -> Result<HfWeights> {
+        if path.is_dir() {
+            return HfWeights::open(path, dtype);
+        }
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let hf = HfConfig::open(dir.join("config.json"))?;
+        let source = crate::formats::MmapSource::open(path)?;
+        let checkpoint = SafetensorsCheckpoint::single(Box::new(source))?;
+        Ok(HfWeights {
+            name: path.display().to_string(),
+            hf,
+            checkpoint,
+            dtype,
+        })
+    }
+
     /// The parsed config.json.
     pub fn hf_config(&self) -> &HfConfig {
         &self.hf
@@ -173,6 +191,25 @@ impl HfWeights {
 
     fn arch(&self) -> Result<Arch> {
         Arch::from_name(&self.hf.model_type)
+    }
+
+    /// The shape (rows, cols) of `weight`, from the safetensors headers alone.
+    pub fn shape(&self, weight: Weight) -> Result<(usize, usize)> {
+        let arch = self.arch()?;
+        let c = &self.hf;
+        let (name, part) = match weight.hf_source(arch) {
+            HfSource::Whole(name) => (name, None),
+            HfSource::FusedQkv { name, part } => (name, Some(part)),
+        };
+        let info = self.checkpoint.tensor(&name)?;
+        let rows = info.shape.first().copied().unwrap_or(1) as usize;
+        let cols = (info.shape.iter().skip(1).product::<u64>() as usize).max(1);
+        let rows = match part {
+            None => rows,
+            Some(QkvPart::Q) => c.num_attention_heads * c.head_dim,
+            Some(QkvPart::K | QkvPart::V) => c.num_key_value_heads * c.head_dim,
+        };
+        Ok((rows, cols))
     }
 
     /// The f32 values and shape (rows, cols) of `weight`.

@@ -5,6 +5,7 @@ pub mod arch;
 pub mod config;
 
 pub use config::ModelConfig;
+pub mod convert;
 pub mod forward;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod generate;
