@@ -119,3 +119,171 @@ fn tiny_qwen2_with_qkv_bias_matches_transformers() {
 fn tiny_internlm2_is_the_llama_network_re_laid_out() {
     check_checkpoint("tiny-internlm2", "tiny-llama");
 }
+
+mod bad_input {
+    //! Checkpoints that must be refused with an error naming the file and what is
+    //! wrong: GGUF files derived from tiny-llama with one thing broken.
+
+    use super::*;
+    use safetyj::formats::{GgufFile, GgufPlan, GgufWriter, MetadataValue, MmapSource};
+    use safetyj::model::load::GgufWeights;
+
+    /// tiny-llama as a GGUF file (written once per test binary by `safetyj quantize`'s
+    /// library function).
+    fn tiny_gguf() -> PathBuf {
+        static PATH: OnceLock<PathBuf> = OnceLock::new();
+        PATH.get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("safetyj-bad-input-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join("tiny-llama.gguf");
+            safetyj::model::convert::quantize_checkpoint(
+                &fixture("tiny-llama"),
+                &out,
+                DType::Q8_0,
+                &mut |_, _, _| {},
+            )
+            .unwrap();
+            out
+        })
+        .clone()
+    }
+
+    /// A copy of tiny-llama's GGUF with `metadata` overrides applied and each tensor
+    /// passed through `tensor` (return `None` to drop it).
+    fn broken(
+        name: &str,
+        metadata: &[(&str, MetadataValue)],
+        tensor: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>,
+    ) -> PathBuf {
+        let src = MmapSource::open(tiny_gguf()).unwrap();
+        let file = GgufFile::read(&src).unwrap();
+        let mut plan = GgufPlan::new();
+        for (key, value) in file.metadata() {
+            let value = metadata
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or(value.clone(), |(_, v)| v.clone());
+            plan.add_metadata(key.clone(), value).unwrap();
+        }
+        let mut kept = Vec::new();
+        for info in file.tensors() {
+            if let Some(bytes) = tensor(&info.name, file.read_tensor(&src, &info.name).unwrap()) {
+                plan.add_tensor(info.name.clone(), &info.dims, info.dtype)
+                    .unwrap();
+                kept.push((info.name.clone(), bytes));
+            }
+        }
+        let out = tiny_gguf().with_file_name(format!("{name}.gguf"));
+        let mut writer =
+            GgufWriter::start(std::fs::File::create(&out).unwrap(), name, &plan).unwrap();
+        for (tensor_name, bytes) in &kept {
+            writer.write_tensor(tensor_name, bytes).unwrap();
+        }
+        writer.finish().unwrap();
+        out
+    }
+
+    fn load_error(path: &Path) -> String {
+        let ctx = ctx();
+        let weights = match GgufWeights::new(Box::new(MmapSource::open(path).unwrap())) {
+            Ok(w) => w,
+            Err(e) => return e.to_string(),
+        };
+        match Model::load(ctx, &weights, |_, _| {}) {
+            Ok(_) => panic!("{} loaded", path.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_unbroken_file_loads_and_matches_the_checkpoint() {
+        let ctx = ctx();
+        let weights = GgufWeights::new(Box::new(MmapSource::open(tiny_gguf()).unwrap())).unwrap();
+        let model = Model::load(ctx, &weights, |_, _| {}).unwrap();
+        let want = expected("tiny-llama");
+        let mut session = model.new_session(ctx, 32).unwrap();
+        let logits = model
+            .forward(ctx, &mut session, &want.prompt, Logits::All)
+            .unwrap()
+            .read_f32(ctx)
+            .unwrap();
+        // tiny-llama's widths (72) are not whole Q8_0 blocks, so it stays F32: the GGUF
+        // (Q/K rows permuted for interleaved rope) must give transformers' logits.
+        let diff = max_diff(&logits, &want.logits);
+        assert!(diff < TOLERANCE, "GGUF of tiny-llama differs by {diff}");
+    }
+
+    #[test]
+    fn unknown_architecture() {
+        let path = broken(
+            "arch",
+            &[(
+                "general.architecture",
+                MetadataValue::String("gpt-neox".into()),
+            )],
+            |_, b| Some(b),
+        );
+        let err = load_error(&path);
+        assert!(err.contains("\"gpt-neox\" is not supported"), "{err}");
+    }
+
+    #[test]
+    fn missing_tensor() {
+        let path = broken("missing", &[], |name, b| {
+            (name != "blk.1.ffn_up.weight").then_some(b)
+        });
+        let err = load_error(&path);
+        assert!(err.contains("blk.1.ffn_up.weight"), "{err}");
+    }
+
+    #[test]
+    fn shapes_that_disagree_with_the_config() {
+        let path = broken(
+            "shapes",
+            &[("llama.feed_forward_length", MetadataValue::U32(140))],
+            |_, b| Some(b),
+        );
+        let err = load_error(&path);
+        assert!(
+            err.contains("ffn_gate.weight") && err.contains("140"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn non_finite_weights() {
+        let path = broken("nan", &[], |name, mut b| {
+            if name == "blk.0.attn_q.weight" {
+                b[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+            Some(b)
+        });
+        let err = load_error(&path);
+        assert!(
+            err.contains("blk.0.attn_q.weight") && err.contains("non-finite"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn prompt_longer_than_the_context() {
+        let ctx = ctx();
+        let weights = GgufWeights::new(Box::new(MmapSource::open(tiny_gguf()).unwrap())).unwrap();
+        let model = Model::load(ctx, &weights, |_, _| {}).unwrap();
+        assert!(model.new_session(ctx, model.config.context + 1).is_err());
+        let mut session = model.new_session(ctx, 8).unwrap();
+        let err = model
+            .forward(ctx, &mut session, &[1; 9], Logits::Last)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("exceed its capacity of 8"), "{err}");
+        let err = model
+            .forward(ctx, &mut session, &[100_000], Logits::Last)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("100000"), "{err}");
+    }
+}

@@ -443,7 +443,9 @@ fn load_model(
     };
     let (model, tokenizer) =
         safetyj::model::open::open(ctx, &path, safetyj::quant::DType::Q4_K, |done, total| {
-            eprint!("\rloading {}: {done}/{total} tensors", path.display());
+            if done == total || done % (total / 10).max(1) == 0 {
+                eprint!("\rloading {}: {done}/{total} tensors", path.display());
+            }
         })?;
     eprintln!();
     Ok((model, tokenizer, resolved))

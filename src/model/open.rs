@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
+use super::convert::quantize_checkpoint;
 use super::forward::Model;
-use super::load::{GgufWeights, HfWeights};
+use super::load::GgufWeights;
 use crate::error::{Error, Result};
 use crate::formats::MmapSource;
 use crate::gpu::Context;
@@ -12,41 +13,34 @@ use crate::quant::DType;
 use crate::tokenizer::{GgufVocab, Tokenizer};
 
 /// Loads `path`: a GGUF file (weights as stored, tokenizer from its metadata) or a
-/// Hugging Face folder (weights quantized to `hf_dtype` while loading; tokenizer from
-/// `tokenizer.json` or SentencePiece `tokenizer.model`). `progress` gets (tensors
-/// done, tensors total).
+/// Hugging Face folder. A folder is quantized to `hf_dtype` once, into
+/// `<folder>/safetyj-<type>.gguf` (written beside a `.part` and renamed when complete),
+/// and that file is what loads, now and on every later run. `progress` gets (tensors
+/// done, tensors total) of whichever step is running.
 pub fn open(
     ctx: &Context,
     path: &Path,
     hf_dtype: DType,
-    progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize, usize),
 ) -> Result<(Model, Tokenizer)> {
-    if path.is_dir() {
-        let weights = HfWeights::open(path, hf_dtype)?;
-        let json = path.join("tokenizer.json");
-        let sp = path.join("tokenizer.model");
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| Error::Io {
-                file: p.display().to_string(),
+    let gguf = if path.is_dir() {
+        let cached = path.join(format!("safetyj-{}.gguf", hf_dtype.name().to_lowercase()));
+        if !cached.exists() {
+            let part = cached.with_extension("gguf.part");
+            quantize_checkpoint(path, &part, hf_dtype, &mut |done, total, _| {
+                progress(done, total)
+            })?;
+            std::fs::rename(&part, &cached).map_err(|source| Error::Io {
+                file: cached.display().to_string(),
                 source,
-            })
-        };
-        let tokenizer = if json.exists() {
-            Tokenizer::from_json_bytes(&read(&json)?)?
-        } else if sp.exists() {
-            Tokenizer::from_sentencepiece_model(&read(&sp)?)?
-        } else {
-            return Err(Error::Format {
-                file: path.display().to_string(),
-                message: "no tokenizer.json or tokenizer.model in the checkpoint folder".into(),
-            });
-        };
-        let model = Model::load(ctx, &weights, progress)?;
-        Ok((model, tokenizer))
+            })?;
+        }
+        cached
     } else {
-        let weights = GgufWeights::new(Box::new(MmapSource::open(path)?))?;
-        let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(weights.file())?)?;
-        let model = Model::load(ctx, &weights, progress)?;
-        Ok((model, tokenizer))
-    }
+        path.to_path_buf()
+    };
+    let weights = GgufWeights::new(Box::new(MmapSource::open(&gguf)?))?;
+    let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(weights.file())?)?;
+    let model = Model::load(ctx, &weights, progress)?;
+    Ok((model, tokenizer))
 }
