@@ -88,7 +88,18 @@ struct JudgeState {
     prefix: Option<PrefixCache>,
 }
 
-/// Token ids that end a critique: the tokenizer's EOS and ChatML's `<|im_end|>`.
+/// Greedy decoding of at most `max_tokens` that ends with the turn: at the
+/// tokenizer's EOS or ChatML's `<|im_end|>`, as a token or as text.
+fn greedy_until_end(tokenizer: &Tokenizer, max_tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens,
+        sampling: Sampling::Greedy,
+        stop_tokens: stop_tokens(tokenizer),
+        stop_strings: vec!["<|im_end|>".into()],
+    }
+}
+
+/// Token ids that end a turn: the tokenizer's EOS and the usual end-of-turn tokens.
 fn stop_tokens(tokenizer: &Tokenizer) -> Vec<u32> {
     let mut stops: Vec<u32> = tokenizer.eos_id().into_iter().collect();
     stops.extend(
@@ -303,12 +314,7 @@ impl Judge {
                     &unsafe_ids
                 };
                 state.session.truncate(base)?;
-                let options = GenerateOptions {
-                    max_tokens: self.options.max_critique_tokens,
-                    sampling: Sampling::Greedy,
-                    stop_tokens: stop_tokens(&self.tokenizer),
-                    stop_strings: vec!["<|im_end|>".into()],
-                };
+                let options = greedy_until_end(&self.tokenizer, self.options.max_critique_tokens);
                 let generation = generate::generate(
                     &self.ctx,
                     &self.model,
@@ -402,12 +408,7 @@ impl Judge {
             .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))?;
         state.session.truncate(0)?;
         state.prefix = None;
-        let options = GenerateOptions {
-            max_tokens,
-            sampling: Sampling::Greedy,
-            stop_tokens: stop_tokens(&self.tokenizer),
-            stop_strings: vec!["<|im_end|>".into()],
-        };
+        let options = greedy_until_end(&self.tokenizer, max_tokens);
         let generation = generate::generate(
             &self.ctx,
             &self.model,
