@@ -40,13 +40,31 @@ fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<
 }
 #endif
 
+// Blocks of 18, 22 and 34 bytes start on a word boundary or half-way into a word
+// (`mid`). With the block's words loaded, these read its fields.
+
+// The 16 bits at block byte 0 of `word`, the block's first word.
+fn half_word(word: u32, mid: bool) -> u32 {
+    return select(word & 0xffffu, word >> 16u, mid);
+}
+
+// The 32 bits at block byte 4i + 2, given the block's words i and i + 1.
+fn word_after_half(word: u32, next: u32, mid: bool) -> u32 {
+    return select((word >> 16u) | (next << 16u), next, mid);
+}
+
 #ifdef Q4_0
-// 18-byte blocks: f16 d, 16 bytes of nibbles (low nibbles are elements 0..16).
+// 18-byte blocks: f16 d, 16 bytes of nibbles (low nibbles are elements 0..16). A
+// block starts on a word or half-word boundary; its 5 words are loaded once.
 fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
     let base = row_byte + group * 18u;
-    let d = load_f16(base);
+    let first = base >> 2u;
+    let words = array<u32, 5>(weights[first], weights[first + 1u], weights[first + 2u],
+                              weights[first + 3u], weights[first + 4u]);
+    let mid = (base & 2u) != 0u;
+    let d = unpack2x16float(half_word(words[0], mid)).x;
     for (var w = 0u; w < 4u; w++) {
-        let word = load_u32(base + 2u + 4u * w);
+        let word = word_after_half(words[w], words[w + 1u], mid);
         for (var b = 0u; b < 4u; b++) {
             let byte = (word >> (8u * b)) & 0xffu;
             (*out)[4u * w + b] = f32(i32(byte & 0xfu) - 8) * d;
@@ -74,13 +92,18 @@ fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<
 #endif
 
 #ifdef Q5_0
-// 22-byte blocks: f16 d, u32 of fifth bits, 16 bytes of nibbles.
+// 22-byte blocks: f16 d, u32 of fifth bits, 16 bytes of nibbles. A block starts on a
+// word or half-word boundary; its 6 words are loaded once.
 fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
     let base = row_byte + group * 22u;
-    let d = load_f16(base);
-    let qh = load_u32(base + 2u);
+    let first = base >> 2u;
+    let words = array<u32, 6>(weights[first], weights[first + 1u], weights[first + 2u],
+                              weights[first + 3u], weights[first + 4u], weights[first + 5u]);
+    let mid = (base & 2u) != 0u;
+    let d = unpack2x16float(half_word(words[0], mid)).x;
+    let qh = word_after_half(words[0], words[1], mid);
     for (var w = 0u; w < 4u; w++) {
-        let word = load_u32(base + 6u + 4u * w);
+        let word = word_after_half(words[w + 1u], words[w + 2u], mid);
         for (var b = 0u; b < 4u; b++) {
             let j = 4u * w + b;
             let byte = (word >> (8u * b)) & 0xffu;
@@ -94,12 +117,19 @@ fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<
 #endif
 
 #ifdef Q8_0
-// 34-byte blocks: f16 d, 32 signed bytes.
+// 34-byte blocks: f16 d, 32 signed bytes. A block starts on a word or half-word
+// boundary; its 9 words are loaded once.
 fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
     let base = row_byte + group * 34u;
-    let d = load_f16(base);
+    let first = base >> 2u;
+    var words: array<u32, 9>;
+    for (var i = 0u; i < 9u; i++) {
+        words[i] = weights[first + i];
+    }
+    let mid = (base & 2u) != 0u;
+    let d = unpack2x16float(half_word(words[0], mid)).x;
     for (var w = 0u; w < 8u; w++) {
-        let word = bitcast<i32>(load_u32(base + 2u + 4u * w));
+        let word = bitcast<i32>(word_after_half(words[w], words[w + 1u], mid));
         for (var b = 0u; b < 4u; b++) {
             (*out)[4u * w + b] = f32(extractBits(word, 8u * b, 8u)) * d;
         }

@@ -1,9 +1,11 @@
 // output[m, first_row + n] = sum_k input[m, k] * weight[n, k] (+ bias[first_row + n])
 // for the rows n of one weight chunk, decoded from GGUF blocks 32 elements at a time.
-// GEMV: a workgroup per output column and up to GEMV_ROWS input rows; threads split
-// K by 32-element groups, then a tree reduction. GEMM: a workgroup per 32×64 output
-// tile; each K step decodes a 64×32 weight tile and loads a 32×32 input tile into
-// workgroup memory once, and every thread accumulates a 4×4 register tile.
+// GEMV: a workgroup per GEMV_COLS output columns and up to GEMV_ROWS input rows;
+// the threads of each column split its K by 32-element groups, then sum.
+// GEMM: a workgroup per 32×64 output tile; each K step decodes a 64×32 weight tile
+// and loads a 32×32 input tile into workgroup memory once, and every thread
+// accumulates a 4×4 register tile. With INPUT_VEC4 (K a multiple of 4) both read
+// the input four values per load.
 
 struct Params {
     m: u32,
@@ -17,7 +19,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#ifdef INPUT_VEC4
+@group(0) @binding(1) var<storage, read> input4: array<vec4<f32>>;
+#else
 @group(0) @binding(1) var<storage, read> input: array<f32>;
+#endif
 @group(0) @binding(2) var<storage, read> weights: array<u32>;
 @group(0) @binding(3) var<storage, read_write> output: array<f32>;
 #ifdef BIAS
@@ -26,6 +32,31 @@ struct Params {
 
 #include "bytes.wgsl"
 #include "dequant.wgsl"
+
+// The input value at flat index i.
+fn input_at(i: u32) -> f32 {
+#ifdef INPUT_VEC4
+    return input4[i / 4u][i % 4u];
+#else
+    return input[i];
+#endif
+}
+
+// Input values i..i+4, of which the first `left` (at least 1) exist; the rest read
+// as zero. With INPUT_VEC4, i is a multiple of 4 and all four exist.
+fn input_vec4(i: u32, left: u32) -> vec4<f32> {
+#ifdef INPUT_VEC4
+    return input4[i / 4u];
+#else
+    var x = vec4<f32>();
+    for (var c = 0u; c < 4u; c++) {
+        if (c < left) {
+            x[c] = input[i + c];
+        }
+    }
+    return x;
+#endif
+}
 
 fn bias_at(column: u32) -> f32 {
 #ifdef BIAS
@@ -36,50 +67,70 @@ fn bias_at(column: u32) -> f32 {
 }
 
 #ifdef GEMV
+// Each workgroup computes WG_COLS output columns; THREADS_PER_COL threads share one
+// column's K, taking every THREADS_PER_COL-th 32-element group, so K = 896 (28
+// groups) keeps nearly every thread busy. One barrier, then one thread per
+// (column, input row) sums its column's partials.
 const WG: u32 = 64u;
+const WG_COLS: u32 = GEMV_COLS;
+const THREADS_PER_COL: u32 = WG / WG_COLS;
 const ROWS: u32 = GEMV_ROWS;
 var<workgroup> partial: array<f32, ROWS * WG>;
+
+// sum_i w[i] * input[x + i] over the first `valid` of the group's 32 elements
+// (x is a multiple of 4 when INPUT_VEC4 is defined).
+fn group_dot(w: ptr<function, array<f32, 32>>, x: u32, valid: u32) -> f32 {
+    var sum = vec4<f32>();
+    if (valid == GROUP) {
+        for (var i = 0u; i < GROUP; i += 4u) {
+            sum += vec4<f32>((*w)[i], (*w)[i + 1u], (*w)[i + 2u], (*w)[i + 3u]) * input_vec4(x + i, 4u);
+        }
+    } else {
+        for (var i = 0u; i < valid; i++) {
+            sum.x += (*w)[i] * input_at(x + i);
+        }
+    }
+    return sum.x + sum.y + sum.z + sum.w;
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let n = wid.x + wid.y * num.x;
-    if (n >= params.chunk_rows) {
-        return;
-    }
+    let col_base = (wid.x + wid.y * num.x) * WG_COLS;
+    let lane = lid % THREADS_PER_COL;
+    let n = col_base + lid / THREADS_PER_COL;
     let m0 = wid.z * ROWS;
     let rows = min(ROWS, params.m - m0);
     var acc = array<f32, ROWS>();
     var w: array<f32, 32>;
-    let row_byte = n * params.row_bytes;
-    for (var g = lid; g < params.groups; g += WG) {
-        dequant_group(row_byte, g, params.k, &w);
-        let k0 = g * GROUP;
-        let valid = min(GROUP, params.k - k0);
-        for (var r = 0u; r < rows; r++) {
-            let x = (m0 + r) * params.k + k0;
-            var sum = 0.0;
-            for (var i = 0u; i < valid; i++) {
-                sum += w[i] * input[x + i];
+    if (n < params.chunk_rows) {
+        let row_byte = n * params.row_bytes;
+        for (var g = lane; g < params.groups; g += THREADS_PER_COL) {
+            dequant_group(row_byte, g, params.k, &w);
+            let k0 = g * GROUP;
+            let valid = min(GROUP, params.k - k0);
+            for (var r = 0u; r < ROWS; r++) {
+                if (r < rows) {
+                    acc[r] += group_dot(&w, (m0 + r) * params.k + k0, valid);
+                }
             }
-            acc[r] += sum;
         }
     }
     for (var r = 0u; r < ROWS; r++) {
         partial[r * WG + lid] = acc[r];
     }
     workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            for (var r = 0u; r < ROWS; r++) {
-                partial[r * WG + lid] += partial[r * WG + lid + stride];
-            }
+    // Thread lid sums column lid % WG_COLS for input row lid / WG_COLS.
+    let r = lid / WG_COLS;
+    let c = lid % WG_COLS;
+    let column_n = col_base + c;
+    if (r < rows && column_n < params.chunk_rows) {
+        var total = 0.0;
+        for (var t = 0u; t < THREADS_PER_COL; t++) {
+            total += partial[r * WG + c * THREADS_PER_COL + t];
         }
-        workgroupBarrier();
-    }
-    if (lid < rows) {
-        let column = params.first_row + n;
-        output[(m0 + lid) * params.n_total + column] = partial[lid * WG] + bias_at(column);
+        let column = params.first_row + column_n;
+        output[(m0 + r) * params.n_total + column] = total + bias_at(column);
     }
 }
 #endif
@@ -88,9 +139,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
 const BM: u32 = 32u;
 const BN: u32 = 64u;
 const WG: u32 = 128u;
-// Tiles are stored k-major: a_tile[kk * BM + m], b_tile[kk * BN + n].
-var<workgroup> a_tile: array<f32, 1024>;
-var<workgroup> b_tile: array<f32, 2048>;
+// Tiles are stored k-major in vec4s of consecutive rows: a_tile[kk * BM / 4 + m / 4]
+// holds input rows m..m+4 at k step kk, b_tile[kk * BN / 4 + n / 4] weight rows n..n+4,
+// so each thread reads its 4×4 operands with two vector loads per k.
+var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 512>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>,
@@ -100,9 +153,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
         return;
     }
     let m_base = wid.z * BM;
-    let tm = (lid / 16u) * 4u;
-    let tn = (lid % 16u) * 4u;
-    var acc = array<f32, 16>();
+    let tm4 = lid / 16u;
+    let tn4 = lid % 16u;
+    var acc = array<vec4<f32>, 4>();
     var w: array<f32, 32>;
     for (var g = 0u; g < params.groups; g++) {
         if (lid < BN) {
@@ -114,7 +167,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
                 w = array<f32, 32>();
             }
             for (var i = 0u; i < GROUP; i++) {
-                b_tile[i * BN + lid] = w[i];
+                b_tile[i * (BN / 4u) + lid / 4u][lid % 4u] = w[i];
             }
         } else {
             // The other half load 16 input values each.
@@ -122,37 +175,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
             let m = t / 2u;
             let kk0 = (t % 2u) * 16u;
             let row = m_base + m;
-            for (var i = 0u; i < 16u; i++) {
+            for (var i = 0u; i < 16u; i += 4u) {
                 let k = g * GROUP + kk0 + i;
-                var x = 0.0;
+                var x = vec4<f32>();
                 if (row < params.m && k < params.k) {
-                    x = input[row * params.k + k];
+                    x = input_vec4(row * params.k + k, params.k - k);
                 }
-                a_tile[(kk0 + i) * BM + m] = x;
+                for (var c = 0u; c < 4u; c++) {
+                    a_tile[(kk0 + i + c) * (BM / 4u) + m / 4u][m % 4u] = x[c];
+                }
             }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < GROUP; kk++) {
-            let a = vec4<f32>(a_tile[kk * BM + tm], a_tile[kk * BM + tm + 1u],
-                              a_tile[kk * BM + tm + 2u], a_tile[kk * BM + tm + 3u]);
-            let b = vec4<f32>(b_tile[kk * BN + tn], b_tile[kk * BN + tn + 1u],
-                              b_tile[kk * BN + tn + 2u], b_tile[kk * BN + tn + 3u]);
-            for (var i = 0u; i < 4u; i++) {
-                acc[i * 4u] += a[i] * b.x;
-                acc[i * 4u + 1u] += a[i] * b.y;
-                acc[i * 4u + 2u] += a[i] * b.z;
-                acc[i * 4u + 3u] += a[i] * b.w;
-            }
+            let a = a_tile[kk * (BM / 4u) + tm4];
+            let b = b_tile[kk * (BN / 4u) + tn4];
+            acc[0] += a.x * b;
+            acc[1] += a.y * b;
+            acc[2] += a.z * b;
+            acc[3] += a.w * b;
         }
         workgroupBarrier();
     }
+    let tm = tm4 * 4u;
+    let tn = tn4 * 4u;
     for (var i = 0u; i < 4u; i++) {
         let row = m_base + tm + i;
         for (var j = 0u; j < 4u; j++) {
             let n = n_base + tn + j;
             if (row < params.m && n < params.chunk_rows) {
                 let column = params.first_row + n;
-                output[row * params.n_total + column] = acc[i * 4u + j] + bias_at(column);
+                output[row * params.n_total + column] = acc[i][j] + bias_at(column);
             }
         }
     }

@@ -1,6 +1,8 @@
 //! safetyj: an on-device bilingual (English/Chinese) LLM safety judge implementing
 //! Safety-J, with the transformer written as WGSL compute shaders on wgpu.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod error;
 pub mod eval;
 #[cfg(not(target_arch = "wasm32"))]

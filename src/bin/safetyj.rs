@@ -1,8 +1,15 @@
 //! The `safetyj` command-line tool: a thin layer over the library.
 
+#[cfg(target_arch = "wasm32")]
+compile_error!(
+    "the safetyj CLI is native-only; build the browser library with \
+     `cargo build --lib --target wasm32-unknown-unknown --no-default-features --features web`"
+);
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use safetyj::bench::{BenchOptions, BenchReport, OpTime};
 use safetyj::gpu::{Context, ContextOptions};
 
 #[derive(Parser)]
@@ -21,11 +28,35 @@ enum Command {
     /// List GPU adapters with their backend, limits and features, and show which one
     /// safetyj would use (override with SAFETYJ_BACKEND / SAFETYJ_ADAPTER).
     Devices,
+    /// Judge whether B's response in a dialogue is safe: verdict, P(unsafe), and
+    /// (with --mode critique) a streamed critique.
+    Judge(JudgeArgs),
+    /// Generate text from a model, streaming to stdout.
+    Generate(GenerateArgs),
     /// Benchmarks of judging quality: label-level metrics, or the critique
     /// meta-evaluation, against OpenAI-compatible endpoints.
     Eval {
         #[command(subcommand)]
         command: Box<EvalCommand>,
+    },
+    /// Measure load time, prefill and decode speed and GPU memory of a GGUF model,
+    /// against copy-bandwidth and GEMM ceilings measured on the same adapter.
+    Bench {
+        /// The GGUF model file.
+        #[arg(long)]
+        model: String,
+        /// Tokens in the prompt (one prefill step).
+        #[arg(long, default_value_t = 64)]
+        prompt_tokens: usize,
+        /// Tokens generated one at a time after the prompt.
+        #[arg(long, default_value_t = 16)]
+        gen_tokens: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also time each op of one prefill and one decode step (GPU timestamps).
+        #[arg(long)]
+        profile: bool,
     },
     /// Convert a Hugging Face checkpoint (bf16/f16/f32 safetensors) into a quantized
     /// GGUF file with its config, tokenizer and chat template in the metadata.
@@ -105,6 +136,23 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices => devices(),
         Command::Eval { command } => eval(*command),
+        Command::Bench {
+            model,
+            prompt_tokens,
+            gen_tokens,
+            json,
+            profile,
+        } => bench(
+            &model,
+            &BenchOptions {
+                prompt_tokens,
+                gen_tokens,
+                profile,
+            },
+            json,
+        ),
+        Command::Judge(args) => judge(args),
+        Command::Generate(args) => generate(args),
         Command::Quantize { source, out, dtype } => quantize(&source, &out, dtype),
     };
     match result {
@@ -340,5 +388,359 @@ fn eval(command: EvalCommand) -> safetyj::Result<()> {
             print!("{}", report::critique_markdown(&report));
         }
     }
+    Ok(())
+}
+
+fn bench(model: &str, options: &BenchOptions, json: bool) -> safetyj::Result<()> {
+    let ctx = gpu_context()?;
+    let report = safetyj::bench::run(&ctx, model, options)?;
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| safetyj::Error::InvalidInput(format!("report to JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+/// Where the model comes from: a GGUF file, a Hugging Face folder, or a preset name
+/// from models/presets.json (downloaded into the cache on first use).
+#[derive(clap::Args)]
+struct ModelArg {
+    /// GGUF file, Hugging Face checkpoint folder, or preset name (`safetyj judge --list-models`).
+    #[arg(long, default_value = "qwen2.5-coder-0.5b")]
+    model: String,
+}
+
+/// Resolves and loads a model, with download and load progress on stderr.
+fn load_model(
+    ctx: &Context,
+    arg: &ModelArg,
+) -> safetyj::Result<(
+    safetyj::model::Model,
+    safetyj::tokenizer::Tokenizer,
+    safetyj::fetch::ResolvedModel,
+)> {
+    use safetyj::fetch::{resolve, ModelKind};
+    let mut last = std::time::Instant::now();
+    let resolved = resolve(&arg.model, &mut |p: safetyj::fetch::Progress| {
+        if last.elapsed().as_millis() > 500 || Some(p.done) == p.total {
+            last = std::time::Instant::now();
+            match p.total {
+                Some(total) => eprint!(
+                    "\rdownloading {}: {} / {} MiB   ",
+                    p.file,
+                    p.done >> 20,
+                    total >> 20
+                ),
+                None => eprint!("\rdownloading {}: {} MiB   ", p.file, p.done >> 20),
+            }
+        }
+    })?;
+    let path = match &resolved.kind {
+        ModelKind::Gguf(path) | ModelKind::HfDir(path) => path.clone(),
+    };
+    let (model, tokenizer) =
+        safetyj::model::open::open(ctx, &path, safetyj::quant::DType::Q4_K, |done, total| {
+            eprint!("\rloading {}: {done}/{total} tensors", path.display());
+        })?;
+    eprintln!();
+    Ok((model, tokenizer, resolved))
+}
+
+fn gpu_context() -> safetyj::Result<Context> {
+    let ctx = Context::new_blocking()?;
+    if let Some(notice) = ctx.software_notice() {
+        eprintln!("{notice}");
+    }
+    Ok(ctx)
+}
+
+#[derive(clap::Args)]
+struct JudgeArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// A's message (the query).
+    #[arg(long, required_unless_present = "input")]
+    query: Option<String>,
+    /// B's message (the response being judged).
+    #[arg(long, required_unless_present = "input")]
+    response: Option<String>,
+    /// Judge every line of a JSONL file ({"query","response"} or {"conversation":[…]}
+    /// per line) instead; needs --output.
+    #[arg(long, requires = "output", conflicts_with_all = ["query", "response"])]
+    input: Option<std::path::PathBuf>,
+    /// Where batch verdicts are appended, one JSON object per input line; a rerun
+    /// resumes after the lines already there.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+    /// Template language: en, zh, or auto (from the dialogue's text).
+    #[arg(long, default_value = "auto")]
+    lang: String,
+    /// verdict (stop at the label) or critique (also stream the analysis).
+    #[arg(long, default_value = "verdict")]
+    mode: String,
+    /// P(unsafe) at or above which the verdict is unsafe.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f64,
+    /// Most tokens of a critique.
+    #[arg(long, default_value_t = 512)]
+    max_critique_tokens: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn judge(args: JudgeArgs) -> safetyj::Result<()> {
+    use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
+    use safetyj::judge::{safety_j::SafetyJ, Dialogue, Lang, Mode};
+    use std::io::Write;
+    let lang = match args.lang.as_str() {
+        "auto" => None,
+        "en" => Some(Lang::En),
+        "zh" => Some(Lang::Zh),
+        other => {
+            return Err(safetyj::Error::InvalidInput(format!(
+                "--lang must be en, zh or auto, not \"{other}\""
+            )))
+        }
+    };
+    let mode = match args.mode.as_str() {
+        "verdict" => Mode::Verdict,
+        "critique" => Mode::Critique,
+        other => {
+            return Err(safetyj::Error::InvalidInput(format!(
+                "--mode must be verdict or critique, not \"{other}\""
+            )))
+        }
+    };
+    let ctx = gpu_context()?;
+    let (model, tokenizer, resolved) = load_model(&ctx, &args.model)?;
+    let stand_in = resolved.stand_in_notice();
+    if let Some(notice) = &stand_in {
+        eprintln!("{notice}");
+    }
+    let options = JudgeOptions {
+        threshold: args.threshold,
+        max_critique_tokens: args.max_critique_tokens,
+        ..Default::default()
+    };
+    let judge = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options)?;
+    if let (Some(input), Some(output)) = (&args.input, &args.output) {
+        let summary = safetyj::judge::batch::run(&judge, input, output, mode, |done, total| {
+            eprint!("\rjudged {done}/{total} lines");
+        })?;
+        eprintln!();
+        println!(
+            "{} judged, {} errors recorded, {} already done (resumed) -> {}",
+            summary.judged,
+            summary.failed,
+            summary.resumed,
+            output.display()
+        );
+        return Ok(());
+    }
+    let dialogue = Dialogue::single(
+        args.query.unwrap_or_default(),
+        args.response.unwrap_or_default(),
+    );
+    let request = JudgeRequest {
+        dialogue,
+        lang,
+        mode,
+    };
+    let streaming = !args.json && mode == Mode::Critique;
+    if streaming {
+        print!("analysis: ");
+    }
+    let verdict = judge.evaluate(&request, |piece| {
+        if streaming {
+            print!("{piece}");
+            let _ = std::io::stdout().flush();
+        }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    if args.json {
+        let mut value = serde_json::to_value(&verdict).expect("verdicts serialize");
+        value["model"] = serde_json::Value::String(args.model.model.clone());
+        value["stand_in"] = serde_json::Value::Bool(stand_in.is_some());
+        println!("{value}");
+    } else {
+        if streaming {
+            println!();
+        }
+        println!(
+            "verdict: {} (P(unsafe) = {:.3}, threshold {}), lang {:?}, {} prompt tokens ({} cached), time to verdict {:.0} ms, total {:.0} ms",
+            match verdict.label {
+                safetyj::judge::Label::Safe => "safe",
+                safetyj::judge::Label::Unsafe => "unsafe",
+            },
+            verdict.p_unsafe,
+            verdict.threshold,
+            verdict.lang,
+            verdict.prompt_tokens,
+            verdict.cached_tokens,
+            verdict.time_to_verdict_ms,
+            verdict.total_ms
+        );
+        if let Some(notice) = stand_in {
+            println!("{notice}");
+        }
+    }
+    Ok(())
+}
+
+fn print_report(r: &BenchReport) {
+    let gb = |bytes: f64| bytes / 1e9;
+    println!("adapter   {} ({})", r.adapter, r.backend);
+    println!(
+        "model     {} ({} layers, hidden {})",
+        r.model, r.layers, r.hidden
+    );
+    println!(
+        "load      {:.2} s (warm-up with compilation {:.2} s)",
+        r.load_seconds, r.warmup_seconds
+    );
+    println!(
+        "prefill   {} tokens in {:.3} s: {:.2} tok/s, {:.3} GFLOP/s = {:.1}% of the GEMM ceiling",
+        r.prompt_tokens,
+        r.prefill_seconds,
+        r.prefill_tokens_per_second,
+        r.prefill_flops_per_second / 1e9,
+        100.0 * r.prefill_matmul_fraction
+    );
+    println!(
+        "decode    {} tokens in {:.3} s: {:.2} tok/s, {:.3} GB/s of weights = {:.1}% of copy bandwidth",
+        r.gen_tokens,
+        r.decode_seconds,
+        r.decode_tokens_per_second,
+        gb(r.weight_bytes_per_token as f64 * r.decode_tokens_per_second),
+        100.0 * r.decode_bandwidth_fraction
+    );
+    println!(
+        "memory    {:.3} GB on the GPU ({:.3} GB weights; {:.3} GB read per token)",
+        gb(r.gpu_bytes as f64),
+        gb(r.weight_gpu_bytes as f64),
+        gb(r.weight_bytes_per_token as f64)
+    );
+    println!(
+        "ceilings  copy {:.2} GB/s (read + write), GEMM {:.3} GFLOP/s",
+        gb(r.copy_bandwidth_bytes_per_second),
+        r.matmul_flops_per_second / 1e9
+    );
+    if let (Some(prefill), Some(decode)) = (r.prefill_cpu_seconds, r.decode_cpu_seconds) {
+        println!(
+            "cpu       prefill {prefill:.2} s, decode {decode:.2} s of this process's CPU time"
+        );
+    }
+    if let Some(profile) = &r.profile {
+        print_ops("prefill profile", &profile.prefill);
+        print_ops("decode profile", &profile.decode);
+    }
+}
+
+fn print_ops(title: &str, ops: &[OpTime]) {
+    let total: f64 = ops.iter().map(|o| o.seconds).sum();
+    println!("{title} (GPU time {:.3} s)", total);
+    for o in ops {
+        println!(
+            "  {:<36} {:>5} × {:>10.3} ms = {:>9.3} ms {:>5.1}%",
+            o.op,
+            o.dispatches,
+            1e3 * o.seconds / o.dispatches as f64,
+            1e3 * o.seconds,
+            100.0 * o.fraction
+        );
+    }
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// The prompt text (plain text: never parsed for control tokens).
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt as a ChatML user turn (system "You are a helpful assistant.")
+    /// and stop at <|im_end|>.
+    #[arg(long)]
+    chat: bool,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Top-k for sampling (0: off).
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
+    /// Top-p for sampling (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Seed for sampling: the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn generate(args: GenerateArgs) -> safetyj::Result<()> {
+    use safetyj::model::generate::{generate, GenerateOptions, Sampling};
+    use std::io::Write;
+    let ctx = gpu_context()?;
+    let (model, tokenizer, _) = load_model(&ctx, &args.model)?;
+    let mut ids = Vec::new();
+    if args.chat {
+        ids.extend(tokenizer.encode_special(
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
+        )?);
+        ids.extend(tokenizer.encode_text(&args.prompt)?);
+        ids.extend(tokenizer.encode_special("<|im_end|>\n<|im_start|>assistant\n")?);
+    } else {
+        ids.extend(tokenizer.bos_id());
+        ids.extend(tokenizer.encode_text(&args.prompt)?);
+    }
+    let sampling = if args.temperature > 0.0 {
+        Sampling::Random {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        }
+    } else {
+        Sampling::Greedy
+    };
+    let mut stop_tokens: Vec<u32> = tokenizer.eos_id().into_iter().collect();
+    stop_tokens.extend(tokenizer.token_id("<|im_end|>"));
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling,
+        stop_tokens,
+        stop_strings: Vec::new(),
+    };
+    let capacity = (ids.len() + args.max_tokens + 1).min(model.config.context);
+    let mut session = model.new_session(&ctx, capacity)?;
+    let generation = generate(
+        &ctx,
+        &model,
+        &tokenizer,
+        &mut session,
+        &ids,
+        &options,
+        |piece| {
+            print!("{piece}");
+            let _ = std::io::stdout().flush();
+            std::ops::ControlFlow::Continue(())
+        },
+    )?;
+    println!();
+    let tokens = generation.tokens.len();
+    eprintln!(
+        "{} prompt tokens in {:.2} s ({:.1} tok/s); {tokens} generated in {:.2} s ({:.1} tok/s); stop: {:?}",
+        ids.len(),
+        generation.prefill.as_secs_f64(),
+        ids.len() as f64 / generation.prefill.as_secs_f64(),
+        generation.decode.as_secs_f64(),
+        tokens as f64 / generation.decode.as_secs_f64().max(1e-9),
+        generation.stop
+    );
     Ok(())
 }

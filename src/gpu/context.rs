@@ -76,6 +76,23 @@ impl ContextOptions {
     }
 }
 
+/// A wgpu error reduced to its kind and message: unlike `wgpu::Error` on the web, it
+/// can be kept by the (`Send`) uncaptured-error handler.
+enum GpuFault {
+    OutOfMemory(String),
+    Validation(String),
+}
+
+impl From<wgpu::Error> for GpuFault {
+    fn from(error: wgpu::Error) -> Self {
+        match error {
+            wgpu::Error::OutOfMemory { source } => GpuFault::OutOfMemory(source.to_string()),
+            wgpu::Error::Validation { description, .. }
+            | wgpu::Error::Internal { description, .. } => GpuFault::Validation(description),
+        }
+    }
+}
+
 type PipelineKey = (&'static str, Vec<(String, String)>);
 
 /// The GPU device with its queue, capabilities and caches. Cheap to share by reference
@@ -86,9 +103,14 @@ pub struct Context {
     pub info: wgpu::AdapterInfo,
     pub caps: Capabilities,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Op names of cached pipelines by address, for [`Context::start_profile`].
+    pipeline_names: Mutex<HashMap<usize, String>>,
+    profiler: Mutex<Option<Profiler>>,
+    /// Uniform buffers by (label, contents): parameter blocks repeat every step.
+    uniforms: Mutex<HashMap<(String, Vec<u8>), wgpu::Buffer>>,
     lost: Arc<Mutex<Option<String>>>,
     /// On the web, errors arrive here instead of through a blocking error scope.
-    uncaptured: Arc<Mutex<Option<wgpu::Error>>>,
+    uncaptured: Arc<Mutex<Option<GpuFault>>>,
 }
 
 fn instance(backends: wgpu::Backends) -> wgpu::Instance {
@@ -98,6 +120,7 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn device_type_rank(t: wgpu::DeviceType) -> u8 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -108,6 +131,7 @@ fn device_type_rank(t: wgpu::DeviceType) -> u8 {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
     let info = adapter.get_info();
     AdapterSummary {
@@ -227,7 +251,7 @@ impl Context {
         let uncaptured_slot = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |error| {
             let mut slot = uncaptured_slot.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert(error);
+            slot.get_or_insert(error.into());
         }));
 
         let caps = Capabilities {
@@ -249,6 +273,9 @@ impl Context {
             info,
             caps,
             pipelines: Mutex::new(HashMap::new()),
+            pipeline_names: Mutex::new(HashMap::new()),
+            profiler: Mutex::new(None),
+            uniforms: Mutex::new(HashMap::new()),
             lost,
             uncaptured,
         })
@@ -281,7 +308,9 @@ impl Context {
             let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
             let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
             let value = f();
-            let error = pollster::block_on(validation.pop()).or(pollster::block_on(oom.pop()));
+            let error = pollster::block_on(validation.pop())
+                .or(pollster::block_on(oom.pop()))
+                .map(GpuFault::from);
             (value, error)
         };
         #[cfg(target_arch = "wasm32")]
@@ -301,16 +330,15 @@ impl Context {
         }
     }
 
-    fn typed(context: &str, error: wgpu::Error) -> Error {
-        match error {
-            wgpu::Error::OutOfMemory { source } => Error::OutOfMemory {
+    fn typed(context: &str, fault: GpuFault) -> Error {
+        match fault {
+            GpuFault::OutOfMemory(message) => Error::OutOfMemory {
                 context: context.to_string(),
-                message: source.to_string(),
+                message,
             },
-            wgpu::Error::Validation { description, .. }
-            | wgpu::Error::Internal { description, .. } => Error::Validation {
+            GpuFault::Validation(message) => Error::Validation {
                 context: context.to_string(),
-                message: description,
+                message,
             },
         }
     }
@@ -373,6 +401,13 @@ impl Context {
                 })
         })?;
         let pipeline = Arc::new(pipeline);
+        self.pipeline_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                Arc::as_ptr(&pipeline) as usize,
+                op_name(shader.name, &key.1),
+            );
         self.pipelines
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -441,9 +476,19 @@ impl Context {
         }
     }
 
-    /// A uniform buffer holding `value` (a `#[repr(C)]` parameter block).
+    /// A uniform buffer holding `value` (a `#[repr(C)]` parameter block). Uniforms are
+    /// never written after creation, so one with the same label and contents is
+    /// reused: a decode step asks for the same parameter blocks as the step before.
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
         let bytes = bytemuck::bytes_of(value);
+        let key = (label.to_string(), bytes.to_vec());
+        let mut cache = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(buffer) = cache.get(&key) {
+            return buffer.clone();
+        }
+        if cache.len() >= UNIFORM_CACHE_ENTRIES {
+            cache.clear();
+        }
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: (bytes.len() as u64).next_multiple_of(16),
@@ -451,6 +496,7 @@ impl Context {
             mapped_at_creation: false,
         });
         self.queue.write_buffer(&buffer, 0, bytes);
+        cache.insert(key, buffer.clone());
         buffer
     }
 
@@ -491,10 +537,113 @@ impl Context {
             y = x.div_ceil(max);
             x = x.div_ceil(y);
         }
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        let mut profiler = self.profiler.lock().unwrap_or_else(|p| p.into_inner());
+        let timestamp_writes = profiler.as_mut().and_then(|profiler| {
+            let name = self
+                .pipeline_names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(pipeline as *const wgpu::ComputePipeline as usize))
+                .cloned()
+                .unwrap_or_else(|| "unnamed".into());
+            let first = profiler.next_pair(name)?;
+            Some(wgpu::ComputePassTimestampWrites {
+                query_set: &profiler.queries,
+                beginning_of_pass_write_index: Some(first),
+                end_of_pass_write_index: Some(first + 1),
+            })
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes,
+        });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// Starts timing every dispatch recorded from now on with GPU timestamps (up to
+    /// [`PROFILE_MAX_DISPATCHES`]); [`Context::finish_profile`] reads the times.
+    /// Fails when the device has no timestamp queries.
+    pub fn start_profile(&self) -> Result<()> {
+        if !self.caps.timestamp_query {
+            return Err(Error::InvalidInput(format!(
+                "profiling needs timestamp queries, which {} does not offer (or SAFETYJ_DISABLE has them off)",
+                self.info.name
+            )));
+        }
+        let queries = self.scoped("creating a timestamp query set", || {
+            self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * PROFILE_MAX_DISPATCHES,
+            })
+        })?;
+        *self.profiler.lock().unwrap_or_else(|p| p.into_inner()) = Some(Profiler {
+            queries,
+            names: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Stops profiling and returns the GPU time of each dispatch recorded since
+    /// [`Context::start_profile`], in recording order, as (op name, seconds). The op
+    /// name is the shader's file stem with its flag defines, e.g. `matmul[GEMV,Q4_K]`.
+    /// Every recorded command must have been submitted.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn finish_profile(&self) -> Result<Vec<(String, f64)>> {
+        let Some(profiler) = self
+            .profiler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return Err(Error::InvalidInput("no profile was started".into()));
+        };
+        let count = 2 * profiler.names.len() as u32;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let resolved = self.scoped("allocating the timestamp buffer", || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: count as u64 * 8,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        })?;
+        let mut encoder = self.encoder();
+        encoder.resolve_query_set(&profiler.queries, 0..count, &resolved, 0);
+        self.submit("resolving timestamps", encoder)?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&pollster::block_on(self.read_bytes(
+            &resolved,
+            0,
+            count as u64 * 8,
+        ))?);
+        let seconds_per_tick = self.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(profiler
+            .names
+            .into_iter()
+            .zip(ticks.chunks_exact(2))
+            .map(|(name, pair)| {
+                (
+                    name,
+                    pair[1].saturating_sub(pair[0]) as f64 * seconds_per_tick,
+                )
+            })
+            .collect())
+    }
+
+    /// Waits until the GPU has finished all submitted work (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait_idle(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Readback {
+                label: "waiting for the GPU".into(),
+                message: e.to_string(),
+            })
     }
 
     /// A fresh command encoder.
@@ -547,6 +696,10 @@ impl Context {
             message: e.to_string(),
         })?;
         self.check_alive()?;
+        // On the web, errors of earlier calls arrive asynchronously; by now the GPU
+        // has run everything before this copy, so a result is never read from a
+        // computation that failed.
+        self.take_uncaptured("running GPU work before a readback")?;
         let data = staging.get_mapped_range(..).map_err(|e| Error::Readback {
             label: label.into(),
             message: e.to_string(),
@@ -568,6 +721,47 @@ impl Context {
     pub fn read_u32(&self, buffer: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<u32>> {
         let bytes = pollster::block_on(self.read_bytes(buffer, offset as u64 * 4, len as u64 * 4))?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}
+
+/// Distinct uniform blocks kept for reuse; the cache starts over when full (positions
+/// make rope and attention parameters grow with the sequence).
+const UNIFORM_CACHE_ENTRIES: usize = 4096;
+
+/// Dispatches one profile can time (two timestamp queries each).
+pub const PROFILE_MAX_DISPATCHES: u32 = 2048;
+
+/// Timestamp queries of a running profile and the op name of each timed dispatch.
+struct Profiler {
+    queries: wgpu::QuerySet,
+    names: Vec<String>,
+}
+
+impl Profiler {
+    /// The first of two fresh query indices for a dispatch of `name`, while any remain.
+    fn next_pair(&mut self, name: String) -> Option<u32> {
+        let first = 2 * self.names.len() as u32;
+        if first + 2 > 2 * PROFILE_MAX_DISPATCHES {
+            return None;
+        }
+        self.names.push(name);
+        Some(first)
+    }
+}
+
+/// `matmul.wgsl` with defines GEMV, Q4_K and GEMV_ROWS=4u → `matmul[GEMV,Q4_K]`:
+/// the valueless defines are the ones that pick a variant.
+fn op_name(shader: &str, defines: &[(String, String)]) -> String {
+    let stem = shader.trim_end_matches(".wgsl");
+    let flags: Vec<&str> = defines
+        .iter()
+        .filter(|(_, value)| value.is_empty())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if flags.is_empty() {
+        stem.to_string()
+    } else {
+        format!("{stem}[{}]", flags.join(","))
     }
 }
 
@@ -610,5 +804,51 @@ impl<T> OneshotReceiver<T> {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniforms_with_equal_label_and_contents_share_a_buffer() {
+        let ctx = crate::ops::testing::ctx();
+        let a = ctx.uniform("uniform cache test", &[1u32, 2, 3, 4]);
+        let again = ctx.uniform("uniform cache test", &[1u32, 2, 3, 4]);
+        let other_contents = ctx.uniform("uniform cache test", &[1u32, 2, 3, 5]);
+        let other_label = ctx.uniform("uniform cache test 2", &[1u32, 2, 3, 4]);
+        assert_eq!(a, again);
+        assert_ne!(a, other_contents);
+        assert_ne!(a, other_label);
+    }
+
+    #[test]
+    fn op_names_keep_only_variant_flags() {
+        let defines = [
+            ("GEMV".to_string(), String::new()),
+            ("GEMV_ROWS".to_string(), "4u".to_string()),
+            ("Q4_K".to_string(), String::new()),
+        ];
+        assert_eq!(op_name("matmul.wgsl", &defines), "matmul[GEMV,Q4_K]");
+        assert_eq!(op_name("rms_norm.wgsl", &[]), "rms_norm");
+    }
+
+    use crate::ops::testing::ctx;
+
+    #[test]
+    fn invalid_shader_is_a_validation_error_naming_the_shader() {
+        let shader = Shader {
+            name: "broken.wgsl",
+            source: "@compute @workgroup_size(1) fn main() { let x: f32 = undefined_name; }",
+        };
+        match ctx().pipeline(shader, &[]) {
+            Err(Error::Validation { context, message }) => {
+                assert!(context.contains("broken.wgsl"), "{context}");
+                assert!(!message.is_empty());
+            }
+            Err(other) => panic!("expected a validation error, got {other}"),
+            Ok(_) => panic!("an undefined identifier compiled"),
+        }
     }
 }

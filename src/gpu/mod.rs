@@ -4,5 +4,7 @@
 mod context;
 mod preprocess;
 
-pub use context::{AdapterSummary, Capabilities, Context, ContextOptions, Shader};
+pub use context::{
+    AdapterSummary, Capabilities, Context, ContextOptions, Shader, PROFILE_MAX_DISPATCHES,
+};
 pub use preprocess::preprocess;

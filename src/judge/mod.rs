@@ -2,6 +2,10 @@
 //! answer format, parsing), and language choice. Protocols never touch the GPU; the
 //! engine runs whatever prompt a protocol renders.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod batch;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod engine;
 mod lang;
 pub mod safety_j;
 

@@ -105,6 +105,28 @@ impl Session {
         self.caches.first().map_or(0, |c| c.capacity())
     }
 
+    /// Bytes of GPU memory the session holds: its KV caches and the activations of
+    /// every step size it has run.
+    pub fn gpu_bytes(&self) -> u64 {
+        let caches: u64 = self
+            .caches
+            .iter()
+            .map(|c| c.k.buffer.size() + c.v.buffer.size())
+            .sum();
+        let scratch: u64 = self
+            .scratch
+            .iter()
+            .flat_map(|s| {
+                [
+                    &s.ids, &s.x, &s.normed, &s.q, &s.k, &s.v, &s.attn, &s.proj, &s.gate, &s.up,
+                    &s.act,
+                ]
+            })
+            .map(|t| t.buffer.size())
+            .sum();
+        caches + scratch
+    }
+
     /// Forgets positions from `len` on, so the next step overwrites them (used to
     /// reuse a cached prefix). Fails if `len` is past what is filled.
     pub fn truncate(&mut self, len: usize) -> Result<()> {
@@ -146,6 +168,69 @@ impl Model {
             len: 0,
             scratch: Vec::new(),
         })
+    }
+
+    fn layer_matrices(&self) -> impl Iterator<Item = &WeightMatrix> {
+        self.layers.iter().flat_map(|l| {
+            [
+                &l.q,
+                &l.k,
+                &l.v,
+                &l.attn_output,
+                &l.ffn_gate,
+                &l.ffn_up,
+                &l.ffn_down,
+            ]
+        })
+    }
+
+    /// Bytes of GPU memory the weights occupy (including the rotary tables).
+    pub fn gpu_bytes(&self) -> u64 {
+        let matrices = self
+            .layer_matrices()
+            .chain([&self.token_embedding])
+            .chain(self.output.as_ref())
+            .flat_map(|m| &m.chunks)
+            .map(|c| c.buffer.size());
+        let vectors = self
+            .layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    Some(&l.attn_norm),
+                    Some(&l.ffn_norm),
+                    l.q_bias.as_ref(),
+                    l.k_bias.as_ref(),
+                    l.v_bias.as_ref(),
+                ]
+            })
+            .flatten()
+            .chain([&self.output_norm])
+            .map(|t| t.buffer.size());
+        matrices.chain(vectors).sum::<u64>() + self.rope.gpu_bytes()
+    }
+
+    /// Weight bytes one decode step reads: every layer's matrices and the output
+    /// projection (the embedding lookup reads one row, which is left out).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        self.layer_matrices()
+            .chain([self.output_matrix()])
+            .map(|m| (m.rows * m.row_bytes()) as u64)
+            .sum()
+    }
+
+    /// Multiply-adds × 2 of the matrix products for one token, not counting the
+    /// output projection (computed for the last token only) or attention.
+    pub fn layer_flops_per_token(&self) -> u64 {
+        self.layer_matrices()
+            .map(|m| 2 * (m.rows * m.cols) as u64)
+            .sum()
+    }
+
+    /// Multiply-adds × 2 of the output projection for one token.
+    pub fn output_flops(&self) -> u64 {
+        let m = self.output_matrix();
+        2 * (m.rows * m.cols) as u64
     }
 
     fn output_matrix(&self) -> &WeightMatrix {

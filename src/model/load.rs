@@ -153,7 +153,8 @@ pub struct HfWeights {
 
 impl HfWeights {
     /// Opens `dir` (config.json plus model.safetensors or a sharded index); matrices
-    /// are quantized to `dtype` on load.
+    /// are quantized to `dtype` on load (native only: it reads the file system).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(dir: &std::path::Path, dtype: DType) -> Result<HfWeights> {
         let hf = HfConfig::open(dir.join("config.json"))?;
         let checkpoint = SafetensorsCheckpoint::open_dir(dir)?;

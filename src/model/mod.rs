@@ -7,6 +7,10 @@ pub mod config;
 pub use config::ModelConfig;
 pub mod convert;
 pub mod forward;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod generate;
 pub mod load;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod open;
 
 pub use forward::{LayerWeights, Logits, Model, Session};

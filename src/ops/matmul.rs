@@ -16,6 +16,9 @@ const SHADER: Shader = Shader {
 
 /// Input rows one GEMV workgroup handles together (decoding each weight group once).
 const GEMV_ROWS: usize = 4;
+/// Output columns (weight rows) of one GEMV workgroup; its 64 threads split into
+/// 64 / GEMV_COLS threads per column. Needs GEMV_COLS * GEMV_ROWS <= 64.
+const GEMV_COLS: usize = 4;
 /// Output tile of one GEMM workgroup: rows of the input × weight rows.
 const GEMM_TILE: (usize, usize) = (32, 64);
 /// Elements decoded at a time (every quant block is a whole number of these).
@@ -24,8 +27,9 @@ const GROUP: usize = 32;
 /// Which kernel computes a product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
-    /// A workgroup per output column: threads split K, then reduce. Reads each
-    /// weight once per [`GEMV_ROWS`] input rows, which suits decoding one token.
+    /// A workgroup per [`GEMV_COLS`] output columns: each column's threads split K,
+    /// then sum. Reads each weight once per [`GEMV_ROWS`] input rows, which suits
+    /// decoding one token.
     Gemv,
     /// Tiled: each workgroup decodes a 64-row weight tile into workgroup memory once
     /// per K step and reuses it for 32 input rows (prefill).
@@ -129,7 +133,7 @@ pub fn encode_with_path(
     }
     // Workgroups: x covers the chunk's weight rows, z the batches of input rows.
     let (rows_per_workgroup, row_batches) = match path {
-        Path::Gemv => (1, m.div_ceil(GEMV_ROWS)),
+        Path::Gemv => (GEMV_COLS, m.div_ceil(GEMV_ROWS)),
         Path::Gemm => (GEMM_TILE.1, m.div_ceil(GEMM_TILE.0)),
     };
     if row_batches > ctx.caps.max_workgroups_per_dimension as usize {
@@ -145,8 +149,12 @@ pub fn encode_with_path(
         Path::Gemv => {
             defines.push(("GEMV", String::new()));
             defines.push(("GEMV_ROWS", format!("{GEMV_ROWS}u")));
+            defines.push(("GEMV_COLS", format!("{GEMV_COLS}u")));
         }
         Path::Gemm => defines.push(("GEMM", String::new())),
+    }
+    if k.is_multiple_of(4) {
+        defines.push(("INPUT_VEC4", String::new()));
     }
     if bias.is_some() {
         defines.push(("BIAS", String::new()));

@@ -104,6 +104,11 @@ pub struct Rope {
 }
 
 impl Rope {
+    /// Bytes of GPU memory the per-frequency table occupies.
+    pub fn gpu_bytes(&self) -> u64 {
+        self.steps.size()
+    }
+
     /// Checks `config` and uploads its per-frequency steps.
     pub fn new(ctx: &Context, config: RopeConfig) -> Result<Rope> {
         config.validate()?;

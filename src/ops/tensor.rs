@@ -96,6 +96,22 @@ impl Tensor {
         ctx.write_bytes(&self.buffer, 0, &vec![0xffu8; self.len() * 4]);
     }
 
+    /// Copies the tensor back as f32 values, awaiting the GPU (the form the web needs).
+    pub async fn read_f32_async(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let bytes = ctx
+            .read_bytes(&self.buffer, 0, self.len() as u64 * 4)
+            .await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Copies the tensor back as u32 values, awaiting the GPU (the form the web needs).
+    pub async fn read_u32_async(&self, ctx: &Context) -> Result<Vec<u32>> {
+        let bytes = ctx
+            .read_bytes(&self.buffer, 0, self.len() as u64 * 4)
+            .await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
     /// Copies the tensor back as f32 values (native, blocking).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_f32(&self, ctx: &Context) -> Result<Vec<f32>> {
@@ -106,5 +122,23 @@ impl Tensor {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_u32(&self, ctx: &Context) -> Result<Vec<u32>> {
         ctx.read_u32(&self.buffer, 0, self.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::ctx;
+
+    #[test]
+    fn async_reads_return_what_was_uploaded() {
+        let ctx = ctx();
+        let values = [1.5f32, -2.25, 3e-7, 0.0, f32::MAX];
+        let floats = Tensor::from_f32(ctx, "floats", &[5], &values).unwrap();
+        let read = pollster::block_on(floats.read_f32_async(ctx)).unwrap();
+        assert_eq!(read, values);
+        let ids = [0u32, 7, u32::MAX];
+        let ints = Tensor::from_u32(ctx, "ids", &[3], &ids).unwrap();
+        assert_eq!(pollster::block_on(ints.read_u32_async(ctx)).unwrap(), ids);
     }
 }

@@ -1,0 +1,387 @@
+//! `safetyj bench`: how fast a model runs on this adapter, against ceilings measured
+//! on the same adapter (copy bandwidth, the best GEMM), with an optional per-op GPU
+//! time profile from timestamp queries.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::formats::MmapSource;
+use crate::gpu::Context;
+use crate::model::load::GgufWeights;
+use crate::model::{Logits, Model, Session};
+use crate::ops::{self, Elem, Tensor, WeightMatrix};
+use crate::quant::DType;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Tokens in the prompt read by one prefill step.
+    pub prompt_tokens: usize,
+    /// Tokens generated one step at a time after the prompt.
+    pub gen_tokens: usize,
+    /// Also time each op of one prefill and one decode step with GPU timestamps.
+    pub profile: bool,
+}
+
+/// GPU time of one op kind within a forward step.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpTime {
+    /// Shader stem and variant flags, e.g. `matmul[GEMV,Q4_K]`.
+    pub op: String,
+    /// Dispatches of this op in the step.
+    pub dispatches: usize,
+    /// Their summed GPU time.
+    pub seconds: f64,
+    /// Share of the step's summed GPU time.
+    pub fraction: f64,
+}
+
+/// Per-op GPU times of one prefill step and one decode step, slowest op first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub prefill: Vec<OpTime>,
+    pub decode: Vec<OpTime>,
+}
+
+/// Everything `safetyj bench` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub adapter: String,
+    pub backend: String,
+    pub model: String,
+    pub layers: usize,
+    pub hidden: usize,
+    /// Seconds to read the file and upload every weight.
+    pub load_seconds: f64,
+    /// Seconds of the untimed warm-up steps (pipeline compilation included).
+    pub warmup_seconds: f64,
+    pub prompt_tokens: usize,
+    pub prefill_seconds: f64,
+    /// CPU seconds this process spent in the prefill (Linux; on a software adapter
+    /// that is the GPU's work, unaffected by other processes competing for cores).
+    pub prefill_cpu_seconds: Option<f64>,
+    pub prefill_tokens_per_second: f64,
+    pub gen_tokens: usize,
+    pub decode_seconds: f64,
+    /// CPU seconds this process spent decoding (as for the prefill).
+    pub decode_cpu_seconds: Option<f64>,
+    pub decode_tokens_per_second: f64,
+    /// Tokens produced by greedy decoding after the prompt.
+    pub generated: Vec<u32>,
+    /// GPU memory held at the end: weights, KV cache, activations, one step's outputs.
+    pub gpu_bytes: u64,
+    /// Of which weights.
+    pub weight_gpu_bytes: u64,
+    /// Weight bytes one decode step reads.
+    pub weight_bytes_per_token: u64,
+    /// Measured ceiling: bytes read plus written per second by a large buffer copy.
+    pub copy_bandwidth_bytes_per_second: f64,
+    /// Measured ceiling: FLOP/s of the best GEMM shape tried.
+    pub matmul_flops_per_second: f64,
+    /// Decode: weight bytes per token × tokens/s ÷ copy bandwidth.
+    pub decode_bandwidth_fraction: f64,
+    /// Prefill FLOP/s (matrix products and attention).
+    pub prefill_flops_per_second: f64,
+    /// Prefill FLOP/s ÷ the GEMM ceiling.
+    pub prefill_matmul_fraction: f64,
+    /// Per-op times, with `--profile` on adapters that have timestamp queries.
+    pub profile: Option<Profile>,
+}
+
+/// A deterministic prompt of `n` ordinary token ids below `vocab`.
+fn prompt(n: usize, vocab: usize) -> Vec<u32> {
+    let span = vocab.clamp(1, 30_000) as u64;
+    (0..n as u64)
+        .map(|i| ((i * 7919 + 1009) % span) as u32)
+        .collect()
+}
+
+fn argmax(values: &[f32]) -> u32 {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &v) in values.iter().enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0 as u32
+}
+
+/// Runs one step and reads its logits back (which waits for the GPU); returns the
+/// greedy next token.
+fn step(ctx: &Context, model: &Model, session: &mut Session, tokens: &[u32]) -> Result<u32> {
+    let logits = model.forward(ctx, session, tokens, Logits::Last)?;
+    Ok(argmax(&logits.read_f32(ctx)?))
+}
+
+/// Loads the GGUF model at `path` and measures it; see [`BenchReport`].
+pub fn run(ctx: &Context, path: &str, options: &BenchOptions) -> Result<BenchReport> {
+    if options.prompt_tokens == 0 {
+        return Err(Error::InvalidInput(
+            "the benchmark needs at least one prompt token".into(),
+        ));
+    }
+    let started = Instant::now();
+    let weights = GgufWeights::new(Box::new(MmapSource::open(path)?))?;
+    let model = Model::load(ctx, &weights, |_, _| {})?;
+    ctx.wait_idle()?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let c = &model.config;
+    let capacity = options.prompt_tokens + options.gen_tokens;
+    let tokens = prompt(options.prompt_tokens, c.vocab);
+
+    // Compile every pipeline of both step kinds before timing anything.
+    let started = Instant::now();
+    let mut warmup = model.new_session(ctx, capacity.max(2))?;
+    let next = step(ctx, &model, &mut warmup, &tokens)?;
+    step(ctx, &model, &mut warmup, &[next])?;
+    drop(warmup);
+    let warmup_seconds = started.elapsed().as_secs_f64();
+
+    let mut session = model.new_session(ctx, capacity)?;
+    let started = Instant::now();
+    let cpu = process_cpu_seconds();
+    let mut next = step(ctx, &model, &mut session, &tokens)?;
+    let prefill_seconds = started.elapsed().as_secs_f64();
+    let prefill_cpu_seconds = cpu_since(cpu);
+    let mut generated = Vec::with_capacity(options.gen_tokens);
+    let started = Instant::now();
+    let cpu = process_cpu_seconds();
+    for _ in 0..options.gen_tokens {
+        generated.push(next);
+        next = step(ctx, &model, &mut session, &[next])?;
+    }
+    let decode_seconds = started.elapsed().as_secs_f64();
+    let decode_cpu_seconds = cpu_since(cpu);
+
+    let profile = if options.profile {
+        Some(profile(ctx, &model, &tokens)?)
+    } else {
+        None
+    };
+
+    let copy_bandwidth = copy_bandwidth(ctx)?;
+    let matmul_flops = matmul_ceiling(ctx)?;
+    let weight_bytes_per_token = model.weight_bytes_per_token();
+    let prefill_tokens_per_second = options.prompt_tokens as f64 / prefill_seconds;
+    let decode_tokens_per_second = if options.gen_tokens == 0 {
+        0.0
+    } else {
+        options.gen_tokens as f64 / decode_seconds
+    };
+    let t = options.prompt_tokens as u64;
+    // Attention: scores and weighted sum, 2 × 2 × head_dim per (query, key) per head.
+    let attention_flops =
+        c.layers as u64 * c.heads as u64 * 4 * c.head_dim as u64 * (t * (t + 1) / 2);
+    let prefill_flops = t * model.layer_flops_per_token() + model.output_flops() + attention_flops;
+    let prefill_flops_per_second = prefill_flops as f64 / prefill_seconds;
+    let step_outputs = ((c.vocab + 2 * c.hidden) * 4) as u64;
+    let weight_gpu_bytes = model.gpu_bytes();
+    Ok(BenchReport {
+        adapter: ctx.info.name.clone(),
+        backend: format!("{:?}", ctx.info.backend),
+        model: path.to_string(),
+        layers: c.layers,
+        hidden: c.hidden,
+        load_seconds,
+        warmup_seconds,
+        prompt_tokens: options.prompt_tokens,
+        prefill_seconds,
+        prefill_cpu_seconds,
+        prefill_tokens_per_second,
+        gen_tokens: options.gen_tokens,
+        decode_seconds,
+        decode_cpu_seconds,
+        decode_tokens_per_second,
+        generated,
+        gpu_bytes: weight_gpu_bytes + session.gpu_bytes() + step_outputs,
+        weight_gpu_bytes,
+        weight_bytes_per_token,
+        copy_bandwidth_bytes_per_second: copy_bandwidth,
+        matmul_flops_per_second: matmul_flops,
+        decode_bandwidth_fraction: weight_bytes_per_token as f64 * decode_tokens_per_second
+            / copy_bandwidth,
+        prefill_flops_per_second,
+        prefill_matmul_fraction: prefill_flops_per_second / matmul_flops,
+        profile,
+    })
+}
+
+/// User plus system CPU seconds of this process so far, from `/proc/self/stat`
+/// (Linux; None elsewhere). Clock ticks are taken as the usual 100 per second.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name start at field 3; utime and
+    // stime are fields 14 and 15.
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
+
+fn cpu_since(start: Option<f64>) -> Option<f64> {
+    Some(process_cpu_seconds()? - start?)
+}
+
+/// Per-op GPU times of one prefill of `tokens` and one decode step on a fresh session.
+fn profile(ctx: &Context, model: &Model, tokens: &[u32]) -> Result<Profile> {
+    let mut session = model.new_session(ctx, tokens.len() + 1)?;
+    ctx.start_profile()?;
+    let next = step(ctx, model, &mut session, tokens)?;
+    let prefill = aggregate(ctx.finish_profile()?);
+    ctx.start_profile()?;
+    step(ctx, model, &mut session, &[next])?;
+    let decode = aggregate(ctx.finish_profile()?);
+    Ok(Profile { prefill, decode })
+}
+
+/// Sums dispatch times per op name, slowest op first (ties by name).
+fn aggregate(dispatches: Vec<(String, f64)>) -> Vec<OpTime> {
+    let total: f64 = dispatches.iter().map(|(_, s)| s).sum();
+    let mut by_op: HashMap<String, (usize, f64)> = HashMap::new();
+    for (op, seconds) in dispatches {
+        let entry = by_op.entry(op).or_default();
+        entry.0 += 1;
+        entry.1 += seconds;
+    }
+    let mut ops: Vec<OpTime> = by_op
+        .into_iter()
+        .map(|(op, (dispatches, seconds))| OpTime {
+            op,
+            dispatches,
+            seconds,
+            fraction: if total > 0.0 { seconds / total } else { 0.0 },
+        })
+        .collect();
+    ops.sort_by(|a, b| b.seconds.total_cmp(&a.seconds).then(a.op.cmp(&b.op)));
+    ops
+}
+
+/// Seconds of the fastest of `repeats` runs of `record` (each submitted and awaited),
+/// after one untimed run.
+fn best_seconds(
+    ctx: &Context,
+    repeats: usize,
+    mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for run in 0..=repeats {
+        let mut encoder = ctx.encoder();
+        record(&mut encoder)?;
+        let started = Instant::now();
+        ctx.submit("benchmark kernel", encoder)?;
+        ctx.wait_idle()?;
+        if run > 0 {
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(best)
+}
+
+/// Bytes read plus written per second by a buffer-to-buffer copy of up to 256 MiB.
+fn copy_bandwidth(ctx: &Context) -> Result<f64> {
+    let bytes = (256u64 << 20).min(ctx.caps.max_buffer_bytes / 4 * 4);
+    let source = ctx.storage_buffer("bandwidth source", bytes)?;
+    let target = ctx.storage_buffer("bandwidth target", bytes)?;
+    let seconds = best_seconds(ctx, 3, |encoder| {
+        encoder.copy_buffer_to_buffer(&source, 0, &target, 0, bytes);
+        Ok(())
+    })?;
+    Ok(2.0 * bytes as f64 / seconds)
+}
+
+/// FLOP/s of the faster of our f32 and Q8_0 GEMMs on a 128 × 1024 × 1024 product.
+fn matmul_ceiling(ctx: &Context) -> Result<f64> {
+    let (m, k, n) = (128, 1024, 1024);
+    let input: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect();
+    let input = Tensor::from_f32(ctx, "gemm input", &[m, k], &input)?;
+    let output = Tensor::new(ctx, "gemm output", &[m, n], Elem::F32)?;
+    let mut best = 0f64;
+    for dtype in [DType::F32, DType::Q8_0] {
+        let values: Vec<f32> = (0..n * k).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
+        let bytes = crate::quant::quantize(dtype, &values)?;
+        let weight = WeightMatrix::upload(ctx, "gemm weight", dtype, n, k, &bytes)?;
+        let seconds = best_seconds(ctx, 2, |encoder| {
+            ops::matmul::encode(ctx, encoder, &input, &weight, None, &output)
+        })?;
+        best = best.max((2 * m * k * n) as f64 / seconds);
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_is_deterministic_and_within_the_vocabulary() {
+        let p = prompt(50, 1000);
+        assert_eq!(p, prompt(50, 1000));
+        assert!(p.iter().all(|&t| t < 1000));
+        assert!(p.windows(2).all(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn process_cpu_time_grows_with_work() {
+        let Some(start) = process_cpu_seconds() else {
+            return;
+        };
+        let mut x = 1u64;
+        let started = Instant::now();
+        while process_cpu_seconds().unwrap() <= start && started.elapsed().as_secs() < 10 {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        let spent = cpu_since(Some(start)).unwrap();
+        assert!(spent > 0.0 && spent < 60.0, "{spent} s");
+    }
+
+    #[test]
+    fn aggregate_sums_per_op_slowest_first() {
+        let ops = aggregate(vec![
+            ("a".into(), 1.0),
+            ("b".into(), 3.0),
+            ("a".into(), 2.0),
+            ("c".into(), 2.0),
+        ]);
+        let summary: Vec<(&str, usize, f64)> = ops
+            .iter()
+            .map(|o| (o.op.as_str(), o.dispatches, o.seconds))
+            .collect();
+        assert_eq!(summary, [("a", 2, 3.0), ("b", 1, 3.0), ("c", 1, 2.0)]);
+        assert!((ops[0].fraction - 3.0 / 8.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn profile_names_each_dispatch_by_op_and_variant() {
+        let ctx = crate::ops::testing::ctx();
+        if !ctx.caps.timestamp_query {
+            return;
+        }
+        let x = Tensor::from_f32(ctx, "x", &[2, 64], &[1.0; 128]).unwrap();
+        let bytes = crate::quant::quantize(DType::Q8_0, &[0.5; 3 * 64]).unwrap();
+        let weight = WeightMatrix::upload(ctx, "w", DType::Q8_0, 3, 64, &bytes).unwrap();
+        let y = Tensor::new(ctx, "y", &[2, 3], Elem::F32).unwrap();
+        ctx.start_profile().unwrap();
+        let mut encoder = ctx.encoder();
+        ops::matmul::encode(ctx, &mut encoder, &x, &weight, None, &y).unwrap();
+        ops::matmul::encode(ctx, &mut encoder, &x, &weight, None, &y).unwrap();
+        ctx.submit("profiled matmul", encoder).unwrap();
+        let times = ctx.finish_profile().unwrap();
+        // Tests share the context, so other tests' dispatches may be timed too.
+        let ours = times
+            .iter()
+            .filter(|(name, _)| name == "matmul[GEMV,INPUT_VEC4,Q8_0]")
+            .count();
+        assert!(ours >= 2, "{times:?}");
+        assert!(times.iter().all(|(name, _)| name != "unnamed"), "{times:?}");
+        assert!(times.iter().all(|(_, s)| s.is_finite() && *s >= 0.0));
+        assert!(ctx.finish_profile().is_err(), "the profile ended");
+    }
+}

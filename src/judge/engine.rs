@@ -1,0 +1,422 @@
+//! The judge on the local engine: renders a protocol's prompt, reuses the prefilled
+//! template prefix, scores the label continuations for P(unsafe), and streams the
+//! critique.
+
+use std::ops::ControlFlow;
+use std::sync::Mutex;
+
+use super::{detect_language, Dialogue, JudgeProtocol, Label, Lang, Mode, PromptPart};
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::model::generate::{self, GenerateOptions, Sampling, StopReason};
+use crate::model::{Logits, Model, Session};
+use crate::ops::{self, Elem, Tensor};
+use crate::tokenizer::Tokenizer;
+
+/// What to judge and how.
+#[derive(Debug, Clone)]
+pub struct JudgeRequest {
+    pub dialogue: Dialogue,
+    /// The template language; `None` picks it from the dialogue's text.
+    pub lang: Option<Lang>,
+    pub mode: Mode,
+}
+
+/// The judge's answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verdict {
+    pub label: Label,
+    /// P(unsafe sequence) / (P(safe sequence) + P(unsafe sequence)) at the label
+    /// position, from the model's own probabilities.
+    pub p_unsafe: f64,
+    /// The threshold `label` was decided with.
+    pub threshold: f64,
+    pub lang: Lang,
+    pub mode: Mode,
+    /// The analysis text (critique mode only).
+    pub critique: Option<String>,
+    /// Why the critique ended (critique mode only).
+    pub critique_stop: Option<StopReason>,
+    pub prompt_tokens: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+    pub time_to_verdict_ms: f64,
+    pub total_ms: f64,
+}
+
+/// Settings of a [`Judge`].
+#[derive(Debug, Clone)]
+pub struct JudgeOptions {
+    /// P(unsafe) at or above which the verdict is unsafe.
+    pub threshold: f64,
+    /// Positions of the KV cache (prompt plus critique); at most the model's context.
+    pub context: usize,
+    /// Most tokens of a critique.
+    pub max_critique_tokens: usize,
+}
+
+impl Default for JudgeOptions {
+    fn default() -> Self {
+        JudgeOptions {
+            threshold: 0.5,
+            context: 4096,
+            max_critique_tokens: 512,
+        }
+    }
+}
+
+/// A template prefix already run through the model: its tokens and the session
+/// holding their KV cache.
+struct PrefixCache {
+    lang: Lang,
+    mode: Mode,
+    tokens: Vec<u32>,
+}
+
+/// A judge model loaded on the GPU, ready to evaluate dialogues.
+pub struct Judge {
+    ctx: Context,
+    model: Model,
+    tokenizer: Tokenizer,
+    protocol: Box<dyn JudgeProtocol>,
+    options: JudgeOptions,
+    state: Mutex<JudgeState>,
+}
+
+struct JudgeState {
+    session: Session,
+    prefix: Option<PrefixCache>,
+}
+
+/// Token ids that end a critique: the tokenizer's EOS and ChatML's `<|im_end|>`.
+fn stop_tokens(tokenizer: &Tokenizer) -> Vec<u32> {
+    let mut stops: Vec<u32> = tokenizer.eos_id().into_iter().collect();
+    stops.extend(
+        ["<|im_end|>", "<|endoftext|>", "</s>"]
+            .iter()
+            .filter_map(|t| tokenizer.token_id(t)),
+    );
+    stops.sort_unstable();
+    stops.dedup();
+    stops
+}
+
+impl Judge {
+    /// A judge from a loaded model, its tokenizer and the protocol it speaks.
+    pub fn new(
+        ctx: Context,
+        model: Model,
+        tokenizer: Tokenizer,
+        protocol: Box<dyn JudgeProtocol>,
+        options: JudgeOptions,
+    ) -> Result<Judge> {
+        let capacity = options.context.min(model.config.context);
+        let session = model.new_session(&ctx, capacity)?;
+        Ok(Judge {
+            ctx,
+            model,
+            tokenizer,
+            protocol,
+            options,
+            state: Mutex::new(JudgeState {
+                session,
+                prefix: None,
+            }),
+        })
+    }
+
+    /// The model's configuration.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids of a prompt. Control tokens (`<|im_start|>`) are recognised only in
+    /// the template's own text; dialogue text is encoded with special-token parsing
+    /// off, so it can never become a control token. Text between control tokens is
+    /// encoded as one string, exactly as the reference tokenizes the whole prompt.
+    pub fn prompt_tokens(&self, parts: &[PromptPart]) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        for part in parts {
+            match part {
+                PromptPart::Dialogue(s) => text.push_str(s),
+                PromptPart::Template(s) => {
+                    let mut rest = s.as_str();
+                    while let Some((before, id, after)) = self.next_control_token(rest) {
+                        text.push_str(before);
+                        if !text.is_empty() {
+                            ids.extend(self.tokenizer.encode_text(&text)?);
+                            text.clear();
+                        }
+                        ids.push(id);
+                        rest = after;
+                    }
+                    text.push_str(rest);
+                }
+            }
+        }
+        if !text.is_empty() {
+            ids.extend(self.tokenizer.encode_text(&text)?);
+        }
+        Ok(ids)
+    }
+
+    /// The first `<|…|>` control token of the vocabulary in `s`, with the text around it.
+    fn next_control_token<'a>(&self, s: &'a str) -> Option<(&'a str, u32, &'a str)> {
+        let mut from = 0;
+        while let Some(start) = s[from..].find("<|").map(|i| i + from) {
+            let end = s[start..].find("|>").map(|i| start + i + 2)?;
+            let candidate = &s[start..end];
+            if let Some(id) = self.tokenizer.token_id(candidate) {
+                return Some((&s[..start], id, &s[end..]));
+            }
+            from = start + 2;
+        }
+        None
+    }
+
+    /// The fixed template text before the dialogue, as the tokens every request of
+    /// (`lang`, `mode`) begins with. BPE may merge the last template characters with
+    /// the dialogue's first, so only tokens that stay the same whatever follows are
+    /// kept: those shared by two probes with different continuations, less one.
+    fn stable_prefix(&self, lang: Lang, mode: Mode) -> Result<Vec<u32>> {
+        let probe = |text: &str| {
+            let dialogue = Dialogue::single(text, "x");
+            let prompt = self.protocol.prompt(&dialogue, lang, mode);
+            self.prompt_tokens(&prompt.parts)
+        };
+        let a = probe("Hello")?;
+        let b = probe("，。7 ")?;
+        let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        Ok(a[..common.saturating_sub(1)].to_vec())
+    }
+
+    /// Judges one dialogue. `on_critique` receives the analysis text as it streams
+    /// (critique mode); return `ControlFlow::Break` to stop it early.
+    pub fn evaluate(
+        &self,
+        request: &JudgeRequest,
+        mut on_critique: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Verdict> {
+        let started = web_time::Instant::now();
+        let lang = request
+            .lang
+            .unwrap_or_else(|| detect_language(&request.dialogue.all_text()));
+        let mode = request.mode;
+        let prompt = self.protocol.prompt(&request.dialogue, lang, mode);
+        let ids = self.prompt_tokens(&prompt.parts)?;
+
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))?;
+        let state = &mut *state;
+        let capacity = state.session.capacity();
+        let reserve = match mode {
+            Mode::Verdict => 16,
+            Mode::Critique => 16 + self.options.max_critique_tokens,
+        };
+        if ids.len() + reserve > capacity {
+            return Err(Error::InvalidInput(format!(
+                "the dialogue needs {} prompt tokens plus {reserve} for the answer, more than the judge's context of {capacity} \
+                 tokens; shorten the dialogue or raise the context",
+                ids.len()
+            )));
+        }
+
+        // Reuse the prefilled template prefix when this request starts with it.
+        let fresh = !matches!(&state.prefix, Some(p) if p.lang == lang && p.mode == mode);
+        if fresh {
+            let tokens = self.stable_prefix(lang, mode)?;
+            state.session.truncate(0)?;
+            if !tokens.is_empty() {
+                self.model
+                    .forward(&self.ctx, &mut state.session, &tokens, Logits::Last)?;
+            }
+            state.prefix = Some(PrefixCache { lang, mode, tokens });
+        }
+        let prefix = state.prefix.as_ref().expect("set above");
+        let cached = if ids.starts_with(&prefix.tokens) {
+            prefix.tokens.len()
+        } else {
+            0
+        };
+        if cached == 0 {
+            // This prompt overwrites the cached positions.
+            state.prefix = None;
+        }
+        state.session.truncate(cached)?;
+
+        // The answer's fixed prefix and the two labels, tokenized together so BPE
+        // merges across the boundary are honoured; teacher-force their common part.
+        let answer = self.protocol.answer_prefix(lang);
+        let safe_ids = self.tokenizer.encode_text(&format!(
+            "{answer}{}",
+            self.protocol.label_text(lang, Label::Safe)
+        ))?;
+        let unsafe_ids = self.tokenizer.encode_text(&format!(
+            "{answer}{}",
+            self.protocol.label_text(lang, Label::Unsafe)
+        ))?;
+        let common = safe_ids
+            .iter()
+            .zip(&unsafe_ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if common == safe_ids.len() || common == unsafe_ids.len() {
+            return Err(Error::Unsupported(format!(
+                "this tokenizer encodes one label as a prefix of the other ({safe_ids:?} / {unsafe_ids:?}); they cannot be scored apart"
+            )));
+        }
+        let mut first: Vec<u32> = ids[cached..].to_vec();
+        first.extend_from_slice(&safe_ids[..common]);
+        let logits = self
+            .model
+            .forward(&self.ctx, &mut state.session, &first, Logits::Last)?;
+        let base = state.session.len();
+        let lp_safe =
+            self.sequence_logprob(&logits, &mut state.session, &safe_ids[common..], base)?;
+        let lp_unsafe =
+            self.sequence_logprob(&logits, &mut state.session, &unsafe_ids[common..], base)?;
+        // P(unsafe) = e^u / (e^s + e^u), computed without overflow.
+        let p_unsafe = 1.0 / (1.0 + (lp_safe - lp_unsafe).exp());
+        let label = if p_unsafe >= self.options.threshold {
+            Label::Unsafe
+        } else {
+            Label::Safe
+        };
+        let time_to_verdict = started.elapsed();
+
+        let (critique, critique_stop) = match mode {
+            Mode::Verdict => (None, None),
+            Mode::Critique => {
+                // Continue from the chosen label: its remaining tokens go in as the
+                // model's own answer, then the analysis is generated.
+                let chosen = if label == Label::Safe {
+                    &safe_ids
+                } else {
+                    &unsafe_ids
+                };
+                state.session.truncate(base)?;
+                let options = GenerateOptions {
+                    max_tokens: self.options.max_critique_tokens,
+                    sampling: Sampling::Greedy,
+                    stop_tokens: stop_tokens(&self.tokenizer),
+                    stop_strings: vec!["<|im_end|>".into()],
+                };
+                let generation = generate::generate(
+                    &self.ctx,
+                    &self.model,
+                    &self.tokenizer,
+                    &mut state.session,
+                    &chosen[common..],
+                    &options,
+                    &mut on_critique,
+                )?;
+                let parsed = self.protocol.parse(
+                    &format!(
+                        "{answer}{}{}",
+                        self.protocol.label_text(lang, label),
+                        generation.text
+                    ),
+                    lang,
+                );
+                (
+                    Some(
+                        parsed
+                            .analysis
+                            .unwrap_or_else(|| generation.text.trim().to_string()),
+                    ),
+                    Some(generation.stop),
+                )
+            }
+        };
+        Ok(Verdict {
+            label,
+            p_unsafe,
+            threshold: self.options.threshold,
+            lang,
+            mode,
+            critique,
+            critique_stop,
+            prompt_tokens: ids.len(),
+            cached_tokens: cached,
+            time_to_verdict_ms: time_to_verdict.as_secs_f64() * 1e3,
+            total_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// log P(`rest` | the session up to `base`), where `first_logits` are the logits
+    /// at position `base - 1`. The session is left at `base`.
+    fn sequence_logprob(
+        &self,
+        first_logits: &Tensor,
+        session: &mut Session,
+        rest: &[u32],
+        base: usize,
+    ) -> Result<f64> {
+        let mut total = self.token_logprob(first_logits, 0, rest[0])?;
+        if rest.len() > 1 {
+            let logits =
+                self.model
+                    .forward(&self.ctx, session, &rest[..rest.len() - 1], Logits::All)?;
+            for (row, &token) in rest[1..].iter().enumerate() {
+                total += self.token_logprob(&logits, row, token)?;
+            }
+        }
+        session.truncate(base)?;
+        Ok(total)
+    }
+
+    /// log-softmax of row `row` of `logits` at `token`, computed on the GPU.
+    fn token_logprob(&self, logits: &Tensor, row: usize, token: u32) -> Result<f64> {
+        let ctx = &self.ctx;
+        let ids = Tensor::from_u32(ctx, "label token", &[1], &[token])?;
+        let log_probs = Tensor::new(ctx, "label log-prob", &[1], Elem::F32)?;
+        let probs = Tensor::new(ctx, "label prob", &[1], Elem::F32)?;
+        let mut enc = ctx.encoder();
+        ops::token_softmax::encode(ctx, &mut enc, logits, row, &ids, &log_probs, &probs)?;
+        ctx.submit("scoring a label token", enc)?;
+        Ok(log_probs.read_f32(ctx)?[0] as f64)
+    }
+
+    /// Free greedy decoding of the prompt, as the reference code judged: the raw
+    /// output, for benchmark parity and to see how often a model breaks the format.
+    pub fn free_decode(
+        &self,
+        dialogue: &Dialogue,
+        lang: Lang,
+        mode: Mode,
+        max_tokens: usize,
+    ) -> Result<String> {
+        let prompt = self.protocol.prompt(dialogue, lang, mode);
+        let ids = self.prompt_tokens(&prompt.parts)?;
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))?;
+        state.session.truncate(0)?;
+        state.prefix = None;
+        let options = GenerateOptions {
+            max_tokens,
+            sampling: Sampling::Greedy,
+            stop_tokens: stop_tokens(&self.tokenizer),
+            stop_strings: vec!["<|im_end|>".into()],
+        };
+        let generation = generate::generate(
+            &self.ctx,
+            &self.model,
+            &self.tokenizer,
+            &mut state.session,
+            &ids,
+            &options,
+            |_| ControlFlow::Continue(()),
+        )?;
+        Ok(generation.text)
+    }
+}

@@ -1,0 +1,227 @@
+//! Generation: greedy or seeded sampling on the GPU, stop tokens and strings, a
+//! per-token streaming callback, and context checks.
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use super::forward::{Logits, Model, Session};
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::ops::sample::SampleParams;
+use crate::ops::{self, Elem, Tensor};
+use crate::tokenizer::Tokenizer;
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    /// The most likely token (ties: lowest id).
+    Greedy,
+    /// Temperature, top-k (0 = off) and top-p (1 = off) sampling, reproducible
+    /// from `seed`.
+    Random {
+        temperature: f32,
+        top_k: u32,
+        top_p: f32,
+        seed: u64,
+    },
+}
+
+/// What to generate and when to stop.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: Sampling,
+    /// Token ids that end generation (not included in the text).
+    pub stop_tokens: Vec<u32>,
+    /// Strings that end generation when they appear in the text (cut off).
+    pub stop_strings: Vec<String>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    StopToken,
+    StopString,
+    MaxTokens,
+    /// The callback asked to stop.
+    Cancelled,
+    /// The session's cache is full.
+    ContextFull,
+}
+
+/// The outcome of [`generate`].
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub stop: StopReason,
+    pub prefill: Duration,
+    pub decode: Duration,
+}
+
+/// A small xorshift generator: reproducible uniform numbers for sampling, identical
+/// on every platform.
+struct Uniform(u64);
+
+impl Uniform {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Picks the next token from row `row` of `logits` on the GPU and reads back only
+/// that token.
+pub fn next_token(
+    ctx: &Context,
+    logits: &Tensor,
+    row: usize,
+    sampling: Sampling,
+    u: f32,
+) -> Result<u32> {
+    let out = Tensor::new(ctx, "next token", &[1], Elem::U32)?;
+    let mut enc = ctx.encoder();
+    match sampling {
+        Sampling::Greedy => ops::argmax::encode(ctx, &mut enc, logits, row, &out, 0)?,
+        Sampling::Random {
+            temperature,
+            top_k,
+            top_p,
+            ..
+        } => {
+            let params = SampleParams {
+                temperature,
+                top_k,
+                top_p,
+            };
+            ops::sample::encode(ctx, &mut enc, logits, row, &out, 0, &params, u)?
+        }
+    }
+    ctx.submit("choosing the next token", enc)?;
+    Ok(ctx.read_u32(&out.buffer, 0, 1)?[0])
+}
+
+/// Runs `prompt` (appended to what `session` already holds) and generates up to
+/// `options.max_tokens` tokens, calling `on_text` with each new piece of text as soon
+/// as it is complete UTF-8; return `ControlFlow::Break` from it to stop early.
+pub fn generate(
+    ctx: &Context,
+    model: &Model,
+    tokenizer: &Tokenizer,
+    session: &mut Session,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    mut on_text: impl FnMut(&str) -> ControlFlow<()>,
+) -> Result<Generation> {
+    if prompt.is_empty() {
+        return Err(Error::InvalidInput("the prompt is empty".into()));
+    }
+    if session.len() + prompt.len() > session.capacity() {
+        return Err(Error::InvalidInput(format!(
+            "the prompt has {} tokens but only {} of the context's {} positions are free",
+            prompt.len(),
+            session.capacity() - session.len(),
+            session.capacity()
+        )));
+    }
+    let mut uniform = Uniform(match options.sampling {
+        Sampling::Random { seed, .. } => seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        Sampling::Greedy => 1,
+    });
+    let started = web_time::Instant::now();
+    let logits = model.forward(ctx, session, prompt, Logits::Last)?;
+    let mut next = next_token(ctx, &logits, 0, options.sampling, uniform.next())?;
+    let prefill = started.elapsed();
+    let decode_started = web_time::Instant::now();
+
+    let mut decoder = tokenizer.stream_decoder();
+    let mut tokens = Vec::new();
+    let mut text = String::new();
+    let stop = loop {
+        if options.stop_tokens.contains(&next) {
+            break StopReason::StopToken;
+        }
+        tokens.push(next);
+        let piece = decoder.push(next)?;
+        if !piece.is_empty() {
+            let before = text.len();
+            text.push_str(&piece);
+            if let Some(cut) = find_stop(&text, &options.stop_strings, before) {
+                text.truncate(cut);
+                if cut > before {
+                    let _ = on_text(&text[before..]);
+                }
+                break StopReason::StopString;
+            }
+            if on_text(&piece).is_break() {
+                break StopReason::Cancelled;
+            }
+        }
+        if tokens.len() >= options.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        if session.len() >= session.capacity() {
+            break StopReason::ContextFull;
+        }
+        let logits = model.forward(ctx, session, &[next], Logits::Last)?;
+        next = next_token(ctx, &logits, 0, options.sampling, uniform.next())?;
+    };
+    if stop != StopReason::StopString {
+        let rest = decoder.finish();
+        if !rest.is_empty() {
+            text.push_str(&rest);
+            let _ = on_text(&rest);
+        }
+    }
+    Ok(Generation {
+        tokens,
+        text,
+        stop,
+        prefill,
+        decode: decode_started.elapsed(),
+    })
+}
+
+/// The byte offset where the earliest stop string begins, looking only at matches
+/// that end after `new_from` (older text was already checked).
+fn find_stop(text: &str, stops: &[String], new_from: usize) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| {
+            let start = new_from.saturating_sub(s.len() - 1);
+            let start = (start..=new_from)
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(new_from);
+            text[start..].find(s.as_str()).map(|i| start + i)
+        })
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_strings_are_found_across_pieces() {
+        let stops = vec!["<|im_end|>".to_string(), "\n\n".to_string()];
+        assert_eq!(find_stop("hello <|im_", &stops, 6), None);
+        assert_eq!(find_stop("hello <|im_end|> more", &stops, 11), Some(6));
+        assert_eq!(find_stop("a\n\nb", &stops, 2), Some(1));
+        assert_eq!(find_stop("中文\n\n", &stops, 6), Some(6));
+    }
+
+    #[test]
+    fn uniform_numbers_are_in_range_and_reproducible() {
+        let mut a = Uniform(42 | 1);
+        let mut b = Uniform(42 | 1);
+        for _ in 0..1000 {
+            let x = a.next();
+            assert!((0.0..1.0).contains(&x));
+            assert_eq!(x, b.next());
+        }
+    }
+}

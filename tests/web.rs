@@ -1,0 +1,433 @@
+//! Kernel tests in a browser (headless Chromium's WebGPU, on SwiftShader there):
+//! each op runs on the GPU and is compared with its CPU `reference`.
+//!
+//! Run with `.ci/web-tests.sh`. Natively this file compiles to nothing.
+#![cfg(target_arch = "wasm32")]
+
+use half::{bf16, f16};
+use safetyj::gpu::{Context, ContextOptions};
+use safetyj::ops::attention::{self, Kernel};
+use safetyj::ops::kv_append::KvCache;
+use safetyj::ops::matmul::{self, Path};
+use safetyj::ops::rope::{self, Rope, RopeConfig, RopePairing};
+use safetyj::ops::{embedding, rms_norm, Elem, Tensor, WeightMatrix};
+use safetyj::quant::{self, DType};
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// The browser's WebGPU device.
+async fn ctx() -> Context {
+    Context::new(&ContextOptions::default())
+        .await
+        .expect("a WebGPU adapter (Chromium needs --enable-unsafe-webgpu)")
+}
+
+/// A seeded SplitMix64 generator, so a failure reproduces (no OS randomness needed).
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// `n` values uniform in [-scale, scale], none exactly zero.
+    fn f32s(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| match (self.unit() * 2.0 - 1.0) * scale {
+                0.0 => scale * 0.5,
+                v => v,
+            })
+            .collect()
+    }
+
+    /// `rows` × `cols` weights in `dtype`'s block layout: random quant bits with
+    /// small finite scales of either sign, so every code path of a format runs.
+    fn weights(&mut self, dtype: DType, rows: usize, cols: usize) -> Vec<u8> {
+        let elems = rows * cols;
+        match dtype {
+            DType::F32 => return bytemuck::cast_slice(&self.f32s(elems, 1.0)).to_vec(),
+            DType::F16 => {
+                return self
+                    .f32s(elems, 1.0)
+                    .iter()
+                    .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                    .collect()
+            }
+            DType::BF16 => {
+                return self
+                    .f32s(elems, 1.0)
+                    .iter()
+                    .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+                    .collect()
+            }
+            _ => {}
+        }
+        let block_bytes = dtype.block_bytes();
+        let blocks = elems / dtype.block_elems();
+        let mut bytes: Vec<u8> = (0..blocks * block_bytes)
+            .map(|_| self.next_u64() as u8)
+            .collect();
+        // Where each block keeps its f16 scale (and minimum): random bits there could
+        // be NaN or huge.
+        let scale_offsets: &[usize] = match dtype {
+            DType::Q4_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+            DType::Q6_K => &[208],
+            _ => &[0],
+        };
+        for block in bytes.chunks_exact_mut(block_bytes) {
+            for &offset in scale_offsets {
+                let magnitude = 0.001 + 0.019 * self.unit();
+                let sign = if self.next_u64() & 1 == 0 { 1.0 } else { -1.0 };
+                let scale = f16::from_f32(magnitude * sign);
+                block[offset..offset + 2].copy_from_slice(&scale.to_le_bytes());
+            }
+        }
+        bytes
+    }
+}
+
+/// Panics unless every `got[i]` is within `atol + rtol * |want[i]|` of `want[i]`
+/// (NaN never passes), naming the first bad index.
+#[track_caller]
+fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        assert!(
+            err <= atol + rtol * w.abs(),
+            "{what}: element {i} is {g}, expected {w} (|err| {err} > atol {atol} + rtol {rtol})"
+        );
+    }
+}
+
+/// An inner dimension of whole blocks that is no multiple of the kernels' 32-element
+/// groups where the format allows it.
+fn inner_dim(dtype: DType) -> usize {
+    match dtype.block_elems() {
+        1 => 1000,
+        32 => 896,
+        _ => 1280,
+    }
+}
+
+/// One product `m` × `k` · (`n` × `k`)ᵀ on `path`, weights split into chunks of
+/// `chunk_rows` rows when given, compared with `matmul::reference`.
+async fn check_matmul(
+    ctx: &Context,
+    rng: &mut Rng,
+    dtype: DType,
+    path: Path,
+    (m, n): (usize, usize),
+    bias: bool,
+    chunk_rows: Option<usize>,
+) {
+    let k = inner_dim(dtype);
+    let x = rng.f32s(m * k, 2.0);
+    let bytes = rng.weights(dtype, n, k);
+    let b = rng.f32s(n, 1.0);
+    let row_bytes = dtype.row_bytes(k).unwrap();
+    let max_chunk = chunk_rows.map_or(u64::MAX, |rows| (rows * row_bytes + 8) as u64);
+    let weight = WeightMatrix::upload_split(ctx, "w", dtype, n, k, &bytes, max_chunk).unwrap();
+    if let Some(rows) = chunk_rows {
+        assert_eq!(weight.chunks.len(), n.div_ceil(rows), "{dtype} chunks");
+    }
+    let input = Tensor::from_f32(ctx, "x", &[m, k], &x).unwrap();
+    let bias_tensor = Tensor::from_f32(ctx, "b", &[n], &b).unwrap();
+    let output = Tensor::new(ctx, "y", &[m, n], Elem::F32).unwrap();
+    output.poison(ctx);
+    let mut encoder = ctx.encoder();
+    matmul::encode_with_path(
+        ctx,
+        &mut encoder,
+        &input,
+        &weight,
+        bias.then_some(&bias_tensor),
+        &output,
+        path,
+    )
+    .unwrap();
+    ctx.submit("web matmul test", encoder).unwrap();
+    let got = output.read_f32_async(ctx).await.unwrap();
+    let want = matmul::reference(&x, m, k, dtype, &bytes, n, bias.then_some(&b[..])).unwrap();
+    // f32 accumulation in another order than the f64 reference: the error of a
+    // K-term dot product scales like sqrt(K)·max|x|·max|w|.
+    let max_w = quant::dequantize_to_vec(dtype, &bytes, n * k)
+        .unwrap()
+        .iter()
+        .fold(0f32, |a, w| a.max(w.abs()));
+    let atol = 1e-5 * (k as f32).sqrt() * 2.0 * max_w;
+    let what = format!("{dtype} {path:?} m={m} n={n} k={k} bias={bias} chunk_rows={chunk_rows:?}");
+    assert_close(&what, &got, &want, atol, 1e-5);
+}
+
+#[wasm_bindgen_test]
+async fn context_runs_on_browser_webgpu_with_its_real_limits() {
+    let ctx = ctx().await;
+    assert_eq!(ctx.info.backend, wgpu::Backend::BrowserWebGpu);
+    // The adapter's limits are requested, not WebGPU's defaults (128 MiB bindings).
+    let adapter_binding = ctx.device.limits().max_storage_buffer_binding_size;
+    assert_eq!(ctx.caps.max_storage_binding_bytes, adapter_binding);
+    assert!(adapter_binding >= 128 << 20, "{:?}", ctx.caps);
+}
+
+#[wasm_bindgen_test]
+async fn gemv_matches_reference_for_every_dtype() {
+    let ctx = ctx().await;
+    for (i, dtype) in DType::ALL.into_iter().enumerate() {
+        let mut rng = Rng(100 + i as u64);
+        check_matmul(&ctx, &mut rng, dtype, Path::Gemv, (1, 7), true, None).await;
+        check_matmul(&ctx, &mut rng, dtype, Path::Gemv, (3, 70), false, Some(32)).await;
+    }
+}
+
+/// GEMM over two input-row tiles, a partial weight tile, three weight chunks and a bias
+/// for each of `dtypes`. Chromium compiles each GEMM pipeline for 1–2 s on
+/// SwiftShader, so the formats are split over two tests.
+async fn check_gemm(dtypes: &[DType]) {
+    let ctx = ctx().await;
+    for &dtype in dtypes {
+        let mut rng = Rng(200 + dtype.gguf_id() as u64);
+        check_matmul(&ctx, &mut rng, dtype, Path::Gemm, (33, 70), true, Some(32)).await;
+    }
+}
+
+#[wasm_bindgen_test]
+async fn gemm_matches_reference_for_float_and_k_quant_dtypes() {
+    check_gemm(&[
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+    ])
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn gemm_matches_reference_for_32_element_block_dtypes() {
+    check_gemm(&[DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_0]).await;
+}
+
+#[wasm_bindgen_test]
+async fn embedding_matches_reference_for_every_dtype_across_chunks() {
+    let ctx = ctx().await;
+    let mut rng = Rng(11);
+    let vocab = 37;
+    // First and last rows, both sides of every chunk boundary, repeats.
+    let ids = [0, 36, 9, 10, 19, 20, 29, 30, 5, 5, 36, 0, 17];
+    for dtype in DType::ALL {
+        let cols = match dtype.block_elems() {
+            1 => 45,
+            32 => 96,
+            _ => 512,
+        };
+        let bytes = rng.weights(dtype, vocab, cols);
+        let row_bytes = dtype.row_bytes(cols).unwrap();
+        let table = WeightMatrix::upload_split(
+            &ctx,
+            "emb",
+            dtype,
+            vocab,
+            cols,
+            &bytes,
+            (10 * row_bytes + 8) as u64,
+        )
+        .unwrap();
+        assert_eq!(table.chunks.len(), 4, "{dtype} chunks");
+        let ids_tensor = Tensor::from_u32(&ctx, "ids", &[ids.len()], &ids).unwrap();
+        let output = Tensor::new(&ctx, "embedded", &[ids.len(), cols], Elem::F32).unwrap();
+        output.poison(&ctx);
+        let mut encoder = ctx.encoder();
+        embedding::encode(&ctx, &mut encoder, &ids_tensor, &table, &output).unwrap();
+        ctx.submit("web embedding test", encoder).unwrap();
+        let want = embedding::reference(&ids, dtype, &bytes, cols).unwrap();
+        // The CPU's decoding arithmetic, up to a fused multiply-add in the affine
+        // formats (one rounding of a value of at most max|w|).
+        let max_w = want.iter().fold(0f32, |a, w| a.max(w.abs()));
+        assert_close(
+            &format!("embedding {dtype}"),
+            &output.read_f32_async(&ctx).await.unwrap(),
+            &want,
+            1e-6 * max_w,
+            0.0,
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+async fn rms_norm_matches_reference() {
+    let ctx = ctx().await;
+    let mut rng = Rng(7);
+    for (rows, cols) in [(1, 1), (7, 33), (5, 896), (3, 1757)] {
+        let x = rng.f32s(rows * cols, 3.0);
+        let w = rng.f32s(cols, 1.5);
+        let input = Tensor::from_f32(&ctx, "x", &[rows, cols], &x).unwrap();
+        let weight = Tensor::from_f32(&ctx, "w", &[cols], &w).unwrap();
+        let output = Tensor::new(&ctx, "y", &[rows, cols], Elem::F32).unwrap();
+        output.poison(&ctx);
+        let mut encoder = ctx.encoder();
+        rms_norm::encode(&ctx, &mut encoder, &input, &weight, &output, 1e-6).unwrap();
+        ctx.submit("web rms_norm test", encoder).unwrap();
+        // f32 accumulation in a different order than the f64 reference.
+        assert_close(
+            &format!("rms_norm {rows}x{cols}"),
+            &output.read_f32_async(&ctx).await.unwrap(),
+            &rms_norm::reference(&x, &w, cols, 1e-6),
+            1e-5,
+            1e-4,
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+async fn rope_matches_reference_for_both_pairings() {
+    let ctx = ctx().await;
+    let mut rng = Rng(31);
+    // (heads, head_dim, rotary_dim, base, Llama-3-style frequency factors)
+    let settings = [
+        (14, 64, 64, 1e6, false),      // Qwen2.5-0.5B queries
+        (2, 64, 64, 500_000.0, true),  // keys with scaled frequencies
+        (3, 128, 64, 10_000.0, false), // partial rotary
+    ];
+    for pairing in [RopePairing::Interleaved, RopePairing::Neox] {
+        for (heads, head_dim, rotary_dim, base, factors) in settings {
+            let freq_factors = factors.then(|| {
+                let n = rotary_dim / 2;
+                (0..n)
+                    .map(|i| 1.0 + 7.0 * (i as f32 / (n - 1) as f32).powi(2))
+                    .collect()
+            });
+            let config = RopeConfig {
+                head_dim,
+                rotary_dim,
+                base,
+                pairing,
+                freq_factors,
+            };
+            let rope = Rope::new(&ctx, config).unwrap();
+            for (tokens, offset) in [(1, 0), (7, 30_000)] {
+                let x = rng.f32s(tokens * heads * head_dim, 2.0);
+                let t = Tensor::from_f32(&ctx, "x", &[tokens, heads * head_dim], &x).unwrap();
+                let mut encoder = ctx.encoder();
+                rope::encode(&ctx, &mut encoder, &rope, &t, heads, offset).unwrap();
+                ctx.submit("web rope test", encoder).unwrap();
+                // The angles are exact (fixed-point turns), but Chromium's sin/cos on SwiftShader
+                // are coarse (errors near 2^-12 seen; lavapipe's are ~1e-7). WGSL allows
+                // 2^-11 per sin and cos, so with |x| <= 2 an output may be 4·2^-11 off.
+                // A wrong pairing, frequency or position still fails by ~1; the angle's
+                // exactness at large positions is checked natively.
+                assert_close(
+                    &format!("rope {pairing:?} {heads}x{head_dim} rotary {rotary_dim} T {tokens} at {offset}"),
+                    &t.read_f32_async(&ctx).await.unwrap(),
+                    &rope::reference(&x, heads, rope.config(), offset),
+                    4.0 * 2f32.powi(-11),
+                    0.0,
+                );
+            }
+        }
+    }
+}
+
+/// Runs `kernel` on random queries over a random cache filled to capacity (so a read
+/// past the causal limit changes the result) and compares with `attention::reference`.
+async fn check_attention(
+    ctx: &Context,
+    rng: &mut Rng,
+    kernel: Kernel,
+    (n_heads, kv_heads): (usize, usize),
+    head_dim: usize,
+    queries: usize,
+    pos_offset: usize,
+) {
+    let capacity = pos_offset + queries + 3;
+    let cache_shape = [kv_heads, capacity, head_dim];
+    let k_host = rng.f32s(kv_heads * capacity * head_dim, 1.0);
+    let v_host = rng.f32s(kv_heads * capacity * head_dim, 1.0);
+    let q_host = rng.f32s(queries * n_heads * head_dim, 1.0);
+    let cache = KvCache {
+        k: Tensor::from_f32(ctx, "k cache", &cache_shape, &k_host).unwrap(),
+        v: Tensor::from_f32(ctx, "v cache", &cache_shape, &v_host).unwrap(),
+    };
+    let q = Tensor::from_f32(ctx, "q", &[queries, n_heads * head_dim], &q_host).unwrap();
+    let out = Tensor::new(ctx, "out", &[queries, n_heads * head_dim], Elem::F32).unwrap();
+    out.poison(ctx);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let mut encoder = ctx.encoder();
+    attention::encode_with(
+        ctx,
+        &mut encoder,
+        kernel,
+        &q,
+        &cache,
+        &out,
+        pos_offset,
+        scale,
+    )
+    .unwrap();
+    ctx.submit("web attention test", encoder).unwrap();
+    let want = attention::reference(
+        &q_host, &k_host, &v_host, n_heads, kv_heads, head_dim, pos_offset, scale,
+    );
+    // f32 accumulation in another order than the f64 reference.
+    assert_close(
+        &format!(
+            "{kernel:?} heads {n_heads}/{kv_heads} dim {head_dim} T {queries} at {pos_offset}"
+        ),
+        &out.read_f32_async(ctx).await.unwrap(),
+        &want,
+        2e-5,
+        1e-4,
+    );
+}
+
+#[wasm_bindgen_test]
+async fn attention_prefill_matches_reference() {
+    let ctx = ctx().await;
+    let mut rng = Rng(41);
+    // Qwen2.5-0.5B's 14/2 heads of 64, Qwen2.5-1.5B's 12/2 of 128 (a smaller key
+    // tile where workgroup memory is short), an odd head dim.
+    check_attention(&ctx, &mut rng, Kernel::Prefill, (14, 2), 64, 7, 0).await;
+    check_attention(&ctx, &mut rng, Kernel::Prefill, (12, 2), 128, 33, 45).await;
+    check_attention(&ctx, &mut rng, Kernel::Prefill, (4, 4), 40, 9, 70).await;
+}
+
+#[wasm_bindgen_test]
+async fn attention_decode_matches_reference() {
+    let ctx = ctx().await;
+    let mut rng = Rng(42);
+    // One key, one split, and several splits merged by the combine pass.
+    for kv_len in [1, 7, 600] {
+        check_attention(&ctx, &mut rng, Kernel::Decode, (14, 2), 64, 1, kv_len - 1).await;
+    }
+    check_attention(&ctx, &mut rng, Kernel::Decode, (8, 1), 128, 1, 299).await;
+}
+
+#[wasm_bindgen_test]
+async fn an_invalid_shader_fails_the_next_readback() {
+    let ctx = ctx().await;
+    let shader = safetyj::gpu::Shader {
+        name: "broken.wgsl",
+        source: "@compute @workgroup_size(1) fn main() { let x: f32 = undefined_name; }",
+    };
+    // The browser validates asynchronously: creating the pipeline cannot fail here,
+    // but the error must surface no later than the next readback.
+    let _ = ctx.pipeline(shader, &[]);
+    let t = Tensor::from_f32(&ctx, "x", &[1], &[1.0]).unwrap();
+    match t.read_f32_async(&ctx).await {
+        Err(safetyj::Error::Validation { message, .. }) => {
+            assert!(message.contains("undefined_name"), "{message}")
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
