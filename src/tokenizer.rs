@@ -225,7 +225,7 @@ impl GgufVocab {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             model: "gpt2".to_string(),
-            pre: Some(byte_level_pre(&json["pre_tokenizer"]).to_string()),
+            pre: Some(byte_level_pre(&json["pre_tokenizer"])?.to_string()),
             tokens,
             scores: Vec::new(),
             token_type,
@@ -242,8 +242,9 @@ impl GgufVocab {
 }
 
 /// The llama.cpp pre-tokenizer name of a byte-level `pre_tokenizer` JSON: the split
-/// regex of Qwen2 or Llama 3, SmolLM's single digits, or plain GPT-2.
-fn byte_level_pre(pre_tokenizer: &serde_json::Value) -> &'static str {
+/// regex of Qwen2 or Llama 3, SmolLM's single digits, or plain GPT-2; any other
+/// split regex is refused, since GGUF readers would tokenize differently.
+fn byte_level_pre(pre_tokenizer: &serde_json::Value) -> Result<&'static str> {
     fn collect<'a>(
         value: &'a serde_json::Value,
         regexes: &mut Vec<&'a str>,
@@ -267,15 +268,19 @@ fn byte_level_pre(pre_tokenizer: &serde_json::Value) -> &'static str {
     }
     let (mut regexes, mut types) = (Vec::new(), Vec::new());
     collect(pre_tokenizer, &mut regexes, &mut types);
-    if regexes.contains(&QWEN2_SPLIT) {
+    Ok(if regexes.contains(&QWEN2_SPLIT) {
         "qwen2"
     } else if regexes.contains(&LLAMA3_SPLIT) {
         "llama-bpe"
+    } else if let Some(regex) = regexes.first() {
+        return Err(tokenizer_error(format!(
+            "tokenizer.json pre-tokenizer split /{regex}/ is not one GGUF names (qwen2, llama-bpe)"
+        )));
     } else if types.contains(&"Digits") {
         "smollm"
     } else {
         "gpt2"
-    }
+    })
 }
 
 /// How token ids turn back into bytes.
@@ -1317,6 +1322,55 @@ mod tests {
         let expected = read_fixture_json("qwen_expected.json");
         assert_matches_cases(&tokenizer, &expected, "Qwen GGUF vocab");
         assert_qwen_template(&tokenizer, &expected, "Qwen GGUF vocab");
+    }
+
+    #[test]
+    fn tokenizer_json_that_gguf_cannot_name_is_refused() {
+        let json = |pre: &str, decoder: &str| {
+            format!(
+                r#"{{"model": {{"type": "BPE", "vocab": {{"a": 0}}, "merges": []}},
+                    "decoder": {{"type": "{decoder}"}}, "pre_tokenizer": {pre}}}"#
+            )
+        };
+        let err = |pre: &str, decoder: &str| {
+            GgufVocab::from_tokenizer_json(json(pre, decoder).as_bytes(), 0)
+                .unwrap_err()
+                .to_string()
+        };
+        let split = r#"{"type": "Split", "pattern": {"Regex": "[0-9]+"}}"#;
+        let unnamed = err(split, "ByteLevel");
+        assert!(
+            unnamed.contains("/[0-9]+/ is not one GGUF names"),
+            "{unnamed}"
+        );
+        assert!(err("null", "Metaspace").contains("only byte-level BPE"));
+        let plain =
+            GgufVocab::from_tokenizer_json(json("null", "ByteLevel").as_bytes(), 2).unwrap();
+        assert_eq!(plain.pre.as_deref(), Some("gpt2"));
+        assert_eq!(plain.tokens, vec!["a".to_string(), "[PAD1]".to_string()]);
+    }
+
+    #[test]
+    fn qwen_tokenizer_json_converts_to_the_gguf_vocab() {
+        let Some(json) = qwen_tokenizer_json() else {
+            return;
+        };
+        let vocab = GgufVocab::from_tokenizer_json(&json, 0).expect("convert");
+        let by_hand = qwen_gguf_vocab(&json);
+        assert_eq!(
+            (vocab.model.as_str(), vocab.pre.as_deref()),
+            ("gpt2", Some("qwen2"))
+        );
+        assert!(vocab.tokens == by_hand.tokens, "tokens differ");
+        assert!(vocab.token_type == by_hand.token_type, "token types differ");
+        assert!(vocab.merges == by_hand.merges, "merges differ");
+        let padded =
+            GgufVocab::from_tokenizer_json(&json, vocab.tokens.len() + 3).expect("convert");
+        assert_eq!(padded.tokens.len(), vocab.tokens.len() + 3);
+        assert_eq!(padded.token_type.last(), Some(&token_type::UNUSED));
+        let tokenizer = Tokenizer::from_gguf_vocab(&vocab).expect("load");
+        let expected = read_fixture_json("qwen_expected.json");
+        assert_matches_cases(&tokenizer, &expected, "Qwen tokenizer.json as GGUF vocab");
     }
 
     #[test]

@@ -718,3 +718,75 @@ fn real_qwen_gguf_tokenizer_from_metadata() {
     check_real_tokenizer("qwen2.5-coder-0.5b.en.json");
     check_real_tokenizer("qwen2.5-coder-0.5b.zh.json");
 }
+
+/// Qwen2 keeps Hugging Face's Q/K row order (llama.cpp does not permute it) and its
+/// QKV biases; the committed tiny checkpoint has widths of no whole block, so every
+/// tensor stays F32 and the logits agree as closely as for the other arches.
+#[test]
+fn qwen2_with_biases_round_trips_unpermuted() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-qwen2");
+    let out = scratch("qwen2").join("tiny-qwen2.gguf");
+    quantize_checkpoint(&fixture, &out, DType::Q8_0, &mut |_, _, _| {}).unwrap();
+    let weights = open_gguf(&out);
+    let bias = weights.file().tensor("blk.0.attn_q.bias").unwrap();
+    assert_eq!(bias.dtype, DType::F32);
+    let prompt = [1u32, 17, 42, 5];
+    let gguf = Model::load(ctx(), &weights, |_, _| {}).unwrap();
+    let hf = Model::load(
+        ctx(),
+        &HfWeights::open(&fixture, DType::Q8_0).unwrap(),
+        |_, _| {},
+    )
+    .unwrap();
+    let diff = max_diff(&logits(&gguf, &prompt), &logits(&hf, &prompt));
+    assert!(
+        diff <= TOLERANCE,
+        "qwen2: GGUF logits differ from quantize-on-load by {diff}"
+    );
+}
+
+/// `safetyj quantize` writes the file and prints its summary; a type it does not
+/// write is refused by the argument parser.
+#[test]
+fn cli_quantize_writes_and_summarises() {
+    let root = scratch("cli");
+    let dir = root.join("ckpt");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_checkpoint(&dir, Kind::Llama, 1, true, 9, "");
+    let out = root.join("out.gguf");
+    let run = |dtype: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_safetyj"))
+            .args([
+                "quantize",
+                dir.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--type",
+                dtype,
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = run("q4_0");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains("12 tensors") && stdout.contains("Q4_0"),
+        "{stdout}"
+    );
+    assert_eq!(
+        open_gguf(&out)
+            .file()
+            .tensor("blk.0.attn_q.weight")
+            .unwrap()
+            .dtype,
+        DType::Q4_0
+    );
+    let refused = run("q6_k");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("q6_k"));
+}
