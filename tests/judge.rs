@@ -357,3 +357,44 @@ fn batch_resumes_after_a_killed_run() {
     assert_eq!((again.resumed, again.judged, again.failed), (3, 0, 0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The label-level benchmark on the local engine: the first item of each shared
+/// dataset (two English, two Chinese), judged by the stand-in with P(unsafe), written
+/// as results and reports. The numbers are a stand-in's; what is tested is that the
+/// local backend runs the benchmark end to end.
+#[test]
+fn label_benchmark_runs_on_the_local_engine() {
+    use safetyj::eval::{datasets, runner};
+    let Some(judge) = judge() else { return };
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/safety-j/label_level");
+    if !shared.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs ../shared beside the checkout"
+        );
+        return;
+    }
+    let mut items = Vec::new();
+    for name in ["BeaverTails", "DiaSafety", "Jade", "Flames"] {
+        let all = datasets::load_label_file(&shared.join(format!("{name}.json"))).unwrap();
+        items.extend(datasets::select(&all, datasets::Selection::First(1)));
+    }
+    let out = std::env::temp_dir().join(format!("safetyj-label-eval-{}", std::process::id()));
+    let options = runner::RunOptions {
+        workers: 1,
+        keep_going: false,
+    };
+    let report = runner::run_label_eval(&items, judge, &out, options).unwrap();
+    assert_eq!(
+        report.scored_items, 4,
+        "every local verdict carries P(unsafe)"
+    );
+    assert_eq!(report.overall.unparsed, 0);
+    assert_eq!(report.datasets.len(), 4);
+    let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), 4);
+    assert!(std::fs::read_to_string(out.join("report.html"))
+        .unwrap()
+        .contains("<svg"));
+    std::fs::remove_dir_all(&out).unwrap();
+}

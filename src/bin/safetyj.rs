@@ -218,11 +218,19 @@ fn devices() -> safetyj::Result<()> {
 struct EndpointArgs {
     /// Base URL of the server (`http://host:8000`, `…/v1`, or the full
     /// `…/v1/chat/completions`).
-    #[arg(long = "judge-url")]
-    url: String,
+    #[arg(
+        long = "judge-url",
+        required_unless_present = "local",
+        requires = "model"
+    )]
+    url: Option<String>,
     /// The model name the server knows the judge by.
     #[arg(long = "judge-model")]
-    model: String,
+    model: Option<String>,
+    /// Judge on this machine's GPU instead: a preset, GGUF file or Hugging Face
+    /// folder (P(unsafe) comes with each verdict).
+    #[arg(long = "judge-local", conflicts_with = "url")]
+    local: Option<String>,
     /// Environment variable holding the judge endpoint's API key.
     #[arg(long = "judge-key-env")]
     key_env: Option<String>,
@@ -319,12 +327,13 @@ enum EvalCommand {
     Critique {
         #[command(flatten)]
         judge: EndpointArgs,
-        /// Base URL of the evaluator's server.
-        #[arg(long)]
-        evaluator_url: String,
+        /// Base URL of the evaluator's server; without it, the local judge model
+        /// (`--judge-local`) is also the evaluator.
+        #[arg(long, requires = "evaluator_model")]
+        evaluator_url: Option<String>,
         /// The model name the server knows the evaluator by.
         #[arg(long)]
-        evaluator_model: String,
+        evaluator_model: Option<String>,
         /// Environment variable holding the evaluator endpoint's API key.
         #[arg(long)]
         evaluator_key_env: Option<String>,
@@ -337,8 +346,60 @@ enum EvalCommand {
     },
 }
 
+/// The judge an eval runs: a chat-completions endpoint, or a model on this GPU.
+enum EvalJudge {
+    Http(safetyj::eval::http::HttpJudge),
+    Local(Box<safetyj::judge::engine::Judge>),
+}
+
+impl EvalJudge {
+    fn new(args: &EndpointArgs, run: &RunArgs, max_tokens: usize) -> safetyj::Result<EvalJudge> {
+        use safetyj::judge::engine::{Judge, JudgeOptions};
+        match (&args.url, &args.model, &args.local) {
+            (Some(url), Some(model), None) => Ok(EvalJudge::Http(safetyj::eval::http::HttpJudge {
+                chat: run.backend(url, model, &args.key_env)?,
+                max_tokens,
+            })),
+            (None, _, Some(local)) => {
+                let ctx = gpu_context()?;
+                let (model, tokenizer, resolved) = load_model(
+                    &ctx,
+                    &ModelArg {
+                        model: local.clone(),
+                    },
+                )?;
+                if let Some(notice) = resolved.stand_in_notice() {
+                    eprintln!("{notice}");
+                }
+                let options = JudgeOptions {
+                    max_critique_tokens: max_tokens,
+                    ..Default::default()
+                };
+                let judge = Judge::new(
+                    ctx,
+                    model,
+                    tokenizer,
+                    Box::new(safetyj::judge::safety_j::SafetyJ),
+                    options,
+                )?;
+                Ok(EvalJudge::Local(Box::new(judge)))
+            }
+            _ => Err(safetyj::Error::InvalidInput(
+                "give either --judge-url with --judge-model, or --judge-local".into(),
+            )),
+        }
+    }
+
+    fn backend(&self) -> &dyn safetyj::eval::JudgeBackend {
+        match self {
+            EvalJudge::Http(judge) => judge,
+            EvalJudge::Local(judge) => judge.as_ref(),
+        }
+    }
+}
+
 fn eval(command: EvalCommand) -> safetyj::Result<()> {
-    use safetyj::eval::{critique::CritiquePipeline, datasets, http::HttpJudge, report, runner};
+    use safetyj::eval::{critique::CritiquePipeline, datasets, report, runner, ChatBackend};
     match command {
         EvalCommand::Label {
             judge,
@@ -352,11 +413,8 @@ fn eval(command: EvalCommand) -> safetyj::Result<()> {
                     run.selection(),
                 ));
             }
-            let judge = HttpJudge {
-                chat: run.backend(&judge.url, &judge.model, &judge.key_env)?,
-                max_tokens,
-            };
-            let report = runner::run_label_eval(&items, &judge, &run.out, run.options())?;
+            let judge = EvalJudge::new(&judge, &run, max_tokens)?;
+            let report = runner::run_label_eval(&items, judge.backend(), &run.out, run.options())?;
             print!("{}", report::label_markdown(&report));
         }
         EvalCommand::Critique {
@@ -374,14 +432,23 @@ fn eval(command: EvalCommand) -> safetyj::Result<()> {
                     run.selection(),
                 ));
             }
-            let judge = HttpJudge {
-                chat: run.backend(&judge.url, &judge.model, &judge.key_env)?,
-                max_tokens,
+            let judge = EvalJudge::new(&judge, &run, max_tokens)?;
+            let http_evaluator = match (&evaluator_url, &evaluator_model) {
+                (Some(url), Some(model)) => Some(run.backend(url, model, &evaluator_key_env)?),
+                _ => None,
             };
-            let evaluator = run.backend(&evaluator_url, &evaluator_model, &evaluator_key_env)?;
+            let evaluator: &dyn ChatBackend = match (&http_evaluator, &judge) {
+                (Some(http), _) => http,
+                (None, EvalJudge::Local(local)) => local.as_ref(),
+                (None, EvalJudge::Http(_)) => {
+                    return Err(safetyj::Error::InvalidInput(
+                        "give --evaluator-url and --evaluator-model (or judge with --judge-local, which then also evaluates)".into(),
+                    ))
+                }
+            };
             let pipeline = CritiquePipeline {
-                judge: &judge,
-                evaluator: &evaluator,
+                judge: judge.backend(),
+                evaluator,
                 max_tokens,
             };
             let report = runner::run_critique_eval(&items, &pipeline, &run.out, run.options())?;

@@ -25,6 +25,8 @@ pub mod critique;
 pub mod datasets;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod http;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod local;
 pub mod metrics;
 pub mod report;
 pub mod runner;

@@ -33,6 +33,9 @@ pub struct Verdict {
     pub threshold: f64,
     pub lang: Lang,
     pub mode: Mode,
+    /// The answer as the model gave it: the fixed prefix, the label, and in
+    /// critique mode everything generated after it (`[Answer] unsafe\n[Analysis] …`).
+    pub output: String,
     /// The analysis text (critique mode only).
     pub critique: Option<String>,
     /// Why the critique ended (critique mode only).
@@ -303,6 +306,7 @@ impl Judge {
         };
         let time_to_verdict = started.elapsed();
 
+        let mut output = format!("{answer}{}", self.protocol.label_text(lang, label));
         let (critique, critique_stop) = match mode {
             Mode::Verdict => (None, None),
             Mode::Critique => {
@@ -324,14 +328,8 @@ impl Judge {
                     &options,
                     &mut on_critique,
                 )?;
-                let parsed = self.protocol.parse(
-                    &format!(
-                        "{answer}{}{}",
-                        self.protocol.label_text(lang, label),
-                        generation.text
-                    ),
-                    lang,
-                );
+                output.push_str(&generation.text);
+                let parsed = self.protocol.parse(&output, lang);
                 (
                     Some(
                         parsed
@@ -344,6 +342,7 @@ impl Judge {
         };
         Ok(Verdict {
             label,
+            output,
             p_unsafe,
             threshold: self.options.threshold,
             lang,
@@ -400,15 +399,24 @@ impl Judge {
         mode: Mode,
         max_tokens: usize,
     ) -> Result<String> {
-        let prompt = self.protocol.prompt(dialogue, lang, mode);
-        let ids = self.prompt_tokens(&prompt.parts)?;
+        self.complete_prompt(
+            &self.protocol.prompt(dialogue, lang, mode).parts,
+            max_tokens,
+        )
+    }
+
+    /// Greedy completion of any prompt (evaluator calls, free decoding) until the
+    /// end of the turn or `max_tokens`. It does not use the judge's prefix cache.
+    pub fn complete_prompt(&self, parts: &[PromptPart], max_tokens: usize) -> Result<String> {
+        let ids = self.prompt_tokens(parts)?;
         let mut state = self
             .state
             .lock()
             .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))?;
         state.session.truncate(0)?;
         state.prefix = None;
-        let options = greedy_until_end(&self.tokenizer, max_tokens);
+        let room = state.session.capacity().saturating_sub(ids.len());
+        let options = greedy_until_end(&self.tokenizer, max_tokens.min(room));
         let generation = generate::generate(
             &self.ctx,
             &self.model,
