@@ -361,27 +361,15 @@ impl EvalJudge {
                 max_tokens,
             })),
             (None, _, Some(local)) => {
-                let ctx = gpu_context()?;
-                let (model, tokenizer, resolved) = load_model(
-                    &ctx,
-                    &ModelArg {
-                        model: local.clone(),
-                    },
-                )?;
-                if let Some(notice) = resolved.stand_in_notice() {
-                    eprintln!("{notice}");
-                }
                 let options = JudgeOptions {
                     max_critique_tokens: max_tokens,
                     ..Default::default()
                 };
-                let judge = Judge::new(
-                    ctx,
-                    model,
-                    tokenizer,
-                    Box::new(safetyj::judge::safety_j::SafetyJ),
-                    options,
-                )?;
+                let (judge, stand_in) = Judge::load(local, options, status_line())?;
+                eprintln!();
+                if let Some(notice) = stand_in {
+                    eprintln!("{notice}");
+                }
                 Ok(EvalJudge::Local(Box::new(judge)))
             }
             _ => Err(safetyj::Error::InvalidInput(
@@ -480,42 +468,15 @@ struct ModelArg {
     model: String,
 }
 
-/// Resolves and loads a model, with download and load progress on stderr.
-fn load_model(
-    ctx: &Context,
-    arg: &ModelArg,
-) -> safetyj::Result<(
-    safetyj::model::Model,
-    safetyj::tokenizer::Tokenizer,
-    safetyj::fetch::ResolvedModel,
-)> {
-    use safetyj::fetch::{resolve, ModelKind};
-    let mut last = std::time::Instant::now();
-    let resolved = resolve(&arg.model, &mut |p: safetyj::fetch::Progress| {
-        if last.elapsed().as_millis() > 500 || Some(p.done) == p.total {
-            last = std::time::Instant::now();
-            match p.total {
-                Some(total) => eprint!(
-                    "\rdownloading {}: {} / {} MiB   ",
-                    p.file,
-                    p.done >> 20,
-                    total >> 20
-                ),
-                None => eprint!("\rdownloading {}: {} MiB   ", p.file, p.done >> 20),
-            }
+/// A progress callback that rewrites one stderr line, at most twice a second.
+fn status_line() -> impl FnMut(&str) {
+    let mut last: Option<std::time::Instant> = None;
+    move |line: &str| {
+        if last.is_none_or(|t| t.elapsed().as_millis() >= 500) {
+            last = Some(std::time::Instant::now());
+            eprint!("\r{line}\x1b[K");
         }
-    })?;
-    let path = match &resolved.kind {
-        ModelKind::Gguf(path) | ModelKind::HfDir(path) => path.clone(),
-    };
-    let (model, tokenizer) =
-        safetyj::model::open::open(ctx, &path, safetyj::quant::DType::Q4_K, |done, total| {
-            if done == total || done % (total / 10).max(1) == 0 {
-                eprint!("\rloading {}: {done}/{total} tensors", path.display());
-            }
-        })?;
-    eprintln!();
-    Ok((model, tokenizer, resolved))
+    }
 }
 
 fn gpu_context() -> safetyj::Result<Context> {
@@ -563,7 +524,7 @@ struct JudgeArgs {
 
 fn judge(args: JudgeArgs) -> safetyj::Result<()> {
     use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
-    use safetyj::judge::{safety_j::SafetyJ, Dialogue, Lang, Mode};
+    use safetyj::judge::{Dialogue, Lang, Mode};
     use std::io::Write;
     let lang = match args.lang.as_str() {
         "auto" => None,
@@ -584,18 +545,19 @@ fn judge(args: JudgeArgs) -> safetyj::Result<()> {
             )))
         }
     };
-    let ctx = gpu_context()?;
-    let (model, tokenizer, resolved) = load_model(&ctx, &args.model)?;
-    let stand_in = resolved.stand_in_notice();
-    if let Some(notice) = &stand_in {
-        eprintln!("{notice}");
-    }
     let options = JudgeOptions {
         threshold: args.threshold,
         max_critique_tokens: args.max_critique_tokens,
         ..Default::default()
     };
-    let judge = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options)?;
+    let (judge, stand_in) = Judge::load(&args.model.model, options, status_line())?;
+    eprintln!();
+    if let Some(notice) = judge.context().software_notice() {
+        eprintln!("{notice}");
+    }
+    if let Some(notice) = &stand_in {
+        eprintln!("{notice}");
+    }
     if let (Some(input), Some(output)) = (&args.input, &args.output) {
         let summary = safetyj::judge::batch::run(&judge, input, output, mode, |done, total| {
             eprint!("\rjudged {done}/{total} lines");
@@ -755,7 +717,9 @@ fn generate(args: GenerateArgs) -> safetyj::Result<()> {
     use safetyj::model::generate::{generate, GenerateOptions, Sampling};
     use std::io::Write;
     let ctx = gpu_context()?;
-    let (model, tokenizer, _) = load_model(&ctx, &args.model)?;
+    let (model, tokenizer, _) =
+        safetyj::model::open::open_named(&ctx, &args.model.model, status_line())?;
+    eprintln!();
     let mut ids = Vec::new();
     if args.chat {
         ids.extend(tokenizer.encode_special(

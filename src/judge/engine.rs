@@ -139,6 +139,33 @@ impl Judge {
         })
     }
 
+    /// Loads a judge by preset name (`safety-j-v5`, `qwen2.5-coder-0.5b`, …; fetched
+    /// into the cache on first use), GGUF file or Hugging Face folder, speaking the
+    /// Safety-J protocol. `progress` receives one-line status texts (downloads, then
+    /// tensors loaded). Returns the judge and, when a stand-in preset was named, the
+    /// notice to show with its verdicts.
+    pub fn load(
+        model: &str,
+        options: JudgeOptions,
+        progress: impl FnMut(&str),
+    ) -> Result<(Judge, Option<String>)> {
+        let ctx = Context::new_blocking()?;
+        let (model, tokenizer, stand_in) = crate::model::open::open_named(&ctx, model, progress)?;
+        let judge = Judge::new(
+            ctx,
+            model,
+            tokenizer,
+            Box::new(super::safety_j::SafetyJ),
+            options,
+        )?;
+        Ok((judge, stand_in))
+    }
+
+    /// The GPU context the judge runs on.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
     /// The model's configuration.
     pub fn model(&self) -> &Model {
         &self.model

@@ -44,3 +44,36 @@ pub fn open(
     let model = Model::load(ctx, &weights, progress)?;
     Ok((model, tokenizer))
 }
+
+/// Loads a model by preset name (fetched into the cache on first use), GGUF file or
+/// Hugging Face folder; Hugging Face weights become Q4_K. `progress` receives
+/// one-line status texts (downloads, then tensors loaded). Also returns the notice
+/// to show when a stand-in preset (not Safety-J) was named.
+pub fn open_named(
+    ctx: &Context,
+    model: &str,
+    mut progress: impl FnMut(&str),
+) -> Result<(Model, Tokenizer, Option<String>)> {
+    use crate::fetch::{resolve, ModelKind, Progress};
+    let resolved = resolve(model, &mut |p: Progress| {
+        progress(&match p.total {
+            Some(total) => format!(
+                "downloading {}: {} / {} MiB",
+                p.file,
+                p.done >> 20,
+                total >> 20
+            ),
+            None => format!("downloading {}: {} MiB", p.file, p.done >> 20),
+        })
+    })?;
+    let path = match &resolved.kind {
+        ModelKind::Gguf(path) | ModelKind::HfDir(path) => path.clone(),
+    };
+    let (model, tokenizer) = open(ctx, &path, DType::Q4_K, |done, total| {
+        progress(&format!(
+            "loading {}: {done}/{total} tensors",
+            path.display()
+        ))
+    })?;
+    Ok((model, tokenizer, resolved.stand_in_notice()))
+}
