@@ -167,7 +167,8 @@ impl HfWeights {
     }
 
     /// Opens a checkpoint given as a directory (as [`HfWeights::open`]) or as one
-    /// `.safetensors` file with config.json beside it.
+    /// `.safetensors` file with config.json beside it (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open_path(path: &std::path::Path, dtype: DType) -> Result<HfWeights> {
         if path.is_dir() {
             return HfWeights::open(path, dtype);

@@ -3,8 +3,7 @@
 
 pub mod arch;
 pub mod config;
-
-pub use config::ModelConfig;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
 pub mod forward;
 #[cfg(not(target_arch = "wasm32"))]
@@ -13,4 +12,5 @@ pub mod load;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod open;
 
+pub use config::ModelConfig;
 pub use forward::{LayerWeights, Logits, Model, Session};
