@@ -230,15 +230,15 @@ fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<
     let scales = bitcast<i32>(load_u16(base + 192u + 8u * half + 2u * quarter));
     let scale0 = d * f32(extractBits(scales, 0u, 8u));
     let scale1 = d * f32(extractBits(scales, 8u, 8u));
-    var low_word = weights[ql];
-    var high_word = weights[qh];
+    var low_words: array<u32, 9>;
+    var high_words: array<u32, 9>;
+    for (var i = 0u; i < 9u; i++) {
+        low_words[i] = weights[ql + i];
+        high_words[i] = weights[qh + i];
+    }
     for (var w = 0u; w < 8u; w++) {
-        let low_next = weights[ql + w + 1u];
-        let high_next = weights[qh + w + 1u];
-        let low = word_from(low_word, low_next, mid) >> low_shift;
-        let high = word_from(high_word, high_next, mid) >> high_shift;
-        low_word = low_next;
-        high_word = high_next;
+        let low = word_from(low_words[w], low_words[w + 1u], mid) >> low_shift;
+        let high = word_from(high_words[w], high_words[w + 1u], mid) >> high_shift;
         let scale = select(scale1, scale0, w < 4u);
         for (var b = 0u; b < 4u; b++) {
             let q = ((low >> (8u * b)) & 0xfu) | (((high >> (8u * b)) & 3u) << 4u);
