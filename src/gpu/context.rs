@@ -829,7 +829,10 @@ mod tests {
         let larger = ctx.scratch_buffer("scratch cache test", 128).unwrap();
         assert_ne!(a, larger);
         assert!(larger.size() >= 128);
-        assert_eq!(larger, ctx.scratch_buffer("scratch cache test", 100).unwrap());
+        assert_eq!(
+            larger,
+            ctx.scratch_buffer("scratch cache test", 100).unwrap()
+        );
     }
 
     #[test]
