@@ -53,6 +53,11 @@ fn word_after_half(word: u32, next: u32, mid: bool) -> u32 {
     return select((word >> 16u) | (next << 16u), next, mid);
 }
 
+// The 32 bits at byte 0 (or, when `mid`, byte 2) of `word`, continued into `next`.
+fn word_from(word: u32, next: u32, mid: bool) -> u32 {
+    return select(word, (word >> 16u) | (next << 16u), mid);
+}
+
 #ifdef Q4_0
 // 18-byte blocks: f16 d, 16 bytes of nibbles (low nibbles are elements 0..16). A
 // block starts on a word or half-word boundary; its 5 words are loaded once.
@@ -145,31 +150,36 @@ fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<
 #endif
 
 #ifdef K_SCALES
-// The 6-bit scale and min of sub-block `j` (0..8) of the 12 packed bytes at `scales`.
-fn k_scale_min(scales: u32, j: u32) -> vec2<f32> {
+// The 6-bit scale and min of sub-block `j` (0..8) from the 12 packed scale bytes,
+// given as three little-endian words.
+fn k_scale_min(s0: u32, s1: u32, s2: u32, j: u32) -> vec2<f32> {
+    let shift = 8u * (j % 4u);
+    let low = (s0 >> shift) & 0xffu;
+    let high = (s1 >> shift) & 0xffu;
     if (j < 4u) {
-        return vec2<f32>(f32(load_u8(scales + j) & 63u), f32(load_u8(scales + j + 4u) & 63u));
+        return vec2<f32>(f32(low & 63u), f32(high & 63u));
     }
-    let packed = load_u8(scales + j + 4u);
-    let scale = (packed & 0xfu) | ((load_u8(scales + j - 4u) >> 6u) << 4u);
-    let min = (packed >> 4u) | ((load_u8(scales + j) >> 6u) << 4u);
-    return vec2<f32>(f32(scale), f32(min));
+    let packed = (s2 >> shift) & 0xffu;
+    return vec2<f32>(f32((packed & 0xfu) | ((low >> 6u) << 4u)),
+                     f32((packed >> 4u) | ((high >> 6u) << 4u)));
 }
 #endif
 
 #ifdef Q4_K
 // 144-byte blocks of 256: f16 d, f16 dmin, 12 bytes of scales/mins, 128 bytes of
 // nibbles; 64-element chunk c takes low then high nibbles of bytes 32c..32c+32.
+// Blocks are 36 words and rows start on a word, so every field is read as words.
 fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
-    let base = row_byte + (group / 8u) * 144u;
+    let first = (row_byte >> 2u) + (group / 8u) * 36u;
     let sub = group % 8u;
-    let sm = k_scale_min(base + 4u, sub);
-    let scale = load_f16(base) * sm.x;
-    let offset = load_f16(base + 2u) * sm.y;
-    let qs = base + 16u + 32u * (sub / 2u);
+    let d_dmin = unpack2x16float(weights[first]);
+    let sm = k_scale_min(weights[first + 1u], weights[first + 2u], weights[first + 3u], sub);
+    let scale = d_dmin.x * sm.x;
+    let offset = d_dmin.y * sm.y;
+    let qs = first + 4u + 8u * (sub / 2u);
     let shift = 4u * (sub % 2u);
     for (var w = 0u; w < 8u; w++) {
-        let word = load_u32(qs + 4u * w) >> shift;
+        let word = weights[qs + w] >> shift;
         for (var b = 0u; b < 4u; b++) {
             (*out)[4u * w + b] = scale * f32((word >> (8u * b)) & 0xfu) - offset;
         }
@@ -179,18 +189,20 @@ fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<
 
 #ifdef Q5_K
 // 176-byte blocks of 256: like Q4_K plus 32 bytes of fifth bits (bit j of byte l
-// belongs to element l of sub-block j) before the nibbles.
+// belongs to element l of sub-block j) before the nibbles. Blocks are 44 words and
+// rows start on a word, so every field is read as words.
 fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
-    let base = row_byte + (group / 8u) * 176u;
+    let first = (row_byte >> 2u) + (group / 8u) * 44u;
     let sub = group % 8u;
-    let sm = k_scale_min(base + 4u, sub);
-    let scale = load_f16(base) * sm.x;
-    let offset = load_f16(base + 2u) * sm.y;
-    let qs = base + 48u + 32u * (sub / 2u);
+    let d_dmin = unpack2x16float(weights[first]);
+    let sm = k_scale_min(weights[first + 1u], weights[first + 2u], weights[first + 3u], sub);
+    let scale = d_dmin.x * sm.x;
+    let offset = d_dmin.y * sm.y;
+    let qs = first + 12u + 8u * (sub / 2u);
     let shift = 4u * (sub % 2u);
     for (var w = 0u; w < 8u; w++) {
-        let word = load_u32(qs + 4u * w) >> shift;
-        let high = load_u32(base + 16u + 4u * w) >> sub;
+        let word = weights[qs + w] >> shift;
+        let high = weights[first + 4u + w] >> sub;
         for (var b = 0u; b < 4u; b++) {
             let q = ((word >> (8u * b)) & 0xfu) | (((high >> (8u * b)) & 1u) << 4u);
             (*out)[4u * w + b] = scale * f32(q) - offset;
@@ -203,22 +215,30 @@ fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<
 // 210-byte blocks of 256: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs,
 // 16 signed scales (one per 16 elements), f16 d at byte 208. Each 128-element half
 // has four 32-element quarters q: low nibbles from ql[32 * (q % 2)..] shifted by
-// 4 * (q / 2), high bits from qh shifted by 2 * q.
+// 4 * (q / 2), high bits from qh shifted by 2 * q. A block starts on a word or
+// half-way into one (`mid`); the 8 words of each field are assembled from 9 loads.
 fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
     let base = row_byte + (group / 8u) * 210u;
+    let mid = (base & 2u) != 0u;
     let half = (group % 8u) / 4u;
     let quarter = group % 4u;
     let d = load_f16(base + 208u);
-    let ql = base + 64u * half + 32u * (quarter % 2u);
-    let qh = base + 128u + 32u * half;
+    let ql = (base + 64u * half + 32u * (quarter % 2u)) >> 2u;
+    let qh = (base + 128u + 32u * half) >> 2u;
     let low_shift = 4u * (quarter / 2u);
     let high_shift = 2u * quarter;
-    let scales = base + 192u + 8u * half + 2u * quarter;
-    let scale0 = d * f32(extractBits(bitcast<i32>(load_u8(scales)), 0u, 8u));
-    let scale1 = d * f32(extractBits(bitcast<i32>(load_u8(scales + 1u)), 0u, 8u));
+    let scales = bitcast<i32>(load_u16(base + 192u + 8u * half + 2u * quarter));
+    let scale0 = d * f32(extractBits(scales, 0u, 8u));
+    let scale1 = d * f32(extractBits(scales, 8u, 8u));
+    var low_words: array<u32, 9>;
+    var high_words: array<u32, 9>;
+    for (var i = 0u; i < 9u; i++) {
+        low_words[i] = weights[ql + i];
+        high_words[i] = weights[qh + i];
+    }
     for (var w = 0u; w < 8u; w++) {
-        let low = load_u32(ql + 4u * w) >> low_shift;
-        let high = load_u32(qh + 4u * w) >> high_shift;
+        let low = word_from(low_words[w], low_words[w + 1u], mid) >> low_shift;
+        let high = word_from(high_words[w], high_words[w + 1u], mid) >> high_shift;
         let scale = select(scale1, scale0, w < 4u);
         for (var b = 0u; b < 4u; b++) {
             let q = ((low >> (8u * b)) & 0xfu) | (((high >> (8u * b)) & 3u) << 4u);

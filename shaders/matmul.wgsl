@@ -2,9 +2,9 @@
 // for the rows n of one weight chunk, decoded from GGUF blocks 32 elements at a time.
 // GEMV: a workgroup per GEMV_COLS output columns and up to GEMV_ROWS input rows;
 // the threads of each column split its K by 32-element groups, then sum.
-// GEMM: a workgroup per 32×64 output tile; each K step decodes a 64×32 weight tile
-// and loads a 32×32 input tile into workgroup memory once, and every thread
-// accumulates a 4×4 register tile. With INPUT_VEC4 (K a multiple of 4) both read
+// GEMM: a workgroup per GEMM_ROWS×64 output tile (GEMM_ROWS 32 or 64); each K step
+// decodes a 64×32 weight tile and loads a GEMM_ROWS×32 input tile into workgroup
+// memory once, and every thread accumulates GEMM_ROWS / 32 4×4 register tiles. With INPUT_VEC4 (K a multiple of 4) both read
 // the input four values per load.
 
 struct Params {
@@ -136,13 +136,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
 #endif
 
 #ifdef GEMM
-const BM: u32 = 32u;
+const BM: u32 = GEMM_ROWS;
 const BN: u32 = 64u;
 const WG: u32 = 128u;
+// Input rows per register sub-tile: each thread accumulates BM / 32 4×4 tiles, rows
+// 4 * (lid / 16) + 32 * s for s < BM / 32.
+const SUB_TILES: u32 = BM / 32u;
+// Input loaders (the upper 64 threads) per tile row, and the values each loads.
+const LOADERS_PER_ROW: u32 = 64u / BM;
+const LOAD_SPAN: u32 = GROUP / LOADERS_PER_ROW;
 // Tiles are stored k-major in vec4s of consecutive rows: a_tile[kk * BM / 4 + m / 4]
 // holds input rows m..m+4 at k step kk, b_tile[kk * BN / 4 + n / 4] weight rows n..n+4,
 // so each thread reads its 4×4 operands with two vector loads per k.
-var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> a_tile: array<vec4<f32>, BM * 8u>;
 var<workgroup> b_tile: array<vec4<f32>, 512>;
 
 @compute @workgroup_size(WG)
@@ -155,7 +161,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
     let m_base = wid.z * BM;
     let tm4 = lid / 16u;
     let tn4 = lid % 16u;
-    var acc = array<vec4<f32>, 4>();
+    var acc = array<vec4<f32>, SUB_TILES * 4u>();
     var w: array<f32, 32>;
     for (var g = 0u; g < params.groups; g++) {
         if (lid < BN) {
@@ -170,12 +176,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
                 b_tile[i * (BN / 4u) + lid / 4u][lid % 4u] = w[i];
             }
         } else {
-            // The other half load 16 input values each.
+            // The other half load LOAD_SPAN input values each.
             let t = lid - BN;
-            let m = t / 2u;
-            let kk0 = (t % 2u) * 16u;
+            let m = t / LOADERS_PER_ROW;
+            let kk0 = (t % LOADERS_PER_ROW) * LOAD_SPAN;
             let row = m_base + m;
-            for (var i = 0u; i < 16u; i += 4u) {
+            for (var i = 0u; i < LOAD_SPAN; i += 4u) {
                 let k = g * GROUP + kk0 + i;
                 var x = vec4<f32>();
                 if (row < params.m && k < params.k) {
@@ -188,19 +194,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
         }
         workgroupBarrier();
         for (var kk = 0u; kk < GROUP; kk++) {
-            let a = a_tile[kk * (BM / 4u) + tm4];
             let b = b_tile[kk * (BN / 4u) + tn4];
-            acc[0] += a.x * b;
-            acc[1] += a.y * b;
-            acc[2] += a.z * b;
-            acc[3] += a.w * b;
+            for (var s = 0u; s < SUB_TILES; s++) {
+                let a = a_tile[kk * (BM / 4u) + tm4 + 8u * s];
+                acc[4u * s] += a.x * b;
+                acc[4u * s + 1u] += a.y * b;
+                acc[4u * s + 2u] += a.z * b;
+                acc[4u * s + 3u] += a.w * b;
+            }
         }
         workgroupBarrier();
     }
-    let tm = tm4 * 4u;
     let tn = tn4 * 4u;
-    for (var i = 0u; i < 4u; i++) {
-        let row = m_base + tm + i;
+    for (var i = 0u; i < SUB_TILES * 4u; i++) {
+        let row = m_base + tm4 * 4u + 32u * (i / 4u) + i % 4u;
         for (var j = 0u; j < 4u; j++) {
             let n = n_base + tn + j;
             if (row < params.m && n < params.chunk_rows) {

@@ -108,6 +108,8 @@ pub struct Context {
     profiler: Mutex<Option<Profiler>>,
     /// Uniform buffers by (label, contents): parameter blocks repeat every step.
     uniforms: Mutex<HashMap<(String, Vec<u8>), wgpu::Buffer>>,
+    /// Scratch storage buffers by label, grown on demand: see [`Context::scratch_buffer`].
+    scratch: Mutex<HashMap<String, wgpu::Buffer>>,
     lost: Arc<Mutex<Option<String>>>,
     /// On the web, errors arrive here instead of through a blocking error scope.
     uncaptured: Arc<Mutex<Option<GpuFault>>>,
@@ -276,6 +278,7 @@ impl Context {
             pipeline_names: Mutex::new(HashMap::new()),
             profiler: Mutex::new(None),
             uniforms: Mutex::new(HashMap::new()),
+            scratch: Mutex::new(HashMap::new()),
             lost,
             uncaptured,
         })
@@ -426,6 +429,22 @@ impl Context {
             });
         }
         Ok(())
+    }
+
+    /// A storage buffer of at least `bytes`, shared by every caller with the same
+    /// `label` and reallocated only when a larger one is asked for. For intermediates
+    /// written and consumed by consecutive dispatches (wgpu orders the accesses), so
+    /// each step does not allocate them again.
+    pub fn scratch_buffer(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let mut cache = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(buffer) = cache.get(label) {
+            if buffer.size() >= bytes {
+                return Ok(buffer.clone());
+            }
+        }
+        let buffer = self.storage_buffer(label, bytes)?;
+        cache.insert(label.to_string(), buffer.clone());
+        Ok(buffer)
     }
 
     /// An uninitialised storage buffer of `bytes` (rounded up to 4), usable as a copy
@@ -821,6 +840,23 @@ mod tests {
         assert_eq!(a, again);
         assert_ne!(a, other_contents);
         assert_ne!(a, other_label);
+    }
+
+    #[test]
+    fn scratch_buffers_are_shared_until_a_larger_one_is_needed() {
+        let ctx = crate::ops::testing::ctx();
+        let a = ctx.scratch_buffer("scratch cache test", 64).unwrap();
+        let smaller = ctx.scratch_buffer("scratch cache test", 16).unwrap();
+        let other_label = ctx.scratch_buffer("scratch cache test 2", 16).unwrap();
+        assert_eq!(a, smaller);
+        assert_ne!(a, other_label);
+        let larger = ctx.scratch_buffer("scratch cache test", 128).unwrap();
+        assert_ne!(a, larger);
+        assert!(larger.size() >= 128);
+        assert_eq!(
+            larger,
+            ctx.scratch_buffer("scratch cache test", 100).unwrap()
+        );
     }
 
     #[test]

@@ -187,7 +187,7 @@ pub fn encode_with(
             let records = queries * n_heads * splits;
             let partial_bytes = (records * (head_dim + PARTIAL_HEADER) * 4) as u64;
             ctx.check_binding("attention decode partials", partial_bytes)?;
-            let partial = ctx.storage_buffer("attention decode partials", partial_bytes)?;
+            let partial = ctx.scratch_buffer("attention decode partials", partial_bytes)?;
             let decode = ctx.pipeline(SHADER, &[("DECODE", String::new()), head_define.clone()])?;
             let bind = ctx.bind_group(
                 &decode,

@@ -19,8 +19,13 @@ const GEMV_ROWS: usize = 4;
 /// Output columns (weight rows) of one GEMV workgroup; its 64 threads split into
 /// 64 / GEMV_COLS threads per column. Needs GEMV_COLS * GEMV_ROWS <= 64.
 const GEMV_COLS: usize = 4;
-/// Output tile of one GEMM workgroup: rows of the input × weight rows.
-const GEMM_TILE: (usize, usize) = (32, 64);
+/// Weight rows (output columns) of one GEMM workgroup.
+const GEMM_COLS: usize = 64;
+/// Input rows of one GEMM workgroup from [`GEMM_WIDE_ROWS`] input rows on (each
+/// decoded weight tile serves twice the rows), fewer rows use [`GEMM_NARROW_ROWS`].
+const GEMM_WIDE_ROWS: usize = 64;
+/// Input rows of one GEMM workgroup below [`GEMM_WIDE_ROWS`] input rows.
+const GEMM_NARROW_ROWS: usize = 32;
 /// Elements decoded at a time (every quant block is a whole number of these).
 const GROUP: usize = 32;
 
@@ -32,7 +37,8 @@ pub enum Path {
     /// decoding one token.
     Gemv,
     /// Tiled: each workgroup decodes a 64-row weight tile into workgroup memory once
-    /// per K step and reuses it for 32 input rows (prefill).
+    /// per K step and reuses it for 32 input rows, or 64 from 64 input rows on
+    /// (prefill).
     Gemm,
 }
 
@@ -131,10 +137,15 @@ pub fn encode_with_path(
             });
         }
     }
+    let gemm_rows = if m >= GEMM_WIDE_ROWS {
+        GEMM_WIDE_ROWS
+    } else {
+        GEMM_NARROW_ROWS
+    };
     // Workgroups: x covers the chunk's weight rows, z the batches of input rows.
     let (rows_per_workgroup, row_batches) = match path {
         Path::Gemv => (GEMV_COLS, m.div_ceil(GEMV_ROWS)),
-        Path::Gemm => (GEMM_TILE.1, m.div_ceil(GEMM_TILE.0)),
+        Path::Gemm => (GEMM_COLS, m.div_ceil(gemm_rows)),
     };
     if row_batches > ctx.caps.max_workgroups_per_dimension as usize {
         return Err(Error::Limit {
@@ -151,7 +162,10 @@ pub fn encode_with_path(
             defines.push(("GEMV_ROWS", format!("{GEMV_ROWS}u")));
             defines.push(("GEMV_COLS", format!("{GEMV_COLS}u")));
         }
-        Path::Gemm => defines.push(("GEMM", String::new())),
+        Path::Gemm => {
+            defines.push(("GEMM", String::new()));
+            defines.push(("GEMM_ROWS", format!("{gemm_rows}u")));
+        }
     }
     if k.is_multiple_of(4) {
         defines.push(("INPUT_VEC4", String::new()));
@@ -369,6 +383,7 @@ mod tests {
                 case(33, 896, 0, true, Some(100)),
                 case(33, 4864, 0, false, None),
                 case(7, 896, 1, true, None),
+                case(70, 65, 1, true, Some(40)),
             ],
         }
     }
