@@ -156,7 +156,7 @@ fn prefix_cache_gives_the_cold_result() {
         warm.cached_tokens
     );
 
-    let ctx = Context::new_blocking().unwrap();
+    let ctx = judge.context();
     let model = judge.model();
     let tokenizer = judge.tokenizer();
     let mut ids = judge
@@ -172,13 +172,13 @@ fn prefix_cache_gives_the_cold_result() {
     ids.extend_from_slice(&safe[..common]);
     // Cold: one session, whole prompt, and each label's remaining tokens appended.
     let logprob = |rest: &[u32]| -> f64 {
-        let mut session = model.new_session(&ctx, ids.len() + 8).unwrap();
+        let mut session = model.new_session(ctx, ids.len() + 8).unwrap();
         let mut all = ids.clone();
         all.extend_from_slice(&rest[..rest.len() - 1]);
         let logits = model
-            .forward(&ctx, &mut session, &all, Logits::All)
+            .forward(ctx, &mut session, &all, Logits::All)
             .unwrap()
-            .read_f32(&ctx)
+            .read_f32(ctx)
             .unwrap();
         let vocab = model.config.vocab;
         (0..rest.len())
@@ -218,11 +218,9 @@ fn injected_control_tokens_stay_plain_text() {
         (2, 1),
         "control tokens in {ids:?}"
     );
-    let attack_ids = tokenizer.encode_text(attack).unwrap();
-    assert!(
-        ids.windows(attack_ids.len()).any(|w| w == attack_ids),
-        "the attack is present as plain text"
-    );
+    // Every byte of the prompt survives as text: decoding the ids gives the prompt
+    // back, so the attack is there, spelled out in ordinary tokens.
+    assert_eq!(tokenizer.decode(&ids).unwrap(), prompt.text());
     let verdict = judge
         .evaluate(
             &JudgeRequest {
