@@ -463,7 +463,7 @@ fn bench(model: &str, options: &BenchOptions, json: bool) -> safetyj::Result<()>
 /// from models/presets.json (downloaded into the cache on first use).
 #[derive(clap::Args)]
 struct ModelArg {
-    /// GGUF file, Hugging Face checkpoint folder, or preset name (`safetyj judge --list-models`).
+    /// GGUF file, Hugging Face checkpoint folder, or preset name from models/presets.json.
     #[arg(long, default_value = "qwen2.5-coder-0.5b")]
     model: String,
 }
