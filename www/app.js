@@ -1,0 +1,366 @@
+// The safetyj web app: choose and load a model, judge a dialogue, show the verdict,
+// P(unsafe) and the streaming critique. The engine runs in a Web Worker
+// (judge-client.js). State for tests is exposed as DOM attributes: body
+// data-state / data-error / data-load-ms, #load-progress data-* (bytes, tensors),
+// #result data-label / data-p-unsafe / data-time-to-verdict-ms.
+
+import { WorkerJudge } from "./judge-client.js";
+import { EXAMPLES } from "./examples.js";
+import { LANGUAGES, translate } from "./i18n.js";
+
+const $ = (id) => document.getElementById(id);
+const LANGUAGE_KEY = "safetyj-ui-lang";
+
+/** Everything the dynamic parts of the page are drawn from (redrawn on a language switch). */
+const view = {
+  lang: "en",
+  models: [],
+  judge: null,
+  notice: null,
+  progress: null,
+  loadMs: null,
+  fromCacheAtStart: null,
+  cacheError: null,
+  modelInfo: null,
+  capabilities: null,
+  verdict: null,
+  critique: "",
+  stopRequested: false,
+  hint: null,
+};
+
+const t = (key, values) => translate(view.lang, key, values);
+
+function formatBytes(bytes) {
+  if (!Number.isFinite(bytes)) return "?";
+  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(2)} GB`;
+  if (bytes >= 1e6) return `${(bytes / 1e6).toFixed(1)} MB`;
+  if (bytes >= 1e3) return `${(bytes / 1e3).toFixed(1)} kB`;
+  return `${bytes} B`;
+}
+
+function formatMs(ms) {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`;
+}
+
+function setState(state) {
+  document.body.dataset.state = state;
+  const busy = state === "loading" || state === "judging";
+  const usable = !["checking", "no-webgpu", "lost"].includes(state);
+  $("load").disabled = busy || !usable;
+  $("judge").disabled = busy || !usable || view.judge === null;
+  $("stop").hidden = state !== "judging";
+  $("load").textContent = t(state === "loading" ? "loading" : "load");
+  $("judge").textContent = t(state === "judging" ? "judging" : "judge");
+}
+
+/** Shows a message (`key` into the strings) above the page; `reload` adds the reload button. */
+function showNotice(key, values = {}, { reload = false } = {}) {
+  view.notice = { key, values, reload };
+  renderNotice();
+}
+
+function clearNotice() {
+  view.notice = null;
+  renderNotice();
+}
+
+function renderNotice() {
+  $("notice").hidden = view.notice === null;
+  if (view.notice === null) return;
+  $("notice-text").textContent = t(view.notice.key, view.notice.values);
+  $("reload").hidden = !view.notice.reload;
+}
+
+function renderProgress() {
+  const p = view.progress;
+  $("load-progress").hidden = p === null;
+  if (p === null) return;
+  const box = $("load-progress");
+  box.dataset.phase = p.phase;
+  box.dataset.bytesDone = p.bytesDone;
+  box.dataset.bytesTotal = p.bytesTotal;
+  box.dataset.bytesFromCache = p.bytesFromCache;
+  box.dataset.tensorsDone = p.tensorsDone;
+  box.dataset.tensorsTotal = p.tensorsTotal;
+  $("progress-bar").value = p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : 0;
+  let text;
+  if (p.phase === "ready" && view.loadMs !== null) {
+    text = t("progressReady", { seconds: (view.loadMs / 1000).toFixed(1), cached: formatBytes(p.bytesFromCache), total: formatBytes(p.bytesTotal) });
+  } else if (p.phase === "header") {
+    text = t("progressHeader");
+  } else {
+    text = t("progressWeights", {
+      done: formatBytes(p.bytesDone),
+      total: formatBytes(p.bytesTotal),
+      tensorsDone: p.tensorsDone,
+      tensorsTotal: p.tensorsTotal,
+      cached: formatBytes(p.bytesFromCache),
+    });
+  }
+  if (view.cacheError) text += ` · ${t("cacheError", { message: view.cacheError })}`;
+  $("progress-text").textContent = text;
+}
+
+function renderModel() {
+  const info = view.modelInfo;
+  $("model-info").hidden = info === null;
+  $("stand-in").hidden = info?.standIn !== true;
+  if (info !== null) {
+    $("model-info").textContent = t("modelLoaded", { name: info.name, arch: info.arch, layers: info.layers, quant: info.quant, size: formatBytes(info.fileBytes) });
+  }
+  const caps = view.capabilities;
+  $("adapter").textContent = caps === null ? "" : t("adapter", {
+    adapter: caps.adapter,
+    backend: caps.backend,
+    f16: t(caps.shaderF16 ? "yes" : "no"),
+    binding: formatBytes(caps.maxStorageBindingBytes),
+  });
+}
+
+function renderVerdict() {
+  const verdict = view.verdict;
+  const result = $("result");
+  if (verdict === null) {
+    for (const key of ["label", "pUnsafe", "timeToVerdictMs", "totalMs", "critiqueStop"]) delete result.dataset[key];
+    $("badge").textContent = "";
+    $("badge").className = "badge pending";
+    $("p-unsafe").textContent = "…";
+    $("threshold").textContent = "";
+    $("gauge-fill").style.width = "0";
+    for (const id of ["time-to-verdict", "total-time", "prompt-tokens", "template-used"]) $(id).textContent = "…";
+  } else {
+    result.dataset.label = verdict.label;
+    result.dataset.pUnsafe = String(verdict.p_unsafe);
+    result.dataset.timeToVerdictMs = String(verdict.time_to_verdict_ms);
+    result.dataset.totalMs = String(verdict.total_ms);
+    result.dataset.critiqueStop = verdict.critique_stop ?? "";
+    $("badge").textContent = t(verdict.label === "unsafe" ? "unsafe" : "safe");
+    $("badge").className = `badge ${verdict.label}`;
+    $("p-unsafe").textContent = verdict.p_unsafe.toFixed(3);
+    $("threshold").textContent = t("threshold", { threshold: verdict.threshold });
+    $("gauge-fill").style.width = `${(verdict.p_unsafe * 100).toFixed(1)}%`;
+    $("gauge-fill").className = `gauge-fill ${verdict.label}`;
+    $("gauge-threshold").style.left = `${(verdict.threshold * 100).toFixed(1)}%`;
+    $("gauge").setAttribute("aria-valuenow", String(verdict.p_unsafe));
+    $("time-to-verdict").textContent = formatMs(verdict.time_to_verdict_ms);
+    $("total-time").textContent = formatMs(verdict.total_ms);
+    $("prompt-tokens").textContent = `${verdict.prompt_tokens} (${t("cachedTokens", { cached: verdict.cached_tokens })})`;
+    $("template-used").textContent = t(verdict.lang === "zh" ? "langZh" : "langEn");
+    if (verdict.critique !== null && verdict.critique !== undefined) view.critique = verdict.critique;
+  }
+  const critiqueMode = verdict === null ? selectedMode() === "critique" : verdict.mode === "critique";
+  $("critique-box").hidden = !critiqueMode;
+  $("critique").textContent = view.critique;
+  $("critique-stop").textContent = verdict?.critique_stop ? t("critiqueStop", { reason: verdict.critique_stop }) : "";
+}
+
+function renderHint() {
+  $("judge-hint").textContent = view.hint === null ? "" : t(view.hint);
+}
+
+/** Redraws every translated string: static (data-i18n) and dynamic. */
+function applyLanguage(lang) {
+  view.lang = LANGUAGES.includes(lang) ? lang : "en";
+  document.documentElement.lang = view.lang === "zh" ? "zh-CN" : "en";
+  document.body.dataset.uiLang = view.lang;
+  for (const element of document.querySelectorAll("[data-i18n]")) element.textContent = t(element.dataset.i18n);
+  for (const element of document.querySelectorAll("[data-i18n-placeholder]")) element.placeholder = t(element.dataset.i18nPlaceholder);
+  document.title = t("title");
+  fillExamples();
+  fillModels(view.models);
+  setState(document.body.dataset.state);
+  renderNotice();
+  renderProgress();
+  renderModel();
+  if (!$("result").hidden) renderVerdict();
+  renderHint();
+}
+
+function fillExamples() {
+  const select = $("example-select");
+  const chosen = select.value;
+  select.replaceChildren(new Option(t("examplePick"), ""));
+  for (const [lang, key] of [["en", "examplesEnglish"], ["zh", "examplesChinese"]]) {
+    const group = document.createElement("optgroup");
+    group.label = t(key);
+    for (const example of EXAMPLES[lang]) group.append(new Option(example.title, example.id));
+    select.append(group);
+  }
+  select.value = chosen;
+}
+
+function fillModels(models) {
+  view.models = models;
+  const select = $("model-select");
+  const chosen = select.value;
+  if (models.length === 0) {
+    select.replaceChildren(new Option(t("noServerModels"), ""));
+    return;
+  }
+  select.replaceChildren(...models.map((model) => {
+    const label = `${model.preset ?? model.file} (${formatBytes(model.bytes)})`;
+    return new Option(label, model.url);
+  }));
+  if (chosen !== "" && models.some((model) => model.url === chosen)) select.value = chosen;
+}
+
+async function fetchModels() {
+  try {
+    const response = await fetch("models/index.json", { cache: "no-store" });
+    if (!response.ok) return [];
+    const index = await response.json();
+    return Array.isArray(index.models) ? index.models : [];
+  } catch {
+    return [];
+  }
+}
+
+function selectedMode() {
+  return document.querySelector('input[name="mode"]:checked').value;
+}
+
+/** A clear error on the page; a lost device switches the page to "lost" with a reload button. */
+function fail(error) {
+  const message = error instanceof Error ? error.message : String(error);
+  if (error?.deviceLost) {
+    document.body.dataset.error = message;
+    showNotice("deviceLost", {}, { reload: true });
+    setState("lost");
+    return;
+  }
+  document.body.dataset.error = message;
+  showNotice("errorPrefix", { message });
+  setState("error");
+}
+
+async function loadModel() {
+  const source = $("model-url").value.trim() || $("model-select").value;
+  if (source === "") return;
+  clearNotice();
+  delete document.body.dataset.error;
+  delete document.body.dataset.loadMs;
+  if (view.judge !== null) {
+    view.judge.dispose();
+    view.judge = null;
+  }
+  view.modelInfo = null;
+  view.capabilities = null;
+  view.cacheError = null;
+  view.loadMs = null;
+  view.progress = { phase: "header", bytesDone: 0, bytesTotal: 0, bytesFromCache: 0, tensorsDone: 0, tensorsTotal: 0 };
+  renderModel();
+  renderProgress();
+  setState("loading");
+  const started = performance.now();
+  try {
+    view.judge = await WorkerJudge.load(source, {
+      cache: $("use-cache").checked,
+      onProgress: (progress) => {
+        view.progress = progress;
+        if (progress.cacheError) view.cacheError = progress.cacheError;
+        renderProgress();
+      },
+    });
+    view.loadMs = performance.now() - started;
+    document.body.dataset.loadMs = String(Math.round(view.loadMs));
+    view.progress = { ...view.progress, phase: "ready" };
+    view.modelInfo = view.judge.modelInfo();
+    view.capabilities = view.judge.capabilities();
+    renderProgress();
+    renderModel();
+    setState("ready");
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function judgeDialogue() {
+  const query = $("query").value;
+  const response = $("response").value;
+  if (view.judge === null) {
+    view.hint = "needModel";
+    return renderHint();
+  }
+  if (query.trim() === "" || response.trim() === "") {
+    view.hint = "needDialogue";
+    return renderHint();
+  }
+  view.hint = null;
+  renderHint();
+  clearNotice();
+  delete document.body.dataset.error;
+  const mode = selectedMode();
+  view.verdict = null;
+  view.critique = "";
+  view.stopRequested = false;
+  $("result").hidden = false;
+  renderVerdict();
+  setState("judging");
+  try {
+    const request = { query, response, lang: $("lang").value, mode };
+    if (mode === "critique") {
+      request.onCritique = (piece) => {
+        view.critique += piece;
+        $("critique").textContent = view.critique;
+        return !view.stopRequested;
+      };
+    }
+    view.verdict = await view.judge.evaluate(request);
+    renderVerdict();
+    setState("ready");
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function pickExample() {
+  const id = $("example-select").value;
+  const example = [...EXAMPLES.en, ...EXAMPLES.zh].find((candidate) => candidate.id === id);
+  if (!example) return;
+  $("query").value = example.query;
+  $("response").value = example.response;
+}
+
+/** Checks WebGPU on the page before anything is loaded; false (with a notice) if unusable. */
+async function checkWebGpu() {
+  if (!("gpu" in navigator)) {
+    showNotice("noWebGpu");
+    return false;
+  }
+  try {
+    if ((await navigator.gpu.requestAdapter()) === null) {
+      showNotice("noAdapter");
+      return false;
+    }
+  } catch {
+    showNotice("noAdapter");
+    return false;
+  }
+  return true;
+}
+
+async function start() {
+  const saved = localStorage.getItem(LANGUAGE_KEY);
+  applyLanguage(saved ?? (navigator.language?.toLowerCase().startsWith("zh") ? "zh" : "en"));
+  $("language-toggle").addEventListener("click", () => {
+    const next = view.lang === "en" ? "zh" : "en";
+    localStorage.setItem(LANGUAGE_KEY, next);
+    applyLanguage(next);
+  });
+  $("reload").addEventListener("click", () => location.reload());
+  $("load").addEventListener("click", loadModel);
+  $("judge").addEventListener("click", judgeDialogue);
+  $("stop").addEventListener("click", () => { view.stopRequested = true; });
+  $("example-select").addEventListener("change", pickExample);
+  $("model-select").addEventListener("change", () => { $("model-url").value = ""; });
+  document.querySelectorAll('input[name="mode"]').forEach((radio) => radio.addEventListener("change", () => {
+    if (view.verdict === null && !$("result").hidden) renderVerdict();
+  }));
+
+  const [models, gpuOk] = await Promise.all([fetchModels(), checkWebGpu()]);
+  fillModels(models);
+  setState(gpuOk ? "idle" : "no-webgpu");
+}
+
+start().catch(fail);
