@@ -210,7 +210,8 @@ export function handler({ root, modelsDir }) {
         return file ? sendFile(req, res, file, head, modelHeaders) : sendText(res, 403, "forbidden path", head);
       }
       const relative = pathname.endsWith("/") ? pathname + "index.html" : pathname;
-      if (relative.split("/").some((part) => part.startsWith(".") && part !== "")) {
+      // Hidden files and the build tools' node_modules are not part of the app.
+      if (relative.split("/").some((part) => (part.startsWith(".") && part !== "") || part === "node_modules")) {
         return sendText(res, 404, "not found", head);
       }
       const file = within(appRoot, relative.slice(1));

@@ -25,6 +25,8 @@ before(async () => {
   await writeFile(join(root, "pkg", "safetyj_bg.wasm"), Buffer.from([0, 97, 115, 109, 1, 0, 0, 0]));
   await writeFile(join(root, "app.js"), "export {};");
   await writeFile(join(root, ".secret"), "hidden");
+  await mkdir(join(root, "node_modules"));
+  await writeFile(join(root, "node_modules", "tool.js"), "hidden");
   await writeFile(join(scratch, "outside.txt"), "outside");
   await writeFile(join(models, "tiny.gguf"), MODEL);
   await writeFile(join(models, "notes.txt"), "not a model");
@@ -135,7 +137,7 @@ test("app files: index, MIME types, 404, 405", async () => {
 });
 
 test("no path traversal, no hidden files", async () => {
-  for (const path of ["/../outside.txt", "/%2e%2e/outside.txt", "/pkg/%2e%2e/%2e%2e/outside.txt", "/models/..%2foutside.txt", "/models/%2e%2e%2foutside.txt", "/models/..%5coutside.txt", "/.secret", "/models/%00"]) {
+  for (const path of ["/../outside.txt", "/%2e%2e/outside.txt", "/pkg/%2e%2e/%2e%2e/outside.txt", "/models/..%2foutside.txt", "/models/%2e%2e%2foutside.txt", "/models/..%5coutside.txt", "/.secret", "/node_modules/tool.js", "/models/%00"]) {
     const res = await fetchRaw(path);
     assert.ok([400, 403, 404].includes(res.status), `${path} gave ${res.status}`);
     assert.ok(!res.body.toString().includes("outside"), path);
