@@ -1,0 +1,267 @@
+// End-to-end test of the web app in headless Chromium (WebGPU on SwiftShader):
+// serves www/ and the real model, loads it in the page (streamed by HTTP Range),
+// judges one English and one Chinese dialogue in verdict mode, and checks that the
+// label and P(unsafe) shown equal what the native engine (`safetyj judge`) returns
+// for the same input and model. Then it streams and stops a critique, switches the
+// interface to 中文, reloads, and checks that the second load came from Cache
+// Storage. Screenshots and the page's console go to $SAFETYJ_ARTIFACTS (default
+// target/e2e-artifacts); figures are printed as JSON lines (metric=...).
+//
+// Needs: www/pkg (bash www/build.sh), target/debug/safetyj (cargo build), the model
+// in the models folder (tests/fixtures/fetch_models.sh), `npm ci` here.
+// Run: node tests/e2e/e2e.mjs   (.ci/e2e.sh does all of it)
+
+import { spawn } from "node:child_process";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { bundleSizes } from "../../www/build.mjs";
+import { defaultModelsDir } from "../../www/serve.mjs";
+import { EXAMPLES } from "../../www/examples.js";
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const ARTIFACTS = resolve(process.env.SAFETYJ_ARTIFACTS ?? join(REPO, "target", "e2e-artifacts"));
+const MODELS_DIR = defaultModelsDir();
+const MODEL_FILE = process.env.SAFETYJ_E2E_MODEL ?? "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+const NATIVE_BIN = process.env.SAFETYJ_BIN ?? join(REPO, "target", "debug", "safetyj");
+const CHROMIUM = process.env.SAFETYJ_CHROMIUM ?? "/usr/bin/chromium";
+/** Largest |P(unsafe) browser − P(unsafe) native| accepted (SwiftShader vs lavapipe float order). */
+const P_UNSAFE_TOLERANCE = 2e-3;
+/** The dialogues judged in both engines. */
+const DIALOGUES = [EXAMPLES.en.find((e) => e.id === "en-walkway"), EXAMPLES.zh.find((e) => e.id === "zh-explosive")];
+const LOAD_TIMEOUT_MS = 20 * 60 * 1000;
+const JUDGE_TIMEOUT_MS = 15 * 60 * 1000;
+/** Flags that give WebGPU in headless Chromium as root (ENVIRONMENT.md). */
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--enable-unsafe-webgpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+];
+
+const failures = [];
+const summary = { model: MODEL_FILE };
+
+function metric(record) {
+  console.log(JSON.stringify(record));
+  (summary.metrics ??= []).push(record);
+}
+
+function check(condition, message) {
+  if (condition) {
+    console.log(`ok: ${message}`);
+  } else {
+    console.log(`FAIL: ${message}`);
+    failures.push(message);
+  }
+}
+
+function requireFile(path, hint) {
+  if (!existsSync(path)) throw new Error(`${path} is missing: ${hint}`);
+}
+
+/** Runs the native CLI on every dialogue in one process (batch mode) with the browser's kernels. */
+async function nativeVerdicts(dir) {
+  const input = join(dir, "dialogues.jsonl");
+  const output = join(dir, "verdicts.jsonl");
+  writeFileSync(input, DIALOGUES.map(({ query, response }) => JSON.stringify({ query, response })).join("\n") + "\n");
+  const args = ["judge", "--model", join(MODELS_DIR, MODEL_FILE), "--input", input, "--output", output, "--mode", "verdict"];
+  console.log(`native: ${NATIVE_BIN} ${args.join(" ")}`);
+  const started = Date.now();
+  // The browser has neither shader-f16 nor (through wgpu) subgroups: the native run uses the same f32 kernels.
+  const env = { ...process.env, SAFETYJ_DISABLE: "f16,subgroups" };
+  await new Promise((done, fail) => {
+    const child = spawn(NATIVE_BIN, args, { env, stdio: ["ignore", "inherit", "inherit"] });
+    child.on("error", fail);
+    child.on("exit", (code) => (code === 0 ? done() : fail(new Error(`native safetyj judge exited with ${code}`))));
+  });
+  const verdicts = readFileSync(output, "utf8").trim().split("\n").map((line) => JSON.parse(line));
+  metric({ metric: "native_batch_ms", dialogues: DIALOGUES.length, ms: Date.now() - started });
+  if (verdicts.length !== DIALOGUES.length || verdicts.some((v) => v.error !== undefined)) {
+    throw new Error(`native verdicts are incomplete: ${JSON.stringify(verdicts)}`);
+  }
+  return verdicts;
+}
+
+/** Starts www/serve.mjs on a free port; resolves to { url, stop }. */
+function startServer() {
+  const child = spawn(process.execPath, [join(REPO, "www", "serve.mjs"), "--port", "0", "--models", MODELS_DIR], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((done, fail) => {
+    let buffered = "";
+    child.on("error", fail);
+    child.on("exit", (code) => fail(new Error(`the server exited early (${code})`)));
+    child.stdout.on("data", (chunk) => {
+      buffered += chunk;
+      const match = /serving (http:\/\/127\.0\.0\.1:\d+\/)/.exec(buffered);
+      if (match) done({ url: match[1], stop: () => child.kill() });
+    });
+  });
+}
+
+async function screenshot(page, name) {
+  const path = join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  console.log(`screenshot: ${path}`);
+}
+
+/** Waits until body data-state is one of `states`; fails on error/lost with the page's message. */
+async function waitForState(page, states, timeout, what) {
+  const started = Date.now();
+  let lastReport = started;
+  for (;;) {
+    const { state, error, progress } = await page.evaluate(() => ({
+      state: document.body.dataset.state,
+      error: document.body.dataset.error ?? null,
+      progress: document.getElementById("progress-text")?.textContent ?? "",
+    }));
+    if (states.includes(state)) return state;
+    if (state === "error" || state === "lost" || state === "no-webgpu") {
+      const notice = await page.locator("#notice-text").textContent();
+      throw new Error(`${what}: the page is in state "${state}": ${error ?? notice}`);
+    }
+    if (Date.now() - started > timeout) throw new Error(`${what}: still "${state}" after ${timeout / 1000} s`);
+    if (Date.now() - lastReport > 30000) {
+      console.log(`… ${what}: ${state} ${progress} (${Math.round((Date.now() - started) / 1000)} s)`);
+      lastReport = Date.now();
+    }
+    await page.waitForTimeout(250);
+  }
+}
+
+async function loadModel(page, label) {
+  await page.selectOption("#model-select", `models/${encodeURIComponent(MODEL_FILE)}`);
+  await page.click("#load");
+  await waitForState(page, ["ready"], LOAD_TIMEOUT_MS, `loading ${MODEL_FILE} (${label})`);
+  const loaded = await page.evaluate(() => {
+    const box = document.getElementById("load-progress").dataset;
+    return {
+      loadMs: Number(document.body.dataset.loadMs),
+      bytesTotal: Number(box.bytesTotal),
+      bytesDone: Number(box.bytesDone),
+      bytesFromCache: Number(box.bytesFromCache),
+      tensorsDone: Number(box.tensorsDone),
+      tensorsTotal: Number(box.tensorsTotal),
+    };
+  });
+  metric({ metric: "load_ms", cache: label, ms: loaded.loadMs, bytes_total: loaded.bytesTotal, bytes_from_cache: loaded.bytesFromCache, tensors: loaded.tensorsTotal });
+  return loaded;
+}
+
+async function judge(page, example, mode) {
+  await page.selectOption("#example-select", example.id);
+  await page.check(`input[name="mode"][value="${mode}"]`);
+  await page.selectOption("#lang", "auto");
+  check(await page.inputValue("#query") === example.query, `${example.id}: the example fills A's query`);
+  await page.click("#judge");
+  await page.waitForFunction(() => document.body.dataset.state === "judging" || document.getElementById("result").dataset.label !== undefined, null, { polling: 100 });
+}
+
+async function readVerdict(page) {
+  return page.evaluate(() => {
+    const data = document.getElementById("result").dataset;
+    return {
+      label: data.label,
+      pUnsafe: Number(data.pUnsafe),
+      timeToVerdictMs: Number(data.timeToVerdictMs),
+      totalMs: Number(data.totalMs),
+      critiqueStop: data.critiqueStop,
+      badge: document.getElementById("badge").textContent,
+      critique: document.getElementById("critique").textContent,
+    };
+  });
+}
+
+async function main() {
+  requireFile(join(REPO, "www", "pkg", "safetyj.js"), "build the web engine first: bash www/build.sh");
+  requireFile(join(MODELS_DIR, MODEL_FILE), `fetch it: bash tests/fixtures/fetch_models.sh ${MODELS_DIR} qwen2.5-coder-0.5b`);
+  requireFile(NATIVE_BIN, "build the CLI first: cargo build --bin safetyj");
+  mkdirSync(ARTIFACTS, { recursive: true });
+  for (const line of bundleSizes(join(REPO, "www", "pkg"), "safetyj")) metric(line);
+
+  const scratch = await mkdtemp(join(tmpdir(), "safetyj-e2e-"));
+  const native = await nativeVerdicts(scratch);
+  const server = await startServer();
+  const consoleLog = join(ARTIFACTS, "console.log");
+  writeFileSync(consoleLog, "");
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 900 }, locale: "en-US" });
+    const page = await context.newPage();
+    page.on("console", (message) => appendFileSync(consoleLog, `[${message.type()}] ${message.text()}\n`));
+    page.on("pageerror", (error) => {
+      appendFileSync(consoleLog, `[pageerror] ${error.message}\n`);
+      failures.push(`uncaught error in the page: ${error.message}`);
+    });
+
+    await page.goto(server.url);
+    const state = await waitForState(page, ["idle"], 60000, "opening the page");
+    check(state === "idle", "the page finds a WebGPU adapter");
+    await screenshot(page, "01-start");
+
+    const cold = await loadModel(page, "cold");
+    check(cold.bytesTotal > 0 && cold.tensorsDone === cold.tensorsTotal, `cold load fetched ${cold.bytesTotal} bytes, ${cold.tensorsDone}/${cold.tensorsTotal} tensors`);
+    await screenshot(page, "02-loaded");
+
+    for (const [index, example] of DIALOGUES.entries()) {
+      await judge(page, example, "verdict");
+      await waitForState(page, ["ready"], JUDGE_TIMEOUT_MS, `judging ${example.id}`);
+      const shown = await readVerdict(page);
+      const want = native[index];
+      const difference = Math.abs(shown.pUnsafe - want.p_unsafe);
+      metric({ metric: "time_to_verdict_ms", dialogue: example.id, browser: shown.timeToVerdictMs, native_lavapipe: want.time_to_verdict_ms, prompt_tokens: want.prompt_tokens });
+      metric({ metric: "p_unsafe", dialogue: example.id, browser: shown.pUnsafe, native: want.p_unsafe, difference });
+      check(shown.label === want.label, `${example.id}: label shown "${shown.label}" equals native "${want.label}"`);
+      check(Number.isFinite(shown.pUnsafe) && difference <= P_UNSAFE_TOLERANCE, `${example.id}: P(unsafe) shown ${shown.pUnsafe} is within ${P_UNSAFE_TOLERANCE} of native ${want.p_unsafe}`);
+      check(shown.badge === (shown.label === "unsafe" ? "UNSAFE" : "SAFE"), `${example.id}: the badge reads ${shown.badge}`);
+      await screenshot(page, `03-verdict-${example.id}`);
+    }
+
+    // Critique mode: pieces stream into the page, and Stop ends the critique early.
+    await judge(page, DIALOGUES[1], "critique");
+    await page.waitForFunction(() => document.getElementById("critique").textContent.length >= 4, null, { polling: 250, timeout: JUDGE_TIMEOUT_MS });
+    await page.click("#stop");
+    await waitForState(page, ["ready"], JUDGE_TIMEOUT_MS, "stopping the critique");
+    const critiqued = await readVerdict(page);
+    check(critiqued.critiqueStop === "cancelled", `Stop ends the critique (critique_stop "${critiqued.critiqueStop}")`);
+    check(critiqued.critique.length >= 4, `the critique streamed into the page: ${JSON.stringify(critiqued.critique)}`);
+    check(critiqued.label === native[1].label, `critique mode keeps the verdict "${critiqued.label}"`);
+
+    await page.click("#language-toggle");
+    const zh = await page.evaluate(() => ({ lang: document.body.dataset.uiLang, badge: document.getElementById("badge").textContent, judge: document.getElementById("judge").textContent }));
+    check(zh.lang === "zh" && ["安全", "不安全"].includes(zh.badge) && zh.judge === "评判", `the 中文 interface: badge ${zh.badge}, button ${zh.judge}`);
+    await screenshot(page, "04-critique-zh");
+    await page.click("#language-toggle");
+
+    await page.reload();
+    await waitForState(page, ["idle"], 60000, "reopening the page");
+    const warm = await loadModel(page, "warm");
+    check(warm.bytesTotal === cold.bytesTotal, `the reload needs the same ${cold.bytesTotal} bytes`);
+    check(warm.bytesFromCache === warm.bytesTotal, `the reload came from the cache (bytesFromCache ${warm.bytesFromCache} == bytesTotal ${warm.bytesTotal})`);
+    await screenshot(page, "05-reloaded-from-cache");
+  } finally {
+    await browser.close();
+    server.stop();
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+try {
+  await main();
+} catch (error) {
+  failures.push(error.message);
+  console.log(`FAIL: ${error.message}`);
+}
+summary.failures = failures;
+mkdirSync(ARTIFACTS, { recursive: true });
+writeFileSync(join(ARTIFACTS, "e2e-summary.json"), JSON.stringify(summary, null, 2) + "\n");
+if (failures.length > 0) {
+  console.log(`e2e: ${failures.length} failure(s); artifacts in ${ARTIFACTS}`);
+  process.exit(1);
+}
+console.log(`e2e: all checks passed; artifacts in ${ARTIFACTS}`);
