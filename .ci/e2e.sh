@@ -15,9 +15,12 @@ step() {
 
 export DEBIAN_FRONTEND=noninteractive
 need_apt=()
-for pkg in mesa-vulkan-drivers chromium nodejs npm; do
+# fonts-wqy-microhei: Chinese glyphs for the 中文 screenshots (Chromium shows boxes without a CJK font).
+for pkg in mesa-vulkan-drivers chromium fonts-wqy-microhei; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if ((${#need_apt[@]})); then
     step "installing ${need_apt[*]}"
     apt-get update -qq

@@ -202,7 +202,8 @@ function fillModels(models) {
     const label = `${model.preset ?? model.file} (${formatBytes(model.bytes)})`;
     return new Option(label, model.url);
   }));
-  if (chosen !== "" && models.some((model) => model.url === chosen)) select.value = chosen;
+  const preferred = models.some((model) => model.url === chosen) ? chosen : models.find((model) => model.default)?.url;
+  if (preferred !== undefined) select.value = preferred;
 }
 
 async function fetchModels() {
@@ -271,6 +272,8 @@ async function loadModel() {
     renderModel();
     setState("ready");
   } catch (error) {
+    view.progress = null;
+    renderProgress();
     fail(error);
   }
 }

@@ -81,7 +81,7 @@ function within(root, relative) {
   return full === root || full.startsWith(root + sep) ? full : null;
 }
 
-/** Names of presets by file name, from models/presets.json (empty if absent). */
+/** Presets by file name and the default preset's name, from models/presets.json (empty if absent). */
 async function presetsByFile() {
   try {
     const presets = JSON.parse(await readFile(join(REPO, "models", "presets.json"), "utf8"));
@@ -89,13 +89,17 @@ async function presetsByFile() {
     for (const preset of presets.presets ?? []) {
       if (preset.source?.file) byFile.set(preset.source.file, preset);
     }
-    return byFile;
+    return { byFile, defaultName: presets.default ?? null };
   } catch {
-    return new Map();
+    return { byFile: new Map(), defaultName: null };
   }
 }
 
-/** The body of /models/index.json: every .gguf file in `modelsDir` with its size. */
+/**
+ * The body of /models/index.json: every .gguf file in `modelsDir` with its size,
+ * its preset name (models/presets.json) if it is a preset's file, and whether that
+ * preset is the default.
+ */
 export async function modelIndex(modelsDir) {
   let names = [];
   try {
@@ -103,18 +107,19 @@ export async function modelIndex(modelsDir) {
   } catch (error) {
     if (error.code !== "ENOENT") throw error;
   }
-  const presets = await presetsByFile();
+  const { byFile, defaultName } = await presetsByFile();
   const models = [];
   for (const file of names) {
     const info = await stat(join(modelsDir, file)).catch(() => null);
     if (!info?.isFile()) continue;
-    const preset = presets.get(file);
+    const preset = byFile.get(file);
     models.push({
       file,
       url: `models/${encodeURIComponent(file)}`,
       bytes: info.size,
       preset: preset?.name ?? null,
       standIn: preset ? Boolean(preset.stand_in) : null,
+      default: preset !== undefined && preset.name === defaultName,
     });
   }
   return { models };

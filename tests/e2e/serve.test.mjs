@@ -121,7 +121,7 @@ test("models index lists only .gguf files with sizes", async () => {
   assert.equal(res.status, 200);
   assert.match(res.headers["content-type"], /^application\/json/);
   const index = JSON.parse(res.body.toString());
-  assert.deepEqual(index.models.map((m) => [m.file, m.url, m.bytes]), [["tiny.gguf", "models/tiny.gguf", 1000]]);
+  assert.deepEqual(index.models.map((m) => [m.file, m.url, m.bytes, m.preset, m.default]), [["tiny.gguf", "models/tiny.gguf", 1000, null, false]]);
 });
 
 test("app files: index, MIME types, 404, 405", async () => {
