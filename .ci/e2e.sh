@@ -60,8 +60,8 @@ bash www/build.sh
 step "installing playwright-core"
 [[ -d tests/e2e/node_modules/playwright-core ]] || npm ci --no-audit --no-fund --prefix tests/e2e
 
-step "server tests"
-node --test tests/e2e/serve.test.mjs
+step "server and app tests (scripted engine)"
+node --test tests/e2e/serve.test.mjs tests/e2e/app.test.mjs
 
 step "browser test"
 node tests/e2e/e2e.mjs

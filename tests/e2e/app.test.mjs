@@ -1,0 +1,267 @@
+// The app, the worker protocol and WorkerJudge in headless Chromium, against a
+// scripted stand-in for the wasm engine (a fake pkg/safetyj.js with the Judge API),
+// so they are checked in seconds and without a model: progress, verdict display,
+// critique streaming and Stop (cancel through the worker), errors, device loss and
+// its reload button, the 中文 interface, dispose, and the no-WebGPU message.
+//   node --test tests/e2e/app.test.mjs
+// The real engine is exercised by tests/e2e/e2e.mjs.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { cp, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { serve } from "../../www/serve.mjs";
+
+const WWW = resolve(dirname(fileURLToPath(import.meta.url)), "../../www");
+const CHROMIUM = process.env.SAFETYJ_CHROMIUM ?? "/usr/bin/chromium";
+const ARGS = ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
+
+/** The scripted engine: behaviour is chosen by the source URL and the query text. */
+const FAKE_ENGINE = `
+const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+export default async function init() {}
+export class Judge {
+  #disposed = false;
+  static async load(source, options = {}) {
+    if (source.includes("missing")) throw new Error("HTTP 404 for " + source);
+    const total = 1000;
+    options.onProgress?.({ phase: "header", bytesDone: 0, bytesTotal: total, bytesFromCache: 0, tensorsDone: 0, tensorsTotal: 4, message: "header" });
+    for (let i = 1; i <= 4; i++) {
+      await sleep(20);
+      options.onProgress?.({ phase: "weights", bytesDone: i * 250, bytesTotal: total, bytesFromCache: options.cache === false ? 0 : 250, tensorsDone: i, tensorsTotal: 4, message: "weights" });
+    }
+    const judge = new Judge();
+    judge.source = source;
+    judge.options = options;
+    return judge;
+  }
+  #check() { if (this.#disposed) throw new Error("disposed"); }
+  async evaluate(request) {
+    this.#check();
+    if (request.query === "lose the device") throw new Error("the GPU device was lost (reason: unknown); reload the page");
+    if (request.query === "fail") throw new Error("context overflow: 9999 tokens > 2048");
+    const unsafe = request.response.includes("oil");
+    const verdict = {
+      label: unsafe ? "unsafe" : "safe", p_unsafe: unsafe ? 0.875 : 0.125, threshold: 0.5,
+      lang: /[\\u4e00-\\u9fff]/.test(request.query) ? "zh" : "en", mode: request.mode ?? "verdict",
+      output: "[Answer] " + (unsafe ? "unsafe" : "safe"), critique: null, critique_stop: null,
+      prompt_tokens: 120, cached_tokens: 100, time_to_verdict_ms: 1234.5, total_ms: 1234.5,
+    };
+    if (verdict.mode === "critique") {
+      let text = "";
+      verdict.critique_stop = "max_tokens";
+      for (let i = 0; i < 400; i++) {
+        await sleep(10);
+        const piece = "word" + i + " ";
+        text += piece;
+        if (request.onCritique?.(piece) === false) { verdict.critique_stop = "cancelled"; break; }
+      }
+      verdict.critique = text;
+      verdict.total_ms = 4321;
+    }
+    return verdict;
+  }
+  capabilities() { this.#check(); return { adapter: "fake adapter", backend: "BrowserWebGpu", shaderF16: false, subgroups: false, timestamps: true, maxStorageBindingBytes: 134217728, maxBufferBytes: 268435456 }; }
+  modelInfo() { this.#check(); return { name: "fake", arch: "qwen2", layers: 2, hidden: 64, vocab: 100, context: 2048, quant: "Q4_K", fileBytes: 1000, standIn: true }; }
+  dispose() { this.#disposed = true; }
+}
+`;
+
+let server;
+let url;
+let scratch;
+let browser;
+
+before(async () => {
+  scratch = await mkdtemp(join(tmpdir(), "safetyj-app-"));
+  const root = join(scratch, "www");
+  await cp(WWW, root, { recursive: true, filter: (path) => !/[\\/](pkg|node_modules)$/.test(path) });
+  await mkdir(join(root, "pkg"));
+  await writeFile(join(root, "pkg", "safetyj.js"), FAKE_ENGINE);
+  const models = join(scratch, "models");
+  await mkdir(models);
+  await writeFile(join(models, "fake.gguf"), Buffer.alloc(1000, 1));
+  server = await serve({ port: 0, root, modelsDir: models });
+  url = `http://127.0.0.1:${server.address().port}/`;
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+});
+
+after(async () => {
+  await browser?.close();
+  await new Promise((done) => server.close(done));
+  await rm(scratch, { recursive: true, force: true });
+});
+
+async function openApp(options = {}) {
+  const page = await browser.newPage({ locale: "en-US", ...options });
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error.message));
+  await page.goto(url);
+  await page.waitForFunction(() => document.body.dataset.state !== "checking");
+  return { page, errors };
+}
+
+const state = (page) => page.evaluate(() => document.body.dataset.state);
+const waitState = (page, wanted) => page.waitForFunction((s) => document.body.dataset.state === s, wanted, { polling: 20, timeout: 10000 });
+
+async function load(page, source) {
+  if (source !== undefined) await page.fill("#model-url", source);
+  await page.click("#load");
+  await page.waitForFunction(() => document.body.dataset.state !== "loading", null, { polling: 20, timeout: 10000 });
+}
+
+test("load shows progress and model, verdict mode shows badge, gauge and figures", async () => {
+  const { page, errors } = await openApp();
+  assert.equal(await state(page), "idle");
+  assert.equal(await page.inputValue("#model-select"), "models/fake.gguf");
+  assert.equal(await page.isDisabled("#judge"), true);
+  await load(page);
+  assert.equal(await state(page), "ready");
+  const progress = await page.evaluate(() => ({ ...document.getElementById("load-progress").dataset }));
+  assert.deepEqual([progress.bytesDone, progress.bytesTotal, progress.bytesFromCache, progress.tensorsDone, progress.tensorsTotal], ["1000", "1000", "250", "4", "4"]);
+  assert.ok(Number(await page.evaluate(() => document.body.dataset.loadMs)) >= 0);
+  assert.match(await page.textContent("#model-info"), /fake · qwen2 · 2 layers · Q4_K/);
+  assert.equal(await page.isVisible("#stand-in"), true);
+  assert.match(await page.textContent("#adapter"), /fake adapter/);
+
+  await page.selectOption("#example-select", "en-walkway");
+  await page.click("#judge");
+  await waitState(page, "ready");
+  const result = await page.evaluate(() => ({ ...document.getElementById("result").dataset }));
+  assert.equal(result.label, "unsafe");
+  assert.equal(result.pUnsafe, "0.875");
+  assert.equal(result.timeToVerdictMs, "1234.5");
+  assert.equal(await page.textContent("#badge"), "UNSAFE");
+  assert.equal(await page.textContent("#p-unsafe"), "0.875");
+  assert.equal(await page.evaluate(() => document.getElementById("gauge-fill").style.width), "87.5%");
+  assert.equal(await page.textContent("#time-to-verdict"), "1.23 s");
+  assert.equal(await page.isVisible("#critique-box"), false);
+
+  await page.selectOption("#example-select", "zh-sleep");
+  assert.equal(await page.inputValue("#query"), "我最近经常失眠，有什么办法吗？");
+  await page.click("#judge");
+  await waitState(page, "ready");
+  assert.equal(await page.evaluate(() => document.getElementById("result").dataset.label), "safe");
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("critique streams through the worker and Stop cancels it", async () => {
+  const { page, errors } = await openApp();
+  await load(page);
+  await page.selectOption("#example-select", "en-walkway");
+  await page.check('input[name="mode"][value="critique"]');
+  await page.click("#judge");
+  await page.waitForFunction(() => document.getElementById("critique").textContent.includes("word5 "), null, { polling: 20, timeout: 10000 });
+  assert.equal(await state(page), "judging");
+  assert.equal(await page.isVisible("#stop"), true);
+  await page.click("#stop");
+  await waitState(page, "ready");
+  const stop = await page.evaluate(() => document.getElementById("result").dataset.critiqueStop);
+  assert.equal(stop, "cancelled");
+  const critique = await page.textContent("#critique");
+  assert.match(critique, /^word0 word1 word2 word3 word4 word5 /);
+  assert.ok(!critique.includes("word399"), "the critique stopped early");
+  assert.match(await page.textContent("#critique-stop"), /cancelled/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("errors are shown; a lost device offers a reload", async () => {
+  const { page } = await openApp();
+  await load(page, "models/missing.gguf");
+  assert.equal(await state(page), "error");
+  assert.match(await page.textContent("#notice-text"), /HTTP 404 for http:\/\/127\.0\.0\.1:\d+\/models\/missing\.gguf/);
+  assert.equal(await page.isVisible("#load-progress"), false);
+
+  await load(page, "");
+  assert.equal(await state(page), "ready");
+  assert.equal(await page.isVisible("#notice"), false);
+  await page.fill("#query", "");
+  await page.click("#judge");
+  assert.match(await page.textContent("#judge-hint"), /Type both/);
+
+  await page.fill("#query", "fail");
+  await page.fill("#response", "anything");
+  await page.click("#judge");
+  await page.waitForFunction(() => document.body.dataset.state === "error");
+  assert.match(await page.textContent("#notice-text"), /Error: context overflow/);
+  assert.equal(await page.isDisabled("#judge"), false, "the model stays usable after an error");
+
+  await page.fill("#query", "lose the device");
+  await page.click("#judge");
+  await page.waitForFunction(() => document.body.dataset.state === "lost");
+  assert.match(await page.textContent("#notice-text"), /GPU device was lost/);
+  assert.equal(await page.isVisible("#reload"), true);
+  assert.equal(await page.isDisabled("#judge"), true);
+  await Promise.all([page.waitForEvent("load"), page.click("#reload")]);
+  await page.waitForFunction(() => document.body.dataset.state === "idle");
+  await page.close();
+});
+
+test("the 中文 interface translates every string, dynamic ones included", async () => {
+  const { page } = await openApp();
+  await load(page);
+  await page.selectOption("#example-select", "en-walkway");
+  await page.click("#judge");
+  await waitState(page, "ready");
+  await page.click("#language-toggle");
+  assert.equal(await page.evaluate(() => document.body.dataset.uiLang), "zh");
+  assert.equal(await page.evaluate(() => document.documentElement.lang), "zh-CN");
+  assert.equal(await page.textContent("#badge"), "不安全");
+  assert.equal(await page.textContent("#judge"), "评判");
+  assert.match(await page.textContent("#model-info"), /2 层/);
+  assert.match(await page.textContent("#progress-text"), /加载完成/);
+  const untranslated = await page.evaluate(() => [...document.querySelectorAll("[data-i18n]")].filter((e) => e.textContent.trim() === "").map((e) => e.dataset.i18n));
+  assert.deepEqual(untranslated, []);
+  await page.reload();
+  await page.waitForFunction(() => document.body.dataset.state === "idle");
+  assert.equal(await page.evaluate(() => document.body.dataset.uiLang), "zh", "the choice is remembered");
+  await page.close();
+});
+
+test("WorkerJudge: same surface as Judge, dispose makes later calls fail", async () => {
+  const { page } = await openApp();
+  const outcome = await page.evaluate(async () => {
+    const { WorkerJudge } = await import("./judge-client.js");
+    const phases = [];
+    const judge = await WorkerJudge.load("models/fake.gguf", { cache: false, onProgress: (p) => phases.push(p.phase) });
+    const verdict = await judge.evaluate({ query: "q", response: "oil", mode: "verdict" });
+    const pieces = [];
+    const critiqued = await judge.evaluate({ query: "q", response: "r", mode: "critique", onCritique: (piece) => { pieces.push(piece); return pieces.length < 3; } });
+    const both = await Promise.all([judge.evaluate({ query: "a", response: "oil" }), judge.evaluate({ query: "b", response: "fine" })]);
+    const caps = judge.capabilities();
+    const info = judge.modelInfo();
+    judge.dispose();
+    const after = await judge.evaluate({ query: "q", response: "r" }).then(() => "resolved", (e) => e.message);
+    let sync;
+    try { judge.capabilities(); } catch (e) { sync = e.message; }
+    const failed = await WorkerJudge.load("models/missing.gguf").then(() => "resolved", (e) => e.message);
+    return { phases, verdict, pieces, critiqued, both: both.map((v) => v.label), caps, info, after, sync, failed };
+  });
+  assert.deepEqual(outcome.phases, ["header", "weights", "weights", "weights", "weights"]);
+  assert.equal(outcome.verdict.label, "unsafe");
+  assert.equal(outcome.critiqued.critique_stop, "cancelled");
+  assert.deepEqual(outcome.pieces.slice(0, 3), ["word0 ", "word1 ", "word2 "]);
+  assert.deepEqual(outcome.both, ["unsafe", "safe"]);
+  assert.equal(outcome.caps.adapter, "fake adapter");
+  assert.equal(outcome.info.standIn, true);
+  assert.equal(outcome.after, "disposed");
+  assert.equal(outcome.sync, "disposed");
+  assert.match(outcome.failed, /^HTTP 404 for http:\/\/127\.0\.0\.1:\d+\/models\/missing\.gguf$/);
+  await page.close();
+});
+
+test("without WebGPU the page says so and disables loading", async () => {
+  const page = await browser.newPage({ locale: "en-US" });
+  await page.addInitScript(() => { delete Object.getPrototypeOf(navigator).gpu; });
+  await page.goto(url);
+  await page.waitForFunction(() => document.body.dataset.state !== "checking");
+  assert.equal(await state(page), "no-webgpu");
+  assert.match(await page.textContent("#notice-text"), /no WebGPU/);
+  assert.equal(await page.isDisabled("#load"), true);
+  await page.close();
+});
