@@ -19,7 +19,6 @@ const view = {
   notice: null,
   progress: null,
   loadMs: null,
-  fromCacheAtStart: null,
   cacheError: null,
   modelInfo: null,
   capabilities: null,
