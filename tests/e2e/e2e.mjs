@@ -81,10 +81,12 @@ async function nativeVerdicts(dir) {
     child.on("error", fail);
     child.on("exit", (code) => (code === 0 ? done() : fail(new Error(`native safetyj judge exited with ${code}`))));
   });
-  const verdicts = readFileSync(output, "utf8").trim().split("\n").map((line) => JSON.parse(line));
+  // One {"line": N, "verdict": {...}} (or {"line": N, "error": ...}) per input line.
+  const records = readFileSync(output, "utf8").trim().split("\n").map((line) => JSON.parse(line));
   metric({ metric: "native_batch_ms", dialogues: DIALOGUES.length, ms: Date.now() - started });
-  if (verdicts.length !== DIALOGUES.length || verdicts.some((v) => v.error !== undefined)) {
-    throw new Error(`native verdicts are incomplete: ${JSON.stringify(verdicts)}`);
+  const verdicts = DIALOGUES.map((_, index) => records.find((record) => record.line === index + 1)?.verdict);
+  if (verdicts.some((verdict) => verdict === undefined)) {
+    throw new Error(`native verdicts are incomplete: ${JSON.stringify(records)}`);
   }
   return verdicts;
 }
