@@ -191,10 +191,17 @@ async function main() {
   const server = await startServer();
   const consoleLog = join(ARTIFACTS, "console.log");
   writeFileSync(consoleLog, "");
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  // A fresh on-disk profile: an off-the-record context's storage quota is too small to cache the model.
+  const profile = join(scratch, "profile");
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1100, height: 900 },
+    locale: "en-US",
+  });
   try {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 900 }, locale: "en-US" });
-    const page = await context.newPage();
+    const page = context.pages()[0] ?? await context.newPage();
     page.on("console", (message) => appendFileSync(consoleLog, `[${message.type()}] ${message.text()}\n`));
     page.on("pageerror", (error) => {
       appendFileSync(consoleLog, `[pageerror] ${error.message}\n`);
@@ -247,7 +254,7 @@ async function main() {
     check(warm.bytesFromCache === warm.bytesTotal, `the reload came from the cache (bytesFromCache ${warm.bytesFromCache} == bytesTotal ${warm.bytesTotal})`);
     await screenshot(page, "05-reloaded-from-cache");
   } finally {
-    await browser.close();
+    await context.close();
     server.stop();
     await rm(scratch, { recursive: true, force: true });
   }
