@@ -11,6 +11,7 @@ pub mod generate;
 pub mod load;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod open;
+pub mod stream;
 
 pub use config::ModelConfig;
 pub use forward::{LayerWeights, Logits, Model, Session};
