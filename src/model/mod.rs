@@ -6,7 +6,6 @@ pub mod config;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
 pub mod forward;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod generate;
 pub mod load;
 #[cfg(not(target_arch = "wasm32"))]
