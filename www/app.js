@@ -110,7 +110,7 @@ function renderModel() {
   }
   const caps = view.capabilities;
   $("adapter").textContent = caps === null ? "" : t("adapter", {
-    adapter: caps.adapter,
+    adapter: caps.adapter || t("unnamedAdapter"),
     backend: caps.backend,
     f16: t(caps.shaderF16 ? "yes" : "no"),
     binding: formatBytes(caps.maxStorageBindingBytes),
