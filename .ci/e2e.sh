@@ -47,8 +47,8 @@ if ! command -v wasm-pack >/dev/null; then
 fi
 
 export SAFETYJ_MODELS_DIR="${SAFETYJ_MODELS_DIR:-${SAFETYJ_CACHE:-$HOME/.cache/safetyj}/models}"
-step "fetching the test model"
-bash tests/fixtures/fetch_models.sh "$SAFETYJ_MODELS_DIR" qwen2.5-coder-0.5b
+step "fetching the test models"
+bash tests/fixtures/fetch_models.sh "$SAFETYJ_MODELS_DIR" qwen2.5-coder-0.5b tinycoder
 
 step "building the native CLI (the reference engine)"
 cargo build --bin safetyj

@@ -2,9 +2,9 @@
 // serves www/ and the real model, loads it in the page (streamed by HTTP Range),
 // judges one English and one Chinese dialogue in verdict mode, and checks that the
 // label and P(unsafe) shown equal what the native engine (`safetyj judge`) returns
-// for the same input and model. Then it streams and stops a critique, switches the
-// interface to 中文, reloads, and checks that the second load came from Cache
-// Storage. Screenshots and the page's console go to $SAFETYJ_ARTIFACTS (default
+// for the same input and model. Then it switches the interface to 中文, reloads,
+// checks that the second load came from Cache Storage, and streams and stops a
+// critique (on the tiny random model, for time). Screenshots and the page's console go to $SAFETYJ_ARTIFACTS (default
 // target/e2e-artifacts); figures are printed as JSON lines (metric=...).
 //
 // Needs: www/pkg (bash www/build.sh), target/debug/safetyj (cargo build), the model
@@ -26,6 +26,8 @@ const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const ARTIFACTS = resolve(process.env.SAFETYJ_ARTIFACTS ?? join(REPO, "target", "e2e-artifacts"));
 const MODELS_DIR = defaultModelsDir();
 const MODEL_FILE = process.env.SAFETYJ_E2E_MODEL ?? "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+/** The model of the critique-streaming check (tiny, random weights; see MODELS.md). */
+const CRITIQUE_MODEL_FILE = process.env.SAFETYJ_E2E_CRITIQUE_MODEL ?? "tinycoder-tiny.gguf";
 const NATIVE_BIN = process.env.SAFETYJ_BIN ?? join(REPO, "target", "debug", "safetyj");
 const CHROMIUM = process.env.SAFETYJ_CHROMIUM ?? "/usr/bin/chromium";
 /** Largest |P(unsafe) browser − P(unsafe) native| accepted (SwiftShader vs lavapipe float order). */
@@ -182,6 +184,7 @@ async function readVerdict(page) {
 async function main() {
   requireFile(join(REPO, "www", "pkg", "safetyj.js"), "build the web engine first: bash www/build.sh");
   requireFile(join(MODELS_DIR, MODEL_FILE), `fetch it: bash tests/fixtures/fetch_models.sh ${MODELS_DIR} qwen2.5-coder-0.5b`);
+  requireFile(join(MODELS_DIR, CRITIQUE_MODEL_FILE), `fetch it: bash tests/fixtures/fetch_models.sh ${MODELS_DIR} tinycoder`);
   requireFile(NATIVE_BIN, "build the CLI first: cargo build --bin safetyj");
   mkdirSync(ARTIFACTS, { recursive: true });
   for (const line of bundleSizes(join(REPO, "www", "pkg"), "safetyj")) metric(line);
@@ -231,20 +234,10 @@ async function main() {
       await screenshot(page, `03-verdict-${example.id}`);
     }
 
-    // Critique mode: pieces stream into the page, and Stop ends the critique early.
-    await judge(page, DIALOGUES[1], "critique");
-    await page.waitForFunction(() => document.getElementById("critique").textContent.length >= 4, null, { polling: 250, timeout: JUDGE_TIMEOUT_MS });
-    await page.click("#stop");
-    await waitForState(page, ["ready"], JUDGE_TIMEOUT_MS, "stopping the critique");
-    const critiqued = await readVerdict(page);
-    check(critiqued.critiqueStop === "cancelled", `Stop ends the critique (critique_stop "${critiqued.critiqueStop}")`);
-    check(critiqued.critique.length >= 4, `the critique streamed into the page: ${JSON.stringify(critiqued.critique)}`);
-    check(critiqued.label === native[1].label, `critique mode keeps the verdict "${critiqued.label}"`);
-
     await page.click("#language-toggle");
     const zh = await page.evaluate(() => ({ lang: document.body.dataset.uiLang, badge: document.getElementById("badge").textContent, judge: document.getElementById("judge").textContent }));
     check(zh.lang === "zh" && ["安全", "不安全"].includes(zh.badge) && zh.judge === "评判", `the 中文 interface: badge ${zh.badge}, button ${zh.judge}`);
-    await screenshot(page, "04-critique-zh");
+    await screenshot(page, "04-verdict-zh-interface");
     await page.click("#language-toggle");
 
     await page.reload();
@@ -253,6 +246,21 @@ async function main() {
     check(warm.bytesTotal === cold.bytesTotal, `the reload needs the same ${cold.bytesTotal} bytes`);
     check(warm.bytesFromCache === warm.bytesTotal, `the reload came from the cache (bytesFromCache ${warm.bytesFromCache} == bytesTotal ${warm.bytesTotal})`);
     await screenshot(page, "05-reloaded-from-cache");
+
+    // Critique mode through the real engine: pieces stream into the page and Stop ends
+    // the critique. On the tiny random model (a critique prefill of the 0.5B model
+    // takes minutes on SwiftShader); it never emits a stop token, so Stop decides.
+    await page.fill("#model-url", `models/${encodeURIComponent(CRITIQUE_MODEL_FILE)}`);
+    await page.click("#load");
+    await waitForState(page, ["ready"], LOAD_TIMEOUT_MS, `loading ${CRITIQUE_MODEL_FILE}`);
+    await judge(page, DIALOGUES[0], "critique");
+    await page.waitForFunction(() => document.getElementById("critique").textContent.length >= 4, null, { polling: 100, timeout: JUDGE_TIMEOUT_MS });
+    await page.click("#stop");
+    await waitForState(page, ["ready"], JUDGE_TIMEOUT_MS, "stopping the critique");
+    const critiqued = await readVerdict(page);
+    check(critiqued.critiqueStop === "cancelled", `Stop ends the critique (critique_stop "${critiqued.critiqueStop}")`);
+    check(critiqued.critique.length >= 4, `the critique streamed into the page (${critiqued.critique.length} characters)`);
+    await screenshot(page, "06-critique-stopped");
   } finally {
     await context.close();
     server.stop();
