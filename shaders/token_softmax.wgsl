@@ -20,16 +20,12 @@ struct Params {
 const WG: u32 = 256u;
 var<workgroup> scratch: array<f32, WG>;
 
-// The bit patterns go through a variable: WGSL forbids constant expressions that
-// evaluate to infinity or NaN (Chrome's compiler rejects the shader).
 fn neg_inf() -> f32 {
-    var bits = 0xff800000u;
-    return bitcast<f32>(bits);
+    return bitcast<f32>(0xff800000u);
 }
 
 fn nan() -> f32 {
-    var bits = 0xffffffffu;
-    return bitcast<f32>(bits);
+    return bitcast<f32>(0xffffffffu);
 }
 
 fn reduce_max(lid: u32, value: f32) -> f32 {
