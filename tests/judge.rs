@@ -454,7 +454,11 @@ fn a_streamed_model_judges_exactly_like_the_file_loaded_one() {
         assert_eq!(got.critique, want.critique);
         assert_eq!(got.critique_stop, want.critique_stop);
         assert_eq!(got.prompt_tokens, want.prompt_tokens);
-        assert!(got.output.ends_with(&pieces), "{pieces:?} / {:?}", got.output);
+        assert!(
+            got.output.ends_with(&pieces),
+            "{pieces:?} / {:?}",
+            got.output
+        );
         assert_eq!(pieces.is_empty(), mode == Mode::Verdict);
     }
 }

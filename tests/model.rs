@@ -382,7 +382,10 @@ mod streamed {
             |_, b| Some(b),
         );
         let (err, requests) = stream_error(&path);
-        assert!(err.contains("ffn_gate.weight") && err.contains("140"), "{err}");
+        assert!(
+            err.contains("ffn_gate.weight") && err.contains("140"),
+            "{err}"
+        );
         assert_eq!(requests, 0);
     }
 

@@ -132,7 +132,10 @@ fn check_status(url: &str, response: &Response) -> Result<()> {
         200 | 206 => Ok(()),
         status => Err(Error::Download {
             url: url.to_string(),
-            message: format!("the server answered HTTP {status} {}", response.status_text()),
+            message: format!(
+                "the server answered HTTP {status} {}",
+                response.status_text()
+            ),
         }),
     }
 }
