@@ -100,8 +100,7 @@ pub fn gguf_config(file: &GgufFile, rope_freqs: Option<&[u8]>) -> Result<ModelCo
     let get = |k: &str| f.get_u64(&key(k)).map(|v| v as usize);
     let heads = get("attention.head_count")?;
     let hidden = get("embedding_length")?;
-    let head_dim =
-        get("attention.key_length").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+    let head_dim = get("attention.key_length").unwrap_or(hidden.checked_div(heads).unwrap_or(0));
     let embedding = f.tensor(&Weight::TokenEmbedding.gguf_name())?;
     let rope_freq_factors = match (f.tensor(ROPE_FREQS), rope_freqs) {
         (Ok(info), Some(bytes)) => Some(quant::dequantize_to_vec(
@@ -642,7 +641,7 @@ impl Model {
         let mut builder = ModelBuilder::new(ctx, source.name(), source.config()?);
         let needed = builder.needed().to_vec();
         for (index, need) in needed.iter().enumerate() {
-            if !(need.optional && !source.has(need.weight)) {
+            if !need.optional || source.has(need.weight) {
                 match need.kind {
                     WeightKind::Matrix { .. } => {
                         builder.put_matrix(index, source.matrix(need.weight)?)?
