@@ -457,11 +457,15 @@ mod streamed {
 
     /// tiny-qwen2's weights as an F32 GGUF file (qwen2 keeps Hugging Face's Q/K rows).
     fn tiny_qwen2_gguf() -> Vec<u8> {
-        tiny_qwen2_gguf_with(|_| {})
+        tiny_qwen2_gguf_with(None, |_| {})
     }
 
-    /// [`tiny_qwen2_gguf`] with more metadata added by `extra`.
-    pub(super) fn tiny_qwen2_gguf_with(extra: impl FnOnce(&mut GgufPlan)) -> Vec<u8> {
+    /// [`tiny_qwen2_gguf`] with another context length when given, and more metadata
+    /// added by `extra`.
+    pub(super) fn tiny_qwen2_gguf_with(
+        context: Option<usize>,
+        extra: impl FnOnce(&mut GgufPlan),
+    ) -> Vec<u8> {
         let hf: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
         let get = |key: &str| hf[key].as_u64().unwrap() as usize;
         let (hidden, heads) = (get("hidden_size"), get("num_attention_heads"));
@@ -488,7 +492,7 @@ mod streamed {
             ("attention.head_count", config.heads),
             ("attention.head_count_kv", config.kv_heads),
             ("feed_forward_length", config.ffn),
-            ("context_length", config.context),
+            ("context_length", context.unwrap_or(config.context)),
         ];
         plan.add_metadata(
             "general.architecture",
@@ -695,7 +699,7 @@ mod js_api {
     /// tiny-qwen2 with a byte-level vocabulary (no merges) and ChatML control tokens,
     /// and room for the Safety-J prompt.
     fn judge_gguf() -> Vec<u8> {
-        super::streamed::tiny_qwen2_gguf_with(|plan| {
+        super::streamed::tiny_qwen2_gguf_with(Some(2048), |plan| {
             let mut tokens = byte_tokens();
             let mut types = vec![1i32; tokens.len()];
             for special in ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] {
@@ -718,7 +722,6 @@ mod js_api {
                     items(types.into_iter().map(MetadataValue::I32).collect()),
                 ),
                 ("tokenizer.ggml.eos_token_id", MetadataValue::U32(eos)),
-                ("qwen2.context_length", MetadataValue::U32(2048)),
             ];
             for (key, value) in meta {
                 plan.add_metadata(key, value).unwrap();

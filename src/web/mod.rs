@@ -378,8 +378,8 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         }
     };
     let resolved = resolve_source(source, &settings.model_base_url)?;
-    let ctx = Context::new(&ContextOptions::default()).await?;
     let remote = HttpRange::open(&resolved.url).await?;
+    let ctx = Context::new(&ContextOptions::default()).await?;
     let version = remote.version().clone();
     let http_url = resolved.url.starts_with("http:") || resolved.url.starts_with("https:");
     let (store, store_error) = if settings.cache && http_url {
