@@ -432,6 +432,33 @@ async fn an_invalid_shader_fails_the_next_readback() {
     }
 }
 
+/// Label scoring's log-softmax at chosen ids, with an id outside the vocabulary
+/// (NaN there, left out of the renormalisation): its shader must compile in Chrome.
+#[wasm_bindgen_test]
+async fn token_softmax_matches_reference() {
+    use safetyj::ops::token_softmax;
+    let ctx = ctx().await;
+    let (rows, vocab) = (3, 1001);
+    let logits = Rng(400).f32s(rows * vocab, 8.0);
+    let chosen = [7u32, 1000, 0, 5000];
+    let input = Tensor::from_f32(&ctx, "logits", &[rows, vocab], &logits).unwrap();
+    let ids = Tensor::from_u32(&ctx, "ids", &[chosen.len()], &chosen).unwrap();
+    let log_probs = Tensor::new(&ctx, "log probs", &[chosen.len()], Elem::F32).unwrap();
+    let probs = Tensor::new(&ctx, "probs", &[chosen.len()], Elem::F32).unwrap();
+    let mut encoder = ctx.encoder();
+    token_softmax::encode(&ctx, &mut encoder, &input, 1, &ids, &log_probs, &probs).unwrap();
+    ctx.submit("web token_softmax test", encoder).unwrap();
+    let (want_log, want_p) = token_softmax::reference(&logits[vocab..2 * vocab], &chosen);
+    let got_log = log_probs.read_f32_async(&ctx).await.unwrap();
+    let got_p = probs.read_f32_async(&ctx).await.unwrap();
+    assert!(
+        got_log[3].is_nan() && got_p[3].is_nan(),
+        "{got_log:?} {got_p:?}"
+    );
+    assert_close("log probs", &got_log[..3], &want_log[..3], 1e-5, 1e-5);
+    assert_close("renormalised probs", &got_p[..3], &want_p[..3], 1e-6, 1e-5);
+}
+
 mod streamed {
     //! The browser's model loader: tiny-qwen2 (the committed safetensors fixture)
     //! written as a GGUF here, streamed by byte range (from memory, and through Cache
