@@ -680,6 +680,23 @@ mod streamed {
             .unwrap()
             .to_string();
         assert!(err.contains("HTTP 404"), "{err}");
+        // The test server serves the crate's files without Range support, and its
+        // own page as HTML.
+        let err = HttpRange::open(&page_url("/tests/fixtures/models/tiny-qwen2/config.json"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("does not support HTTP Range requests"),
+            "{err}"
+        );
+        let err = HttpRange::open(&page_url("/"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("HTML page"), "{err}");
     }
 }
 
