@@ -14,5 +14,7 @@ pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod tokenizer;
+#[cfg(all(target_arch = "wasm32", feature = "web"))]
+pub mod web;
 
 pub use error::{Error, Result};

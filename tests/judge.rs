@@ -396,3 +396,69 @@ fn label_benchmark_runs_on_the_local_engine() {
         .contains("<svg"));
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// The browser's path, natively: tinycoder (a tiny random llama with a SentencePiece
+/// vocabulary) streamed by byte range with the tokenizer from the streamed header,
+/// judged with `evaluate_async`, gives exactly the verdicts of the file-loaded judge.
+#[test]
+fn a_streamed_model_judges_exactly_like_the_file_loaded_one() {
+    use safetyj::formats::remote::read_gguf_header;
+    use safetyj::formats::MemoryFetch;
+    use safetyj::model::stream::load_gguf_streamed;
+    use safetyj::tokenizer::{GgufVocab, Tokenizer};
+
+    let path = models_dir().join("tinycoder-tiny.gguf");
+    if !path.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs {} (tests/fixtures/fetch_models.sh)",
+            path.display()
+        );
+        eprintln!("skipping: {} not found", path.display());
+        return;
+    }
+    let options = JudgeOptions {
+        context: 1024,
+        max_critique_tokens: 12,
+        ..Default::default()
+    };
+    let fetch = MemoryFetch::new(path.display().to_string(), std::fs::read(&path).unwrap());
+    let header = pollster::block_on(read_gguf_header(&fetch, |_| {})).unwrap();
+    let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&header).unwrap()).unwrap();
+    let ctx = Context::new_blocking().unwrap();
+    let model = pollster::block_on(load_gguf_streamed(&ctx, &header, &fetch, 4, |_| {})).unwrap();
+    let streamed = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options.clone()).unwrap();
+
+    let ctx = Context::new_blocking().unwrap();
+    let (model, tokenizer) =
+        safetyj::model::open::open(&ctx, &path, DType::Q4_K, |_, _| {}).unwrap();
+    let from_file = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options).unwrap();
+
+    let (_, dialogue, _) = case("en");
+    for mode in [Mode::Verdict, Mode::Critique] {
+        let request = JudgeRequest {
+            dialogue: dialogue.clone(),
+            lang: Some(Lang::En),
+            mode,
+        };
+        let mut pieces = String::new();
+        let got = pollster::block_on(streamed.evaluate_async(&request, |piece| {
+            pieces.push_str(piece);
+            ControlFlow::Continue(())
+        }))
+        .unwrap();
+        let want = from_file.evaluate(&request, no_stream).unwrap();
+        assert_eq!(got.p_unsafe, want.p_unsafe, "{mode:?}");
+        assert_eq!(got.label, want.label);
+        assert_eq!(got.output, want.output);
+        assert_eq!(got.critique, want.critique);
+        assert_eq!(got.critique_stop, want.critique_stop);
+        assert_eq!(got.prompt_tokens, want.prompt_tokens);
+        assert!(
+            got.output.ends_with(&pieces),
+            "{pieces:?} / {:?}",
+            got.output
+        );
+        assert_eq!(pieces.is_empty(), mode == Mode::Verdict);
+    }
+}

@@ -124,7 +124,7 @@ mod bad_input {
 
     /// tiny-llama as a GGUF file (written once per test binary by `safetyj quantize`'s
     /// library function).
-    fn tiny_gguf() -> PathBuf {
+    pub fn tiny_gguf() -> PathBuf {
         static PATH: OnceLock<PathBuf> = OnceLock::new();
         PATH.get_or_init(|| {
             let dir =
@@ -145,7 +145,7 @@ mod bad_input {
 
     /// A copy of tiny-llama's GGUF with `metadata` overrides applied and each tensor
     /// passed through `tensor` (return `None` to drop it).
-    fn broken(
+    pub fn broken(
         name: &str,
         metadata: &[(&str, MetadataValue)],
         tensor: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>,
@@ -279,5 +279,122 @@ mod bad_input {
             .unwrap()
             .to_string();
         assert!(err.contains("100000"), "{err}");
+    }
+}
+
+mod streamed {
+    //! The byte-range loader (the browser's path) on an in-memory file: the same
+    //! model as the file loader, only the header and the needed tensors fetched, and
+    //! bad files refused from the header alone.
+
+    use super::bad_input::{broken, tiny_gguf};
+    use super::*;
+    use safetyj::formats::remote::read_gguf_header;
+    use safetyj::formats::{GgufFile, MemoryFetch, MetadataValue, MmapSource};
+    use safetyj::model::load::GgufWeights;
+    use safetyj::model::stream::{load_gguf_streamed, StreamProgress};
+
+    fn fetch_of(path: &Path) -> MemoryFetch {
+        MemoryFetch::new(path.display().to_string(), std::fs::read(path).unwrap())
+    }
+
+    fn logits_of(model: &Model, prompt: &[u32]) -> Vec<f32> {
+        let ctx = ctx();
+        let mut session = model.new_session(ctx, 32).unwrap();
+        model
+            .forward(ctx, &mut session, prompt, Logits::All)
+            .unwrap()
+            .read_f32(ctx)
+            .unwrap()
+    }
+
+    #[test]
+    fn streams_the_same_model_as_the_file_loader() {
+        let ctx = ctx();
+        let path = tiny_gguf();
+        let fetch = fetch_of(&path);
+        let header = pollster::block_on(read_gguf_header(&fetch, |_| {})).unwrap();
+        let header_requests = fetch.requests().len();
+        let mut seen: Vec<StreamProgress> = Vec::new();
+        let model = pollster::block_on(load_gguf_streamed(ctx, &header, &fetch, 3, |p| {
+            seen.push(p)
+        }))
+        .unwrap();
+
+        let want = expected("tiny-llama");
+        let streamed = logits_of(&model, &want.prompt);
+        let diff = max_diff(&streamed, &want.logits);
+        assert!(diff < TOLERANCE, "streamed tiny-llama differs by {diff}");
+        let weights = GgufWeights::new(Box::new(MmapSource::open(&path).unwrap())).unwrap();
+        let from_file = Model::load(ctx, &weights, |_, _| {}).unwrap();
+        assert_eq!(streamed, logits_of(&from_file, &want.prompt));
+
+        // One request per tensor (the file has no rope_freqs), each exactly its range.
+        let file = GgufFile::read(&MmapSource::open(&path).unwrap()).unwrap();
+        let mut ranges: Vec<_> = fetch.requests()[header_requests..].to_vec();
+        ranges.sort_by_key(|r| r.start);
+        let mut tensor_ranges: Vec<_> = file.tensors().iter().map(|t| t.file_range()).collect();
+        tensor_ranges.sort_by_key(|r| r.start);
+        assert_eq!(ranges, tensor_ranges);
+
+        let last = *seen.last().unwrap();
+        assert_eq!(last.tensors_done, file.tensors().len());
+        assert_eq!(last.tensors_total, file.tensors().len());
+        assert_eq!(last.bytes_done, last.bytes_total);
+        assert_eq!(
+            last.bytes_total,
+            file.tensors().iter().map(|t| t.size).sum::<u64>()
+        );
+        assert_eq!(seen.len(), file.tensors().len() + 1);
+        assert!(seen.windows(2).all(|w| w[0].bytes_done < w[1].bytes_done));
+    }
+
+    /// The streamed loader's error for `path`, and how many tensor-data requests it
+    /// made before failing.
+    fn stream_error(path: &Path) -> (String, usize) {
+        let fetch = fetch_of(path);
+        let header = pollster::block_on(read_gguf_header(&fetch, |_| {})).unwrap();
+        let before = fetch.requests().len();
+        match pollster::block_on(load_gguf_streamed(ctx(), &header, &fetch, 4, |_| {})) {
+            Ok(_) => panic!("{} loaded", path.display()),
+            Err(e) => (e.to_string(), fetch.requests().len() - before),
+        }
+    }
+
+    #[test]
+    fn a_missing_tensor_or_wrong_shape_fails_before_any_download() {
+        let path = broken("stream-missing", &[], |name, b| {
+            (name != "blk.1.ffn_up.weight").then_some(b)
+        });
+        let (err, requests) = stream_error(&path);
+        assert!(err.contains("blk.1.ffn_up.weight"), "{err}");
+        assert_eq!(requests, 0);
+
+        let path = broken(
+            "stream-shapes",
+            &[("llama.feed_forward_length", MetadataValue::U32(140))],
+            |_, b| Some(b),
+        );
+        let (err, requests) = stream_error(&path);
+        assert!(
+            err.contains("ffn_gate.weight") && err.contains("140"),
+            "{err}"
+        );
+        assert_eq!(requests, 0);
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_as_they_arrive() {
+        let path = broken("stream-nan", &[], |name, mut b| {
+            if name == "blk.0.attn_q.weight" {
+                b[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+            Some(b)
+        });
+        let (err, _) = stream_error(&path);
+        assert!(
+            err.contains("blk.0.attn_q.weight") && err.contains("non-finite"),
+            "{err}"
+        );
     }
 }

@@ -431,3 +431,217 @@ async fn an_invalid_shader_fails_the_next_readback() {
         other => panic!("expected a validation error, got {other:?}"),
     }
 }
+
+mod streamed {
+    //! The browser's model loader: tiny-qwen2 (the committed safetensors fixture)
+    //! written as a GGUF here, streamed by byte range (from memory, and through Cache
+    //! Storage), and run against transformers' logits; and the JS API's errors.
+
+    use super::*;
+    use safetyj::formats::remote::{read_gguf_header, CachedFetch, RemoteVersion};
+    use safetyj::formats::{
+        GgufPlan, GgufWriter, MemoryFetch, MemorySource, MetadataValue, RangeFetch,
+        SafetensorsCheckpoint,
+    };
+    use safetyj::model::arch::{Arch, HfSource};
+    use safetyj::model::load::{needed_weights, WeightKind};
+    use safetyj::model::stream::load_gguf_streamed;
+    use safetyj::model::{Logits, ModelConfig};
+    use safetyj::web::{CacheStore, HttpRange, WebJudge};
+    use wasm_bindgen::JsValue;
+
+    const CONFIG: &str = include_str!("fixtures/models/tiny-qwen2/config.json");
+    const EXPECTED: &str = include_str!("fixtures/models/tiny-qwen2/expected.json");
+    const SAFETENSORS: &[u8] = include_bytes!("fixtures/models/tiny-qwen2/model.safetensors");
+    const LOGITS: &[u8] = include_bytes!("fixtures/models/tiny-qwen2/logits.f32");
+
+    /// tiny-qwen2's weights as an F32 GGUF file (qwen2 keeps Hugging Face's Q/K rows).
+    fn tiny_qwen2_gguf() -> Vec<u8> {
+        let hf: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+        let get = |key: &str| hf[key].as_u64().unwrap() as usize;
+        let (hidden, heads) = (get("hidden_size"), get("num_attention_heads"));
+        let config = ModelConfig {
+            arch: Arch::Qwen2,
+            layers: get("num_hidden_layers"),
+            hidden,
+            heads,
+            kv_heads: get("num_key_value_heads"),
+            head_dim: hidden / heads,
+            ffn: get("intermediate_size"),
+            vocab: get("vocab_size"),
+            rms_eps: hf["rms_norm_eps"].as_f64().unwrap() as f32,
+            rope_base: hf["rope_theta"].as_f64().unwrap() as f32,
+            rope_dims: hidden / heads,
+            rope_pairing: RopePairing::Neox,
+            rope_freq_factors: None,
+            context: get("max_position_embeddings"),
+        };
+        let mut plan = GgufPlan::new();
+        let meta = [
+            ("block_count", config.layers),
+            ("embedding_length", config.hidden),
+            ("attention.head_count", config.heads),
+            ("attention.head_count_kv", config.kv_heads),
+            ("feed_forward_length", config.ffn),
+            ("context_length", config.context),
+        ];
+        plan.add_metadata(
+            "general.architecture",
+            MetadataValue::String("qwen2".into()),
+        )
+        .unwrap();
+        for (key, value) in meta {
+            plan.add_metadata(format!("qwen2.{key}"), MetadataValue::U32(value as u32))
+                .unwrap();
+        }
+        plan.add_metadata(
+            "qwen2.attention.layer_norm_rms_epsilon",
+            MetadataValue::F32(config.rms_eps),
+        )
+        .unwrap();
+        plan.add_metadata("qwen2.rope.freq_base", MetadataValue::F32(config.rope_base))
+            .unwrap();
+
+        let checkpoint = SafetensorsCheckpoint::single(Box::new(MemorySource::new(
+            "model.safetensors",
+            SAFETENSORS.to_vec(),
+        )))
+        .unwrap();
+        let mut tensors = Vec::new();
+        for need in needed_weights(&config) {
+            let HfSource::Whole(hf_name) = need.weight.hf_source(Arch::Qwen2) else {
+                panic!("qwen2 has no fused tensors");
+            };
+            if checkpoint.tensor(&hf_name).is_err() && need.optional {
+                continue;
+            }
+            let dims = match need.kind {
+                WeightKind::Matrix { rows, cols } => vec![cols as u64, rows as u64],
+                WeightKind::Vector { len } => vec![len as u64],
+            };
+            let name = need.weight.gguf_name();
+            plan.add_tensor(name.clone(), &dims, DType::F32).unwrap();
+            let values = checkpoint.read_tensor_f32(&hf_name).unwrap();
+            tensors.push((name, bytemuck::cast_slice::<f32, u8>(&values).to_vec()));
+        }
+        let mut writer = GgufWriter::start(Vec::new(), "tiny-qwen2", &plan).unwrap();
+        for (name, bytes) in &tensors {
+            writer.write_tensor(name, bytes).unwrap();
+        }
+        writer.finish().unwrap()
+    }
+
+    /// The streamed model's logits at every position of the fixture's prompt.
+    async fn streamed_logits(ctx: &Context, source: &impl RangeFetch) -> Vec<f32> {
+        let header = read_gguf_header(source, |_| {}).await.unwrap();
+        let model = load_gguf_streamed(ctx, &header, source, 3, |_| {})
+            .await
+            .unwrap();
+        let expected: serde_json::Value = serde_json::from_str(EXPECTED).unwrap();
+        let prompt: Vec<u32> = expected["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let mut session = model.new_session(ctx, 32).unwrap();
+        let logits = model
+            .forward(ctx, &mut session, &prompt, Logits::All)
+            .unwrap();
+        logits.read_f32_async(ctx).await.unwrap()
+    }
+
+    fn transformers_logits() -> Vec<f32> {
+        bytemuck::pod_collect_to_vec(LOGITS)
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_streamed_gguf_matches_transformers() {
+        let ctx = ctx().await;
+        let fetch = MemoryFetch::new("tiny-qwen2.gguf", tiny_qwen2_gguf());
+        let got = streamed_logits(&ctx, &fetch).await;
+        // f32 on SwiftShader against f32 PyTorch: natively (tests/model.rs) within
+        // 2e-4; SwiftShader's exp/inverseSqrt moved one logit of -0.87 by 2.03e-4.
+        assert_close("tiny-qwen2 logits", &got, &transformers_logits(), 3e-4, 0.0);
+    }
+
+    fn page_url(path: &str) -> String {
+        let origin = js_sys::Reflect::get(&js_sys::global(), &"location".into())
+            .and_then(|l| js_sys::Reflect::get(&l, &"origin".into()))
+            .unwrap()
+            .as_string()
+            .unwrap();
+        format!("{origin}{path}")
+    }
+
+    /// Loads tiny-qwen2 through Cache Storage as version `etag`; returns the logits
+    /// and (bytes fetched, bytes from the cache).
+    async fn cached_load(ctx: &Context, bytes: &[u8], etag: &str) -> (Vec<f32>, u64, u64) {
+        let url = page_url("/safetyj-web-test/tiny-qwen2.gguf");
+        let version = RemoteVersion {
+            length: bytes.len() as u64,
+            etag: Some(etag.into()),
+            last_modified: None,
+        };
+        let store = CacheStore::open().await.unwrap();
+        let fetch =
+            CachedFetch::open(MemoryFetch::new(url, bytes.to_vec()), Some(store), &version).await;
+        let logits = streamed_logits(ctx, &fetch).await;
+        assert_eq!(fetch.cache_error(), None);
+        (logits, fetch.bytes_fetched(), fetch.bytes_from_cache())
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_reload_comes_from_cache_storage_until_the_file_changes() {
+        let ctx = ctx().await;
+        let bytes = tiny_qwen2_gguf();
+        let run = format!("run-{}", js_sys::Date::now());
+        let (first, fetched, cached) = cached_load(&ctx, &bytes, &run).await;
+        assert!(fetched > 0 && cached == 0, "{fetched} {cached}");
+        let (second, fetched_again, from_cache) = cached_load(&ctx, &bytes, &run).await;
+        assert_eq!(
+            (fetched_again, from_cache),
+            (0, fetched),
+            "all from the cache"
+        );
+        assert_eq!(second, first);
+        let (_, after_change, _) = cached_load(&ctx, &bytes, &format!("{run}-changed")).await;
+        assert_eq!(after_change, fetched, "a new version is downloaded again");
+    }
+
+    /// The message of a rejected `Judge.load`.
+    async fn load_error(source: &str, options: Option<safetyj::web::LoadOptions>) -> String {
+        match WebJudge::load(source.into(), options).await {
+            Ok(_) => panic!("{source} loaded"),
+            Err(e) => js_sys::Error::from(JsValue::from(e))
+                .message()
+                .as_string()
+                .unwrap(),
+        }
+    }
+
+    #[wasm_bindgen_test]
+    async fn bad_sources_are_clear_errors() {
+        let err = load_error("no-such-model", None).await;
+        assert!(
+            err.contains("no-such-model") && err.contains("qwen2.5-coder-0.5b"),
+            "{err}"
+        );
+        let err = load_error("safety-j-v5", None).await;
+        assert!(err.contains("only the native tool"), "{err}");
+
+        let options = js_sys::Object::new();
+        js_sys::Reflect::set(&options, &"modelBaseUrl".into(), &"/nowhere/".into()).unwrap();
+        let err = load_error("qwen2.5-coder-0.5b", Some(JsValue::from(options).into())).await;
+        assert!(
+            err.contains("/nowhere/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") && err.contains("404"),
+            "{err}"
+        );
+        let err = HttpRange::open(&page_url("/missing.gguf"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("HTTP 404"), "{err}");
+    }
+}

@@ -34,7 +34,7 @@ pub const MAX_DIMS: usize = 4;
 pub const MAX_ARRAY_NESTING: usize = 8;
 
 /// The first prefix [`GgufFile::read`] fetches; it doubles until the header fits.
-const FIRST_PREFIX_BYTES: u64 = 1 << 20;
+pub const FIRST_PREFIX_BYTES: u64 = 1 << 20;
 
 /// The type tag of a metadata value, with GGUF's numbering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

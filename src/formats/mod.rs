@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod gguf;
+pub mod remote;
 pub mod safetensors;
 pub mod source;
 
@@ -12,6 +13,7 @@ pub use config::HfConfig;
 pub use gguf::{
     GgufFile, GgufPlan, GgufTensorInfo, GgufWriter, MetadataArray, MetadataValue, ValueType,
 };
+pub use remote::{CachedFetch, MemoryFetch, RangeFetch, RangeStore, RemoteVersion};
 pub use safetensors::{SafetensorsCheckpoint, SafetensorsFile, SafetensorsTensorInfo};
 pub use source::{ByteSource, MemorySource};
 #[cfg(not(target_arch = "wasm32"))]

@@ -143,7 +143,9 @@ impl Judge {
     /// into the cache on first use), GGUF file or Hugging Face folder, speaking the
     /// Safety-J protocol. `progress` receives one-line status texts (downloads, then
     /// tensors loaded). Returns the judge and, when a stand-in preset was named, the
-    /// notice to show with its verdicts.
+    /// notice to show with its verdicts. Native only: the browser streams a file
+    /// by URL instead (`crate::web`).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(
         model: &str,
         options: JudgeOptions,
@@ -237,9 +239,23 @@ impl Judge {
         Ok(a[..common.saturating_sub(1)].to_vec())
     }
 
-    /// Judges one dialogue. `on_critique` receives the analysis text as it streams
-    /// (critique mode); return `ControlFlow::Break` to stop it early.
+    /// Blocking form of [`Judge::evaluate_async`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn evaluate(
+        &self,
+        request: &JudgeRequest,
+        on_critique: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Verdict> {
+        pollster::block_on(self.evaluate_async(request, on_critique))
+    }
+
+    /// Judges one dialogue. `on_critique` receives the analysis text as it streams
+    /// (critique mode); return `ControlFlow::Break` to stop it early. Awaits the GPU
+    /// for each read back (native and web). Holds the judge's state for the whole
+    /// evaluation: natively a second caller waits; on the web, callers must not
+    /// overlap (the JS API queues them).
+    #[allow(clippy::await_holding_lock)]
+    pub async fn evaluate_async(
         &self,
         request: &JudgeRequest,
         mut on_critique: impl FnMut(&str) -> ControlFlow<()>,
@@ -320,10 +336,12 @@ impl Judge {
             .model
             .forward(&self.ctx, &mut state.session, &first, Logits::Last)?;
         let base = state.session.len();
-        let lp_safe =
-            self.sequence_logprob(&logits, &mut state.session, &safe_ids[common..], base)?;
-        let lp_unsafe =
-            self.sequence_logprob(&logits, &mut state.session, &unsafe_ids[common..], base)?;
+        let lp_safe = self
+            .sequence_logprob(&logits, &mut state.session, &safe_ids[common..], base)
+            .await?;
+        let lp_unsafe = self
+            .sequence_logprob(&logits, &mut state.session, &unsafe_ids[common..], base)
+            .await?;
         // P(unsafe) = e^u / (e^s + e^u), computed without overflow.
         let p_unsafe = 1.0 / (1.0 + (lp_safe - lp_unsafe).exp());
         let label = if p_unsafe >= self.options.threshold {
@@ -346,7 +364,7 @@ impl Judge {
                 };
                 state.session.truncate(base)?;
                 let options = greedy_until_end(&self.tokenizer, self.options.max_critique_tokens);
-                let generation = generate::generate(
+                let generation = generate::generate_async(
                     &self.ctx,
                     &self.model,
                     &self.tokenizer,
@@ -354,7 +372,8 @@ impl Judge {
                     &chosen[common..],
                     &options,
                     &mut on_critique,
-                )?;
+                )
+                .await?;
                 output.push_str(&generation.text);
                 let parsed = self.protocol.parse(&output, lang);
                 (
@@ -385,20 +404,20 @@ impl Judge {
 
     /// log P(`rest` | the session up to `base`), where `first_logits` are the logits
     /// at position `base - 1`. The session is left at `base`.
-    fn sequence_logprob(
+    async fn sequence_logprob(
         &self,
         first_logits: &Tensor,
         session: &mut Session,
         rest: &[u32],
         base: usize,
     ) -> Result<f64> {
-        let mut total = self.token_logprob(first_logits, 0, rest[0])?;
+        let mut total = self.token_logprob(first_logits, 0, rest[0]).await?;
         if rest.len() > 1 {
             let logits =
                 self.model
                     .forward(&self.ctx, session, &rest[..rest.len() - 1], Logits::All)?;
             for (row, &token) in rest[1..].iter().enumerate() {
-                total += self.token_logprob(&logits, row, token)?;
+                total += self.token_logprob(&logits, row, token).await?;
             }
         }
         session.truncate(base)?;
@@ -406,7 +425,7 @@ impl Judge {
     }
 
     /// log-softmax of row `row` of `logits` at `token`, computed on the GPU.
-    fn token_logprob(&self, logits: &Tensor, row: usize, token: u32) -> Result<f64> {
+    async fn token_logprob(&self, logits: &Tensor, row: usize, token: u32) -> Result<f64> {
         let ctx = &self.ctx;
         let ids = Tensor::from_u32(ctx, "label token", &[1], &[token])?;
         let log_probs = Tensor::new(ctx, "label log-prob", &[1], Elem::F32)?;
@@ -414,11 +433,13 @@ impl Judge {
         let mut enc = ctx.encoder();
         ops::token_softmax::encode(ctx, &mut enc, logits, row, &ids, &log_probs, &probs)?;
         ctx.submit("scoring a label token", enc)?;
-        Ok(log_probs.read_f32(ctx)?[0] as f64)
+        Ok(log_probs.read_f32_async(ctx).await?[0] as f64)
     }
 
     /// Free greedy decoding of the prompt, as the reference code judged: the raw
-    /// output, for benchmark parity and to see how often a model breaks the format.
+    /// output, for benchmark parity and to see how often a model breaks the format
+    /// (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn free_decode(
         &self,
         dialogue: &Dialogue,
@@ -432,9 +453,20 @@ impl Judge {
         )
     }
 
+    /// Blocking form of [`Judge::complete_prompt_async`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn complete_prompt(&self, parts: &[PromptPart], max_tokens: usize) -> Result<String> {
+        pollster::block_on(self.complete_prompt_async(parts, max_tokens))
+    }
+
     /// Greedy completion of any prompt (evaluator calls, free decoding) until the
     /// end of the turn or `max_tokens`. It does not use the judge's prefix cache.
-    pub fn complete_prompt(&self, parts: &[PromptPart], max_tokens: usize) -> Result<String> {
+    #[allow(clippy::await_holding_lock)]
+    pub async fn complete_prompt_async(
+        &self,
+        parts: &[PromptPart],
+        max_tokens: usize,
+    ) -> Result<String> {
         let ids = self.prompt_tokens(parts)?;
         let mut state = self
             .state
@@ -444,7 +476,7 @@ impl Judge {
         state.prefix = None;
         let room = state.session.capacity().saturating_sub(ids.len());
         let options = greedy_until_end(&self.tokenizer, max_tokens.min(room));
-        let generation = generate::generate(
+        let generation = generate::generate_async(
             &self.ctx,
             &self.model,
             &self.tokenizer,
@@ -452,7 +484,8 @@ impl Judge {
             &ids,
             &options,
             |_| ControlFlow::Continue(()),
-        )?;
+        )
+        .await?;
         Ok(generation.text)
     }
 }

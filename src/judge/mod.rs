@@ -4,7 +4,6 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod batch;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod engine;
 mod lang;
 pub mod safety_j;

@@ -50,7 +50,7 @@ pub enum StopReason {
     ContextFull,
 }
 
-/// The outcome of [`generate`].
+/// The outcome of [`generate_async`] and [`generate`].
 #[derive(Debug, Clone)]
 pub struct Generation {
     pub tokens: Vec<u32>,
@@ -74,8 +74,8 @@ impl Uniform {
 }
 
 /// Picks the next token from row `row` of `logits` on the GPU and reads back only
-/// that token.
-pub fn next_token(
+/// that token, awaiting the GPU (native and web).
+pub async fn next_token_async(
     ctx: &Context,
     logits: &Tensor,
     row: usize,
@@ -101,13 +101,26 @@ pub fn next_token(
         }
     }
     ctx.submit("choosing the next token", enc)?;
-    Ok(ctx.read_u32(&out.buffer, 0, 1)?[0])
+    Ok(out.read_u32_async(ctx).await?[0])
+}
+
+/// Blocking form of [`next_token_async`] (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn next_token(
+    ctx: &Context,
+    logits: &Tensor,
+    row: usize,
+    sampling: Sampling,
+    u: f32,
+) -> Result<u32> {
+    pollster::block_on(next_token_async(ctx, logits, row, sampling, u))
 }
 
 /// Runs `prompt` (appended to what `session` already holds) and generates up to
 /// `options.max_tokens` tokens, calling `on_text` with each new piece of text as soon
 /// as it is complete UTF-8; return `ControlFlow::Break` from it to stop early.
-pub fn generate(
+/// Reads back only the chosen tokens, awaiting the GPU (native and web).
+pub async fn generate_async(
     ctx: &Context,
     model: &Model,
     tokenizer: &Tokenizer,
@@ -133,7 +146,7 @@ pub fn generate(
     });
     let started = web_time::Instant::now();
     let logits = model.forward(ctx, session, prompt, Logits::Last)?;
-    let mut next = next_token(ctx, &logits, 0, options.sampling, uniform.next())?;
+    let mut next = next_token_async(ctx, &logits, 0, options.sampling, uniform.next()).await?;
     let prefill = started.elapsed();
     let decode_started = web_time::Instant::now();
 
@@ -167,7 +180,7 @@ pub fn generate(
             break StopReason::ContextFull;
         }
         let logits = model.forward(ctx, session, &[next], Logits::Last)?;
-        next = next_token(ctx, &logits, 0, options.sampling, uniform.next())?;
+        next = next_token_async(ctx, &logits, 0, options.sampling, uniform.next()).await?;
     };
     if stop != StopReason::StopString {
         let rest = decoder.finish();
@@ -183,6 +196,22 @@ pub fn generate(
         prefill,
         decode: decode_started.elapsed(),
     })
+}
+
+/// Blocking form of [`generate_async`] (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn generate(
+    ctx: &Context,
+    model: &Model,
+    tokenizer: &Tokenizer,
+    session: &mut Session,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    on_text: impl FnMut(&str) -> ControlFlow<()>,
+) -> Result<Generation> {
+    pollster::block_on(generate_async(
+        ctx, model, tokenizer, session, prompt, options, on_text,
+    ))
 }
 
 /// The byte offset where the earliest stop string begins, looking only at matches

@@ -53,13 +53,6 @@ impl GgufWeights {
     pub fn file(&self) -> &GgufFile {
         &self.file
     }
-
-    fn invalid(&self, message: String) -> Error {
-        Error::Format {
-            file: self.file.name().to_string(),
-            message,
-        }
-    }
 }
 
 impl WeightSource for GgufWeights {
@@ -68,48 +61,11 @@ impl WeightSource for GgufWeights {
     }
 
     fn config(&self) -> Result<ModelConfig> {
-        let f = &self.file;
-        let arch = Arch::from_name(f.get_str("general.architecture")?)?;
-        let key = |k: &str| format!("{}.{k}", arch.gguf_name());
-        let get = |k: &str| f.get_u64(&key(k)).map(|v| v as usize);
-        let heads = get("attention.head_count")?;
-        let hidden = get("embedding_length")?;
-        let head_dim =
-            get("attention.key_length").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
-        let embedding = f.tensor(&Weight::TokenEmbedding.gguf_name())?;
-        let config = ModelConfig {
-            arch,
-            layers: get("block_count")?,
-            hidden,
-            heads,
-            kv_heads: get("attention.head_count_kv").unwrap_or(heads),
-            head_dim,
-            ffn: get("feed_forward_length")?,
-            vocab: embedding.rows() as usize,
-            rms_eps: f.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
-            rope_base: f.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0),
-            rope_dims: get("rope.dimension_count").unwrap_or(head_dim),
-            // llama.cpp permutes Q/K rows of llama and internlm2 checkpoints for the
-            // interleaved pairing; qwen2 keeps Hugging Face's rotate-half layout.
-            rope_pairing: match arch {
-                Arch::Llama | Arch::InternLm2 => RopePairing::Interleaved,
-                Arch::Qwen2 => RopePairing::Neox,
-            },
-            rope_freq_factors: match f.tensor("rope_freqs.weight") {
-                Ok(info) => {
-                    let bytes = f.read_tensor(self.source.as_ref(), "rope_freqs.weight")?;
-                    Some(quant::dequantize_to_vec(
-                        info.dtype,
-                        &bytes,
-                        info.elements() as usize,
-                    )?)
-                }
-                Err(_) => None,
-            },
-            context: get("context_length")?,
+        let rope_freqs = match self.file.tensor(ROPE_FREQS) {
+            Ok(_) => Some(self.file.read_tensor(self.source.as_ref(), ROPE_FREQS)?),
+            Err(_) => None,
         };
-        config.validate(self.name())?;
-        Ok(config)
+        gguf_config(&self.file, rope_freqs.as_deref())
     }
 
     fn has(&self, weight: Weight) -> bool {
@@ -117,28 +73,107 @@ impl WeightSource for GgufWeights {
     }
 
     fn matrix(&self, weight: Weight) -> Result<StoredMatrix> {
-        let name = weight.gguf_name();
-        let info = self.file.tensor(&name)?;
-        if info.dims.len() != 2 {
-            return Err(self.invalid(format!(
-                "tensor {name} has {} dimensions, expected 2",
-                info.dims.len()
-            )));
-        }
-        let bytes = self.file.read_tensor(self.source.as_ref(), &name)?;
-        Ok(StoredMatrix {
-            dtype: info.dtype,
-            rows: info.rows() as usize,
-            cols: info.cols() as usize,
-            bytes,
-        })
+        let bytes = self
+            .file
+            .read_tensor(self.source.as_ref(), &weight.gguf_name())?;
+        gguf_matrix(&self.file, weight, bytes)
     }
 
     fn vector(&self, weight: Weight) -> Result<Vec<f32>> {
-        let name = weight.gguf_name();
-        let info = self.file.tensor(&name)?;
-        let bytes = self.file.read_tensor(self.source.as_ref(), &name)?;
-        quant::dequantize_to_vec(info.dtype, &bytes, info.elements() as usize)
+        let bytes = self
+            .file
+            .read_tensor(self.source.as_ref(), &weight.gguf_name())?;
+        gguf_vector(&self.file, weight, &bytes)
+    }
+}
+
+/// The GGUF tensor of per-frequency RoPE factors (llama 3 style), read by
+/// [`gguf_config`] when a file has it.
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// The model configuration a GGUF header describes. `rope_freqs` are the stored bytes
+/// of the [`ROPE_FREQS`] tensor when the file has one (a header alone cannot hold them).
+pub fn gguf_config(file: &GgufFile, rope_freqs: Option<&[u8]>) -> Result<ModelConfig> {
+    let f = file;
+    let arch = Arch::from_name(f.get_str("general.architecture")?)?;
+    let key = |k: &str| format!("{}.{k}", arch.gguf_name());
+    let get = |k: &str| f.get_u64(&key(k)).map(|v| v as usize);
+    let heads = get("attention.head_count")?;
+    let hidden = get("embedding_length")?;
+    let head_dim =
+        get("attention.key_length").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+    let embedding = f.tensor(&Weight::TokenEmbedding.gguf_name())?;
+    let rope_freq_factors = match (f.tensor(ROPE_FREQS), rope_freqs) {
+        (Ok(info), Some(bytes)) => Some(quant::dequantize_to_vec(
+            info.dtype,
+            bytes,
+            info.elements() as usize,
+        )?),
+        (Ok(_), None) => {
+            return Err(format_error(
+                f,
+                format!("the bytes of tensor {ROPE_FREQS} are needed to configure the model"),
+            ))
+        }
+        (Err(_), _) => None,
+    };
+    let config = ModelConfig {
+        arch,
+        layers: get("block_count")?,
+        hidden,
+        heads,
+        kv_heads: get("attention.head_count_kv").unwrap_or(heads),
+        head_dim,
+        ffn: get("feed_forward_length")?,
+        vocab: embedding.rows() as usize,
+        rms_eps: f.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
+        rope_base: f.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0),
+        rope_dims: get("rope.dimension_count").unwrap_or(head_dim),
+        // llama.cpp permutes Q/K rows of llama and internlm2 checkpoints for the
+        // interleaved pairing; qwen2 keeps Hugging Face's rotate-half layout.
+        rope_pairing: match arch {
+            Arch::Llama | Arch::InternLm2 => RopePairing::Interleaved,
+            Arch::Qwen2 => RopePairing::Neox,
+        },
+        rope_freq_factors,
+        context: get("context_length")?,
+    };
+    config.validate(f.name())?;
+    Ok(config)
+}
+
+/// The stored bytes of GGUF tensor `weight` (from `file`'s tensor table) as a
+/// matrix in its stored type; fails unless the tensor has two dimensions.
+pub fn gguf_matrix(file: &GgufFile, weight: Weight, bytes: Vec<u8>) -> Result<StoredMatrix> {
+    let name = weight.gguf_name();
+    let info = file.tensor(&name)?;
+    if info.dims.len() != 2 {
+        return Err(format_error(
+            file,
+            format!(
+                "tensor {name} has {} dimensions, expected 2",
+                info.dims.len()
+            ),
+        ));
+    }
+    Ok(StoredMatrix {
+        dtype: info.dtype,
+        rows: info.rows() as usize,
+        cols: info.cols() as usize,
+        bytes,
+    })
+}
+
+/// The stored bytes of GGUF tensor `weight` as f32 values (norm weights, biases).
+pub fn gguf_vector(file: &GgufFile, weight: Weight, bytes: &[u8]) -> Result<Vec<f32>> {
+    let info = file.tensor(&weight.gguf_name())?;
+    quant::dequantize_to_vec(info.dtype, bytes, info.elements() as usize)
+}
+
+fn format_error(file: &GgufFile, message: String) -> Error {
+    Error::Format {
+        file: file.name().to_string(),
+        message,
     }
 }
 
@@ -314,93 +349,210 @@ impl WeightSource for HfWeights {
     }
 }
 
-impl Model {
-    /// Uploads every weight of `source` to the GPU, checking each shape against the
-    /// configuration. `progress` is called with (tensors done, tensors total).
-    pub fn load(
-        ctx: &Context,
-        source: &dyn WeightSource,
-        mut progress: impl FnMut(usize, usize),
-    ) -> Result<Model> {
-        let config = source.config()?;
-        let c = &config;
-        let total = 3 + c.layers * 12;
-        let mut done = 0;
-        let mut step = |progress: &mut dyn FnMut(usize, usize)| {
-            done += 1;
-            progress(done.min(total), total);
-        };
-        let invalid = |message: String| Error::Format {
-            file: source.name().to_string(),
-            message,
-        };
-        let matrix = |weight: Weight, rows: usize, cols: usize| -> Result<WeightMatrix> {
-            let m = source.matrix(weight)?;
-            let name = weight.gguf_name();
-            if m.rows != rows || m.cols != cols {
-                return Err(invalid(format!(
-                    "tensor {name} is {}×{} but the configuration needs {rows}×{cols}",
-                    m.rows, m.cols
-                )));
-            }
-            check_finite(&name, m.dtype, &m.bytes).map_err(invalid)?;
-            WeightMatrix::upload(ctx, &name, m.dtype, rows, cols, &m.bytes)
-        };
-        let vector = |weight: Weight, len: usize| -> Result<Tensor> {
-            let name = weight.gguf_name();
-            let v = source.vector(weight)?;
-            if v.len() != len {
-                return Err(invalid(format!(
-                    "tensor {name} has {} values but the configuration needs {len}",
-                    v.len()
-                )));
-            }
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(invalid(format!(
-                    "tensor {name} holds a non-finite value at element {i}"
-                )));
-            }
-            Tensor::from_f32(ctx, &name, &[len], &v)
-        };
-        let optional_vector = |weight: Weight, len: usize| {
-            if source.has(weight) {
-                vector(weight, len).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
+/// How the forward pass holds a weight: a matrix in its stored type, or an f32 vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightKind {
+    /// A `rows` × `cols` matrix (rows are output features).
+    Matrix { rows: usize, cols: usize },
+    /// A vector of `len` values (norm weights, biases).
+    Vector { len: usize },
+}
 
-        let (q_width, kv_width) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let token_embedding = matrix(Weight::TokenEmbedding, c.vocab, c.hidden)?;
-        step(&mut progress);
-        let mut layers = Vec::with_capacity(c.layers);
-        for i in 0..c.layers {
-            layers.push(LayerWeights {
-                attn_norm: vector(Weight::AttnNorm(i), c.hidden)?,
-                q: matrix(Weight::Q(i), q_width, c.hidden)?,
-                k: matrix(Weight::K(i), kv_width, c.hidden)?,
-                v: matrix(Weight::V(i), kv_width, c.hidden)?,
-                q_bias: optional_vector(Weight::QBias(i), q_width)?,
-                k_bias: optional_vector(Weight::KBias(i), kv_width)?,
-                v_bias: optional_vector(Weight::VBias(i), kv_width)?,
-                attn_output: matrix(Weight::AttnOutput(i), c.hidden, q_width)?,
-                ffn_norm: vector(Weight::FfnNorm(i), c.hidden)?,
-                ffn_gate: matrix(Weight::FfnGate(i), c.ffn, c.hidden)?,
-                ffn_up: matrix(Weight::FfnUp(i), c.ffn, c.hidden)?,
-                ffn_down: matrix(Weight::FfnDown(i), c.hidden, c.ffn)?,
-            });
-            for _ in 0..12 {
-                step(&mut progress);
-            }
+/// One weight a model needs: which, its shape, and whether a checkpoint may lack it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeededWeight {
+    pub weight: Weight,
+    pub kind: WeightKind,
+    /// Biases and the output head (tied to the embedding when absent).
+    pub optional: bool,
+}
+
+/// Every weight a model of configuration `c` needs, in load order.
+pub fn needed_weights(c: &ModelConfig) -> Vec<NeededWeight> {
+    let (q_width, kv_width) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+    let matrix = |weight, rows, cols| NeededWeight {
+        weight,
+        kind: WeightKind::Matrix { rows, cols },
+        optional: false,
+    };
+    let vector = |weight, len| NeededWeight {
+        weight,
+        kind: WeightKind::Vector { len },
+        optional: false,
+    };
+    let bias = |weight, len| NeededWeight {
+        optional: true,
+        ..vector(weight, len)
+    };
+    let mut needed = vec![matrix(Weight::TokenEmbedding, c.vocab, c.hidden)];
+    for i in 0..c.layers {
+        needed.extend([
+            vector(Weight::AttnNorm(i), c.hidden),
+            matrix(Weight::Q(i), q_width, c.hidden),
+            matrix(Weight::K(i), kv_width, c.hidden),
+            matrix(Weight::V(i), kv_width, c.hidden),
+            bias(Weight::QBias(i), q_width),
+            bias(Weight::KBias(i), kv_width),
+            bias(Weight::VBias(i), kv_width),
+            matrix(Weight::AttnOutput(i), c.hidden, q_width),
+            vector(Weight::FfnNorm(i), c.hidden),
+            matrix(Weight::FfnGate(i), c.ffn, c.hidden),
+            matrix(Weight::FfnUp(i), c.ffn, c.hidden),
+            matrix(Weight::FfnDown(i), c.hidden, c.ffn),
+        ]);
+    }
+    needed.push(vector(Weight::OutputNorm, c.hidden));
+    needed.push(NeededWeight {
+        optional: true,
+        ..matrix(Weight::Output, c.vocab, c.hidden)
+    });
+    needed
+}
+
+/// A weight checked and uploaded to the GPU.
+enum Uploaded {
+    Matrix(WeightMatrix),
+    Vector(Tensor),
+}
+
+/// Collects a model's weights on the GPU one at a time, in any order, checking each
+/// against the configuration, and assembles the [`Model`] once all are there. Every
+/// loader (a [`WeightSource`], or tensors streamed by HTTP range) goes through it.
+pub struct ModelBuilder<'a> {
+    ctx: &'a Context,
+    name: String,
+    config: ModelConfig,
+    needed: Vec<NeededWeight>,
+    uploaded: Vec<Option<Uploaded>>,
+}
+
+impl<'a> ModelBuilder<'a> {
+    /// A builder for a model of `config`; `name` (the file or URL) is used in errors.
+    pub fn new(ctx: &'a Context, name: &str, config: ModelConfig) -> ModelBuilder<'a> {
+        let needed = needed_weights(&config);
+        ModelBuilder {
+            ctx,
+            name: name.to_string(),
+            uploaded: needed.iter().map(|_| None).collect(),
+            config,
+            needed,
         }
-        let output_norm = vector(Weight::OutputNorm, c.hidden)?;
-        step(&mut progress);
-        let output = if source.has(Weight::Output) {
-            Some(matrix(Weight::Output, c.vocab, c.hidden)?)
-        } else {
-            None
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The weights to supply, indexed as [`ModelBuilder::put_matrix`] and
+    /// [`ModelBuilder::put_vector`] expect.
+    pub fn needed(&self) -> &[NeededWeight] {
+        &self.needed
+    }
+
+    fn invalid(&self, message: String) -> Error {
+        Error::Format {
+            file: self.name.clone(),
+            message,
+        }
+    }
+
+    /// Fails unless needed weight `index` is a matrix of `rows` × `cols` (callers can
+    /// check a tensor table before fetching any data).
+    pub fn check_matrix(&self, index: usize, rows: usize, cols: usize) -> Result<()> {
+        let need = self.need(index)?;
+        let name = need.weight.gguf_name();
+        match need.kind {
+            WeightKind::Matrix {
+                rows: want_rows,
+                cols: want_cols,
+            } if (rows, cols) == (want_rows, want_cols) => Ok(()),
+            WeightKind::Matrix {
+                rows: want_rows,
+                cols: want_cols,
+            } => Err(self.invalid(format!(
+                "tensor {name} is {rows}×{cols} but the configuration needs {want_rows}×{want_cols}"
+            ))),
+            WeightKind::Vector { .. } => Err(self.invalid(format!(
+                "tensor {name} is a matrix where a vector is needed"
+            ))),
+        }
+    }
+
+    fn need(&self, index: usize) -> Result<NeededWeight> {
+        self.needed.get(index).copied().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "weight {index} is out of range: the model needs {}",
+                self.needed.len()
+            ))
+        })
+    }
+
+    /// Checks and uploads needed weight `index`, a matrix.
+    pub fn put_matrix(&mut self, index: usize, m: StoredMatrix) -> Result<()> {
+        self.check_matrix(index, m.rows, m.cols)?;
+        let name = self.needed[index].weight.gguf_name();
+        check_finite(&name, m.dtype, &m.bytes).map_err(|e| self.invalid(e))?;
+        let uploaded = WeightMatrix::upload(self.ctx, &name, m.dtype, m.rows, m.cols, &m.bytes)?;
+        self.uploaded[index] = Some(Uploaded::Matrix(uploaded));
+        Ok(())
+    }
+
+    /// Checks and uploads needed weight `index`, a vector.
+    pub fn put_vector(&mut self, index: usize, values: Vec<f32>) -> Result<()> {
+        let need = self.need(index)?;
+        let name = need.weight.gguf_name();
+        let WeightKind::Vector { len } = need.kind else {
+            return Err(self.invalid(format!(
+                "tensor {name} is a vector where a matrix is needed"
+            )));
         };
-        step(&mut progress);
+        if values.len() != len {
+            return Err(self.invalid(format!(
+                "tensor {name} has {} values but the configuration needs {len}",
+                values.len()
+            )));
+        }
+        if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+            return Err(self.invalid(format!(
+                "tensor {name} holds a non-finite value at element {i}"
+            )));
+        }
+        let uploaded = Tensor::from_f32(self.ctx, &name, &[len], &values)?;
+        self.uploaded[index] = Some(Uploaded::Vector(uploaded));
+        Ok(())
+    }
+
+    /// The model, once every required weight is uploaded; fails naming the first
+    /// missing one.
+    pub fn finish(self) -> Result<Model> {
+        let c = self.config.clone();
+        let ctx = self.ctx;
+        let mut slots = Slots {
+            name: self.name,
+            slots: self.needed.into_iter().zip(self.uploaded).collect(),
+        };
+        let token_embedding = slots.matrix(Weight::TokenEmbedding)?;
+        let layers = (0..c.layers)
+            .map(|i| {
+                Ok(LayerWeights {
+                    attn_norm: slots.vector(Weight::AttnNorm(i))?,
+                    q: slots.matrix(Weight::Q(i))?,
+                    k: slots.matrix(Weight::K(i))?,
+                    v: slots.matrix(Weight::V(i))?,
+                    q_bias: slots.optional_vector(Weight::QBias(i))?,
+                    k_bias: slots.optional_vector(Weight::KBias(i))?,
+                    v_bias: slots.optional_vector(Weight::VBias(i))?,
+                    attn_output: slots.matrix(Weight::AttnOutput(i))?,
+                    ffn_norm: slots.vector(Weight::FfnNorm(i))?,
+                    ffn_gate: slots.matrix(Weight::FfnGate(i))?,
+                    ffn_up: slots.matrix(Weight::FfnUp(i))?,
+                    ffn_down: slots.matrix(Weight::FfnDown(i))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output_norm = slots.vector(Weight::OutputNorm)?;
+        let output = slots.optional_matrix(Weight::Output)?;
         let rope = Rope::new(
             ctx,
             RopeConfig {
@@ -412,13 +564,97 @@ impl Model {
             },
         )?;
         Ok(Model {
-            config,
+            config: c,
             token_embedding,
             layers,
             output_norm,
             output,
             rope,
         })
+    }
+}
+
+/// The uploaded weights of a [`ModelBuilder`], taken out one by one to assemble a model.
+struct Slots {
+    name: String,
+    slots: Vec<(NeededWeight, Option<Uploaded>)>,
+}
+
+impl Slots {
+    /// The upload of `weight`; `None` for an optional weight that was not supplied.
+    fn take(&mut self, weight: Weight) -> Result<Option<Uploaded>> {
+        let missing = || Error::Format {
+            file: self.name.clone(),
+            message: format!("tensor {} was not loaded", weight.gguf_name()),
+        };
+        let Some((need, slot)) = self.slots.iter_mut().find(|(n, _)| n.weight == weight) else {
+            return Err(missing());
+        };
+        match slot.take() {
+            Some(uploaded) => Ok(Some(uploaded)),
+            None if need.optional => Ok(None),
+            None => Err(missing()),
+        }
+    }
+
+    fn optional_matrix(&mut self, weight: Weight) -> Result<Option<WeightMatrix>> {
+        match self.take(weight)? {
+            Some(Uploaded::Matrix(m)) => Ok(Some(m)),
+            Some(Uploaded::Vector(_)) => Err(self.wrong_kind(weight)),
+            None => Ok(None),
+        }
+    }
+
+    fn matrix(&mut self, weight: Weight) -> Result<WeightMatrix> {
+        self.optional_matrix(weight)?
+            .ok_or_else(|| self.wrong_kind(weight))
+    }
+
+    fn optional_vector(&mut self, weight: Weight) -> Result<Option<Tensor>> {
+        match self.take(weight)? {
+            Some(Uploaded::Vector(v)) => Ok(Some(v)),
+            Some(Uploaded::Matrix(_)) => Err(self.wrong_kind(weight)),
+            None => Ok(None),
+        }
+    }
+
+    fn vector(&mut self, weight: Weight) -> Result<Tensor> {
+        self.optional_vector(weight)?
+            .ok_or_else(|| self.wrong_kind(weight))
+    }
+
+    fn wrong_kind(&self, weight: Weight) -> Error {
+        Error::Format {
+            file: self.name.clone(),
+            message: format!("tensor {} was loaded as the wrong kind", weight.gguf_name()),
+        }
+    }
+}
+
+impl Model {
+    /// Uploads every weight of `source` to the GPU, checking each shape against the
+    /// configuration. `progress` is called with (tensors done, tensors total).
+    pub fn load(
+        ctx: &Context,
+        source: &dyn WeightSource,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Model> {
+        let mut builder = ModelBuilder::new(ctx, source.name(), source.config()?);
+        let needed = builder.needed().to_vec();
+        for (index, need) in needed.iter().enumerate() {
+            if !(need.optional && !source.has(need.weight)) {
+                match need.kind {
+                    WeightKind::Matrix { .. } => {
+                        builder.put_matrix(index, source.matrix(need.weight)?)?
+                    }
+                    WeightKind::Vector { .. } => {
+                        builder.put_vector(index, source.vector(need.weight)?)?
+                    }
+                }
+            }
+            progress(index + 1, needed.len());
+        }
+        builder.finish()
     }
 }
 

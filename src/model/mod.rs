@@ -6,11 +6,11 @@ pub mod config;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
 pub mod forward;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod generate;
 pub mod load;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod open;
+pub mod stream;
 
 pub use config::ModelConfig;
 pub use forward::{LayerWeights, Logits, Model, Session};

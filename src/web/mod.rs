@@ -1,0 +1,651 @@
+//! The browser API (wasm-bindgen): `Judge.load(source, options)` streams a GGUF model
+//! by HTTP `Range` into GPU buffers (cached in Cache Storage), and `evaluate` judges
+//! a dialogue with the same engine and verdict as the native library. It uses only
+//! the global scope (`fetch`, `caches`, `location`), so it runs in a Web Worker.
+
+mod cache;
+mod http;
+
+use std::cell::RefCell;
+use std::ops::ControlFlow;
+use std::rc::Rc;
+
+use js_sys::{Function, Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
+
+pub use cache::{CacheStore, CACHE_NAME};
+pub use http::HttpRange;
+
+use crate::error::{Error, Result};
+use crate::formats::gguf::GgufFile;
+use crate::formats::remote::{read_gguf_header, CachedFetch};
+use crate::gpu::{Context, ContextOptions};
+use crate::judge::engine::{Judge as Engine, JudgeOptions, JudgeRequest, Verdict};
+use crate::judge::safety_j::SafetyJ;
+use crate::judge::{Dialogue, Lang, Mode};
+use crate::model::stream::{load_gguf_streamed, StreamProgress};
+use crate::tokenizer::{GgufVocab, Tokenizer};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPESCRIPT: &str = r#"
+/** Options of `Judge.load`. */
+export interface LoadOptions {
+  /** Called as the header and each tensor arrive. */
+  onProgress?: (p: LoadProgress) => void;
+  /** Where preset names resolve: `${modelBaseUrl}${preset file}`; default "./models/". */
+  modelBaseUrl?: string;
+  /** Keep fetched weights in Cache Storage ("safetyj-weights-v1"); default true. */
+  cache?: boolean;
+  /** P(unsafe) at or above which the verdict is unsafe; default 0.5. */
+  threshold?: number;
+  /** KV cache positions (prompt plus critique); default 2048, at most the model's. */
+  context?: number;
+  /** Most tokens of a critique; default 256. */
+  maxCritiqueTokens?: number;
+  /** Parallel range requests; default 4. */
+  inFlight?: number;
+}
+
+/** Where a load stands. Bytes count the GGUF header plus the tensors the model needs. */
+export interface LoadProgress {
+  phase: "header" | "weights" | "ready";
+  bytesDone: number;
+  bytesTotal: number;
+  bytesFromCache: number;
+  tensorsDone: number;
+  tensorsTotal: number;
+  /** Why the weights are not being cached (quota, no Cache Storage), once it happens. */
+  cacheError?: string;
+  message: string;
+}
+
+/** One dialogue to judge. */
+export interface EvaluateRequest {
+  query: string;
+  response: string;
+  /** The template language; default "auto" (from the dialogue's text). */
+  lang?: "en" | "zh" | "auto";
+  /** "verdict" stops at the label; "critique" also streams the analysis. Default "verdict". */
+  mode?: "verdict" | "critique";
+  /** Receives each new piece of the critique; return false to stop it. */
+  onCritique?: (text: string) => boolean | void;
+}
+
+/** The judge's answer: the native `Verdict`, field for field (`safetyj judge --json`). */
+export interface Verdict {
+  label: "safe" | "unsafe";
+  p_unsafe: number;
+  threshold: number;
+  lang: "en" | "zh";
+  mode: "verdict" | "critique";
+  output: string;
+  critique: string | null;
+  critique_stop: "stop_token" | "stop_string" | "max_tokens" | "cancelled" | "context_full" | null;
+  prompt_tokens: number;
+  cached_tokens: number;
+  time_to_verdict_ms: number;
+  total_ms: number;
+}
+
+/** The GPU the judge runs on. */
+export interface Capabilities {
+  adapter: string;
+  backend: string;
+  shaderF16: boolean;
+  subgroups: boolean;
+  timestamps: boolean;
+  maxStorageBindingBytes: number;
+  maxBufferBytes: number;
+}
+
+/** The loaded model. `context` is the model's trained context length; `quant` the
+ *  storage type holding most of its weight bytes; `standIn` is null for a URL. */
+export interface ModelInfo {
+  name: string;
+  arch: string;
+  layers: number;
+  hidden: number;
+  vocab: number;
+  context: number;
+  quant: string;
+  fileBytes: number;
+  standIn: boolean | null;
+}
+"#;
+
+#[wasm_bindgen]
+extern "C" {
+    /// `LoadOptions` of the TypeScript declarations.
+    #[wasm_bindgen(typescript_type = "LoadOptions")]
+    pub type LoadOptions;
+    /// `EvaluateRequest` of the TypeScript declarations.
+    #[wasm_bindgen(typescript_type = "EvaluateRequest")]
+    pub type EvaluateRequest;
+    /// A promise of a `Verdict`.
+    #[wasm_bindgen(typescript_type = "Promise<Verdict>")]
+    pub type VerdictPromise;
+    /// `Capabilities` of the TypeScript declarations.
+    #[wasm_bindgen(typescript_type = "Capabilities")]
+    pub type CapabilitiesObject;
+    /// `ModelInfo` of the TypeScript declarations.
+    #[wasm_bindgen(typescript_type = "ModelInfo")]
+    pub type ModelInfoObject;
+}
+
+/// The presets file, as built in (the browser can load those with a GGUF `file`).
+const PRESETS_JSON: &str = include_str!("../../models/presets.json");
+
+/// The fields of a preset the browser uses.
+#[derive(serde::Deserialize)]
+struct Preset {
+    name: String,
+    stand_in: bool,
+    source: PresetSource,
+}
+
+#[derive(serde::Deserialize)]
+struct PresetSource {
+    file: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Presets {
+    presets: Vec<Preset>,
+}
+
+/// What `source` names: the absolute URL of a GGUF file, and the preset if one was named.
+struct Resolved {
+    url: String,
+    preset: Option<Preset>,
+}
+
+/// Resolves `source` (a URL ending in `.gguf`, or a preset with a GGUF file under
+/// `base`) against the page's or worker's location.
+fn resolve_source(source: &str, base: &str) -> Result<Resolved> {
+    let path = source.split(['?', '#']).next().unwrap_or_default();
+    if path.to_ascii_lowercase().ends_with(".gguf") {
+        return Ok(Resolved {
+            url: absolute_url(source)?,
+            preset: None,
+        });
+    }
+    let presets: Presets = serde_json::from_str(PRESETS_JSON).map_err(|e| Error::Format {
+        file: "models/presets.json".into(),
+        message: e.to_string(),
+    })?;
+    let usable: Vec<&str> = presets
+        .presets
+        .iter()
+        .filter(|p| p.source.file.is_some())
+        .map(|p| p.name.as_str())
+        .collect();
+    let usable = usable.join(", ");
+    let Some(preset) = presets.presets.into_iter().find(|p| p.name == source) else {
+        return Err(Error::InvalidInput(format!(
+            "\"{source}\" is neither the URL of a .gguf file nor a preset; presets that work in the browser: {usable}"
+        )));
+    };
+    let Some(file) = &preset.source.file else {
+        return Err(Error::Unsupported(format!(
+            "preset \"{source}\" is a Hugging Face checkpoint that only the native tool can convert; \
+             presets that work in the browser: {usable}"
+        )));
+    };
+    Ok(Resolved {
+        url: absolute_url(&format!("{base}{file}"))?,
+        preset: Some(preset),
+    })
+}
+
+/// `url` made absolute against the global scope's location.
+fn absolute_url(url: &str) -> Result<String> {
+    let base = Reflect::get(&js_sys::global(), &JsValue::from_str("location"))
+        .ok()
+        .and_then(|location| Reflect::get(&location, &JsValue::from_str("href")).ok())
+        .and_then(|href| href.as_string());
+    let parsed = match &base {
+        Some(base) => web_sys::Url::new_with_base(url, base),
+        None => web_sys::Url::new(url),
+    };
+    parsed.map(|u| u.href()).map_err(|e| {
+        Error::InvalidInput(format!("\"{url}\" is not a URL: {}", http::js_message(&e)))
+    })
+}
+
+/// Settings read from `LoadOptions`.
+struct Settings {
+    on_progress: Option<Function>,
+    model_base_url: String,
+    cache: bool,
+    judge: JudgeOptions,
+    in_flight: usize,
+}
+
+/// The property `name` of `object`, when it is neither undefined nor null.
+fn property(object: &JsValue, name: &str) -> Option<JsValue> {
+    Reflect::get(object, &JsValue::from_str(name))
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn wrong_type(what: &str, expected: &str) -> Error {
+    Error::InvalidInput(format!("{what} must be {expected}"))
+}
+
+/// A number property: `default` when absent; fails unless it is a number in `range`.
+fn number(
+    object: &JsValue,
+    what: &str,
+    default: f64,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<f64> {
+    let Some(value) = property(object, what) else {
+        return Ok(default);
+    };
+    match value.as_f64() {
+        Some(v) if range.contains(&v) => Ok(v),
+        _ => Err(wrong_type(
+            &format!("option {what}"),
+            &format!("a number from {} to {}", range.start(), range.end()),
+        )),
+    }
+}
+
+fn settings(options: &JsValue) -> Result<Settings> {
+    let on_progress = match property(options, "onProgress") {
+        Some(f) => Some(
+            f.dyn_into::<Function>()
+                .map_err(|_| wrong_type("option onProgress", "a function"))?,
+        ),
+        None => None,
+    };
+    let model_base_url = match property(options, "modelBaseUrl") {
+        Some(v) => v
+            .as_string()
+            .ok_or_else(|| wrong_type("option modelBaseUrl", "a string"))?,
+        None => "./models/".into(),
+    };
+    let cache = match property(options, "cache") {
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| wrong_type("option cache", "a boolean"))?,
+        None => true,
+    };
+    let whole = 1.0..=u32::MAX as f64;
+    Ok(Settings {
+        on_progress,
+        model_base_url,
+        cache,
+        judge: JudgeOptions {
+            threshold: number(options, "threshold", 0.5, 0.0..=1.0)?,
+            context: number(options, "context", 2048.0, whole.clone())? as usize,
+            max_critique_tokens: number(options, "maxCritiqueTokens", 256.0, whole.clone())?
+                as usize,
+        },
+        in_flight: number(options, "inFlight", 4.0, 1.0..=64.0)? as usize,
+    })
+}
+
+/// `LoadProgress` as JavaScript receives it.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadProgress {
+    phase: &'static str,
+    bytes_done: u64,
+    bytes_total: u64,
+    bytes_from_cache: u64,
+    tensors_done: usize,
+    tensors_total: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_error: Option<String>,
+    message: String,
+}
+
+/// `Capabilities` as JavaScript receives it.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CapabilitiesInfo {
+    adapter: String,
+    backend: String,
+    shader_f16: bool,
+    subgroups: bool,
+    timestamps: bool,
+    max_storage_binding_bytes: u64,
+    max_buffer_bytes: u64,
+}
+
+/// `ModelInfo` as JavaScript receives it.
+#[derive(serde::Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+struct ModelInfo {
+    name: String,
+    arch: String,
+    layers: usize,
+    hidden: usize,
+    vocab: usize,
+    context: usize,
+    quant: String,
+    file_bytes: u64,
+    stand_in: Option<bool>,
+}
+
+/// A serializable value as a plain JS object (through JSON, so field names and
+/// values are exactly the native `--json` output's).
+fn to_js(value: &impl serde::Serialize) -> Result<JsValue> {
+    let json = serde_json::to_string(value)
+        .map_err(|e| Error::InvalidInput(format!("a result could not be serialized: {e}")))?;
+    js_sys::JSON::parse(&json).map_err(|e| {
+        Error::InvalidInput(format!(
+            "a result could not be converted: {}",
+            http::js_message(&e)
+        ))
+    })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+/// The storage type holding most of the file's tensor bytes.
+fn dominant_type(file: &GgufFile) -> String {
+    let mut bytes: Vec<(crate::quant::DType, u64)> = Vec::new();
+    for info in file.tensors() {
+        match bytes.iter_mut().find(|(t, _)| *t == info.dtype) {
+            Some((_, total)) => *total += info.size,
+            None => bytes.push((info.dtype, info.size)),
+        }
+    }
+    bytes
+        .into_iter()
+        .max_by_key(|&(_, total)| total)
+        .map(|(t, _)| t.name().to_string())
+        .unwrap_or_default()
+}
+
+/// A JS `Error` whose message is `error`'s Display.
+fn js_error(error: &Error) -> JsValue {
+    js_sys::Error::new(&error.to_string()).into()
+}
+
+/// Loads a judge: resolves `source`, streams the model into a new GPU context,
+/// and reports progress through `settings.on_progress`.
+async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
+    let report = |progress: &LoadProgress| {
+        if let (Some(callback), Ok(value)) = (&settings.on_progress, to_js(progress)) {
+            let _ = callback.call1(&JsValue::NULL, &value);
+        }
+    };
+    let resolved = resolve_source(source, &settings.model_base_url)?;
+    let ctx = Context::new(&ContextOptions::default()).await?;
+    let remote = HttpRange::open(&resolved.url).await?;
+    let version = remote.version().clone();
+    let http_url = resolved.url.starts_with("http:") || resolved.url.starts_with("https:");
+    let (store, store_error) = if settings.cache && http_url {
+        match CacheStore::open().await {
+            Ok(store) => (Some(store), None),
+            Err(e) => (None, Some(format!("the weights are not being cached: {e}"))),
+        }
+    } else {
+        (None, None)
+    };
+    let fetch = CachedFetch::open(remote, store, &version).await;
+    let cache_error = || fetch.cache_error().or_else(|| store_error.clone());
+
+    let header = read_gguf_header(&fetch, |bytes| {
+        report(&LoadProgress {
+            phase: "header",
+            bytes_done: bytes,
+            bytes_total: version.length,
+            bytes_from_cache: fetch.bytes_from_cache(),
+            tensors_done: 0,
+            tensors_total: 0,
+            cache_error: cache_error(),
+            message: format!("reading the model header: {:.1} MiB", mib(bytes)),
+        })
+    })
+    .await?;
+    let header_bytes = fetch.bytes_from_cache() + fetch.bytes_fetched();
+    let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&header)?)?;
+    let last = std::cell::Cell::new(StreamProgress::default());
+    let model = load_gguf_streamed(
+        &ctx,
+        &header,
+        &fetch,
+        settings.in_flight,
+        |p: StreamProgress| {
+            last.set(p);
+            let cached = fetch.bytes_from_cache();
+            report(&LoadProgress {
+                phase: "weights",
+                bytes_done: header_bytes + p.bytes_done,
+                bytes_total: header_bytes + p.bytes_total,
+                bytes_from_cache: cached,
+                tensors_done: p.tensors_done,
+                tensors_total: p.tensors_total,
+                cache_error: cache_error(),
+                message: format!(
+                    "loading weights: {}/{} tensors, {:.0}/{:.0} MiB ({:.0} MiB from the cache)",
+                    p.tensors_done,
+                    p.tensors_total,
+                    mib(p.bytes_done),
+                    mib(p.bytes_total),
+                    mib(cached)
+                ),
+            })
+        },
+    )
+    .await?;
+
+    let c = &model.config;
+    let info = ModelInfo {
+        name: match &resolved.preset {
+            Some(preset) => preset.name.clone(),
+            None => header
+                .get_str("general.name")
+                .map(str::to_string)
+                .unwrap_or_else(|_| resolved.url.rsplit('/').next().unwrap_or_default().into()),
+        },
+        arch: c.arch.gguf_name().to_string(),
+        layers: c.layers,
+        hidden: c.hidden,
+        vocab: c.vocab,
+        context: c.context,
+        quant: dominant_type(&header),
+        file_bytes: version.length,
+        stand_in: resolved.preset.as_ref().map(|p| p.stand_in),
+    };
+    let last = last.get();
+    report(&LoadProgress {
+        phase: "ready",
+        bytes_done: header_bytes + last.bytes_done,
+        bytes_total: header_bytes + last.bytes_total,
+        bytes_from_cache: fetch.bytes_from_cache(),
+        tensors_done: last.tensors_done,
+        tensors_total: last.tensors_total,
+        cache_error: cache_error(),
+        message: format!(
+            "ready: {} ({}, {} layers, {}) on {}",
+            info.name, info.arch, info.layers, info.quant, ctx.info.name
+        ),
+    });
+    let engine = Engine::new(
+        ctx,
+        model,
+        tokenizer,
+        Box::new(SafetyJ),
+        settings.judge.clone(),
+    )?;
+    Ok(WebJudge {
+        engine: RefCell::new(Some(Rc::new(engine))),
+        info,
+        queue: RefCell::new(None),
+    })
+}
+
+/// A dialogue and its callbacks, read from an `EvaluateRequest`.
+fn parse_request(request: &JsValue) -> Result<(JudgeRequest, Option<Function>)> {
+    let text = |name: &str| {
+        property(request, name)
+            .and_then(|v| v.as_string())
+            .ok_or_else(|| wrong_type(&format!("request.{name}"), "a string"))
+    };
+    let choice = |name: &str| match property(request, name) {
+        Some(v) => v
+            .as_string()
+            .map(Some)
+            .ok_or_else(|| wrong_type(&format!("request.{name}"), "a string")),
+        None => Ok(None),
+    };
+    let lang = match choice("lang")?.as_deref() {
+        None | Some("auto") => None,
+        Some("en") => Some(Lang::En),
+        Some("zh") => Some(Lang::Zh),
+        Some(other) => {
+            return Err(wrong_type(
+                "request.lang",
+                &format!("\"en\", \"zh\" or \"auto\" (got \"{other}\")"),
+            ))
+        }
+    };
+    let mode = match choice("mode")?.as_deref() {
+        None | Some("verdict") => Mode::Verdict,
+        Some("critique") => Mode::Critique,
+        Some(other) => {
+            return Err(wrong_type(
+                "request.mode",
+                &format!("\"verdict\" or \"critique\" (got \"{other}\")"),
+            ))
+        }
+    };
+    let on_critique = match property(request, "onCritique") {
+        Some(f) => Some(
+            f.dyn_into::<Function>()
+                .map_err(|_| wrong_type("request.onCritique", "a function"))?,
+        ),
+        None => None,
+    };
+    Ok((
+        JudgeRequest {
+            dialogue: Dialogue::single(text("query")?, text("response")?),
+            lang,
+            mode,
+        },
+        on_critique,
+    ))
+}
+
+/// Runs one evaluation; an exception thrown by `on_critique` stops the critique and
+/// rejects with that exception.
+async fn evaluate(engine: &Engine, request: &JsValue) -> std::result::Result<JsValue, JsValue> {
+    let (request, on_critique) = parse_request(request).map_err(|e| js_error(&e))?;
+    let mut thrown = None;
+    let result = engine
+        .evaluate_async(&request, |text| match &on_critique {
+            None => ControlFlow::Continue(()),
+            Some(callback) => match callback.call1(&JsValue::NULL, &JsValue::from_str(text)) {
+                Ok(answer) if answer.as_bool() == Some(false) => ControlFlow::Break(()),
+                Ok(_) => ControlFlow::Continue(()),
+                Err(exception) => {
+                    thrown = Some(exception);
+                    ControlFlow::Break(())
+                }
+            },
+        })
+        .await;
+    if let Some(exception) = thrown {
+        return Err(exception);
+    }
+    let verdict: Verdict = result.map_err(|e| {
+        // A lost device surfaces first as a failed readback: say what really happened.
+        js_error(&engine.context().check_alive().err().unwrap_or(e))
+    })?;
+    to_js(&verdict).map_err(|e| js_error(&e))
+}
+
+/// A safety judge loaded in the browser.
+#[wasm_bindgen(js_name = Judge)]
+pub struct WebJudge {
+    engine: RefCell<Option<Rc<Engine>>>,
+    info: ModelInfo,
+    /// The last evaluation's promise: evaluations run one after another.
+    queue: RefCell<Option<Promise>>,
+}
+
+#[wasm_bindgen(js_class = Judge)]
+impl WebJudge {
+    /// Loads a judge from `source`: the URL of a `.gguf` file (absolute or relative),
+    /// or a preset name with a GGUF file (resolved under `options.modelBaseUrl`).
+    /// The file is read with HTTP Range requests, tensor by tensor, straight into GPU
+    /// buffers, and cached in Cache Storage unless `options.cache` is false.
+    pub async fn load(source: String, options: Option<LoadOptions>) -> Result<WebJudge, JsError> {
+        let options: JsValue = options.map(Into::into).unwrap_or(JsValue::UNDEFINED);
+        let settings = settings(&options).map_err(|e| JsError::new(&e.to_string()))?;
+        load(&source, &settings)
+            .await
+            .map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// Judges one dialogue. Evaluations queue behind one another; a rejected
+    /// promise carries an `Error` naming what went wrong.
+    pub fn evaluate(&self, request: EvaluateRequest) -> Result<VerdictPromise, JsError> {
+        let engine = self.engine()?;
+        let previous = self.queue.borrow_mut().take();
+        let request: JsValue = request.into();
+        let promise = future_to_promise(async move {
+            if let Some(previous) = previous {
+                let _ = JsFuture::from(previous).await;
+            }
+            evaluate(&engine, &request).await
+        });
+        *self.queue.borrow_mut() = Some(promise.clone());
+        Ok(promise.unchecked_into())
+    }
+
+    /// The GPU adapter and the features and limits the judge uses.
+    pub fn capabilities(&self) -> Result<CapabilitiesObject, JsError> {
+        let engine = self.engine()?;
+        let ctx = engine.context();
+        let info = CapabilitiesInfo {
+            adapter: ctx.info.name.clone(),
+            backend: format!("{:?}", ctx.info.backend),
+            shader_f16: ctx.caps.shader_f16,
+            subgroups: ctx.caps.subgroups,
+            timestamps: ctx.caps.timestamp_query,
+            max_storage_binding_bytes: ctx.caps.max_storage_binding_bytes,
+            max_buffer_bytes: ctx.caps.max_buffer_bytes,
+        };
+        Ok(to_js(&info)
+            .map_err(|e| JsError::new(&e.to_string()))?
+            .unchecked_into())
+    }
+
+    /// What was loaded: name, architecture, sizes, storage type, file size, and
+    /// whether a stand-in preset (not Safety-J) was named.
+    #[wasm_bindgen(js_name = modelInfo)]
+    pub fn model_info(&self) -> Result<ModelInfoObject, JsError> {
+        self.engine()?;
+        Ok(to_js(&self.info)
+            .map_err(|e| JsError::new(&e.to_string()))?
+            .unchecked_into())
+    }
+
+    /// Frees the GPU memory (after an evaluation in progress ends); later calls throw.
+    pub fn dispose(&self) {
+        if let Some(engine) = self.engine.borrow_mut().take() {
+            if let Ok(engine) = Rc::try_unwrap(engine) {
+                engine.context().device.destroy();
+            }
+        }
+        self.queue.borrow_mut().take();
+    }
+
+    fn engine(&self) -> Result<Rc<Engine>, JsError> {
+        self.engine.borrow().clone().ok_or_else(|| {
+            JsError::new(
+                "disposed: this Judge was disposed and its GPU memory freed; call Judge.load again",
+            )
+        })
+    }
+}
