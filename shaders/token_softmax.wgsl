@@ -20,12 +20,16 @@ struct Params {
 const WG: u32 = 256u;
 var<workgroup> scratch: array<f32, WG>;
 
+// -inf and NaN come from runtime values: WGSL makes an infinite or NaN constant
+// expression a shader-creation error (Chrome enforces it; naga does not).
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    var bits = 0xff800000u;
+    return bitcast<f32>(bits);
 }
 
 fn nan() -> f32 {
-    return bitcast<f32>(0xffffffffu);
+    var bits = 0xffffffffu;
+    return bitcast<f32>(bits);
 }
 
 fn reduce_max(lid: u32, value: f32) -> f32 {

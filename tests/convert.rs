@@ -4,24 +4,19 @@
 //! independent reader (PyPI gguf, tests/fixtures/convert) agrees on a deterministic
 //! file, and the tokenizer of real GGUF files is rebuilt from their metadata.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use safetyj::formats::gguf::{GgufFile, MetadataValue};
 use safetyj::formats::MmapSource;
-use safetyj::gpu::Context;
 use safetyj::model::convert::quantize_checkpoint;
 use safetyj::model::load::{GgufWeights, HfWeights};
 use safetyj::model::{Logits, Model};
 use safetyj::quant::{self, DType};
 use safetyj::tokenizer::{GgufVocab, Tokenizer};
 
-fn ctx() -> &'static Context {
-    static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| {
-        Context::new_blocking().expect("a GPU adapter (install mesa-vulkan-drivers)")
-    })
-}
+use common::{ctx, ids, real_model};
 
 /// A fresh empty directory under the target's scratch space.
 fn scratch(name: &str) -> PathBuf {
@@ -653,43 +648,18 @@ fn independent_gguf_reader_agrees() {
     }
 }
 
-fn models_dir() -> PathBuf {
-    match std::env::var_os("SAFETYJ_MODELS_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/safetyj/models"),
-    }
-}
-
 /// The tokenizer rebuilt from a real GGUF's metadata encodes the chat prompt and the
 /// probes as Hugging Face did (tests/fixtures/models/real).
 fn check_real_tokenizer(fixture: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/real");
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join(fixture)).unwrap()).unwrap();
-    let path = models_dir().join(meta["gguf_file"].as_str().unwrap());
-    if !path.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs {} (run tests/fixtures/fetch_models.sh)",
-            path.display()
-        );
-        eprintln!(
-            "skipping: {} not found (run tests/fixtures/fetch_models.sh)",
-            path.display()
-        );
+    let Some(path) = real_model(meta["gguf_file"].as_str().unwrap()) else {
         return;
-    }
+    };
     let source = MmapSource::open(&path).unwrap();
     let file = GgufFile::read(&source).unwrap();
     let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&file).unwrap()).unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i.as_u64().unwrap() as u32)
-            .collect()
-    };
     let mut prompt = tokenizer
         .encode_special(meta["prompt_text"].as_str().unwrap())
         .unwrap();

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use safetyj::gpu::Context;
 use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
 use safetyj::judge::safety_j::SafetyJ;
-use safetyj::judge::{Dialogue, JudgeProtocol, Label, Lang, Mode};
+use safetyj::judge::{Dialogue, JudgeProtocol, Label, Lang, Mode, PromptPart};
 use safetyj::model::Logits;
 use safetyj::quant::DType;
 
@@ -133,9 +133,9 @@ fn chinese_p_unsafe_matches_transformers() {
     check_against_reference("zh");
 }
 
-/// The cached template prefix changes nothing: P(unsafe) from the judge (prefix
-/// reused) equals a cold computation from a fresh session with the whole prompt in
-/// one prefill.
+/// The reused template prefix changes nothing: P(unsafe) from the judge (the prefix
+/// left in the cache by another dialogue) equals a cold computation from a fresh
+/// session with the whole prompt in one prefill.
 #[test]
 fn prefix_cache_gives_the_cold_result() {
     let Some(judge) = judge() else { return };
@@ -143,17 +143,19 @@ fn prefix_cache_gives_the_cold_result() {
         "Can you tell me a joke?",
         "Why did the chicken cross the road? To get to the other side.",
     );
-    let request = JudgeRequest {
+    let request = |dialogue: &Dialogue| JudgeRequest {
         dialogue: dialogue.clone(),
         lang: Some(Lang::En),
         mode: Mode::Verdict,
     };
-    judge.evaluate(&request, no_stream).unwrap();
-    let warm = judge.evaluate(&request, no_stream).unwrap();
+    let other = Dialogue::single("What is 2 + 2?", "4.");
+    judge.evaluate(&request(&other), no_stream).unwrap();
+    let warm = judge.evaluate(&request(&dialogue), no_stream).unwrap();
     assert!(
-        warm.cached_tokens > 100,
-        "the template prefix was reused ({} tokens)",
-        warm.cached_tokens
+        warm.cached_tokens > 100 && warm.cached_tokens < warm.prompt_tokens - 10,
+        "only the template prefix was reused ({} of {} tokens)",
+        warm.cached_tokens,
+        warm.prompt_tokens
     );
 
     let ctx = judge.context();
@@ -196,6 +198,33 @@ fn prefix_cache_gives_the_cold_result() {
         "cached {} vs cold {cold}",
         warm.p_unsafe
     );
+}
+
+/// Evaluator calls reuse the prefix they share with the previous call: a completion
+/// run after one with the same instructions equals the same completion run after an
+/// unrelated one (nothing shared, so everything prefilled).
+#[test]
+fn completions_reusing_a_shared_prefix_equal_cold_ones() {
+    let Some(judge) = judge() else { return };
+    let chat = |text: &str| {
+        [
+            PromptPart::Template("<|im_start|>user\n".into()),
+            PromptPart::Dialogue(text.into()),
+            PromptPart::Template("<|im_end|>\n<|im_start|>assistant\n".into()),
+        ]
+    };
+    let instructions = "Answer with one word, true or false. Claim: ";
+    let claim = chat(&format!("{instructions}Water is wet."));
+    judge
+        .complete_prompt(&[PromptPart::Dialogue("Unrelated text.".into())], 1)
+        .unwrap();
+    let cold = judge.complete_prompt(&claim, 6).unwrap();
+    judge
+        .complete_prompt(&chat(&format!("{instructions}The sky is green.")), 1)
+        .unwrap();
+    let warm = judge.complete_prompt(&claim, 6).unwrap();
+    assert!(!cold.is_empty());
+    assert_eq!(warm, cold);
 }
 
 /// A response that imitates the chat format is tokenized as plain text: the prompt
@@ -454,7 +483,11 @@ fn a_streamed_model_judges_exactly_like_the_file_loaded_one() {
         assert_eq!(got.critique, want.critique);
         assert_eq!(got.critique_stop, want.critique_stop);
         assert_eq!(got.prompt_tokens, want.prompt_tokens);
-        assert!(got.output.ends_with(&pieces), "{pieces:?} / {:?}", got.output);
+        assert!(
+            got.output.ends_with(&pieces),
+            "{pieces:?} / {:?}",
+            got.output
+        );
         assert_eq!(pieces.is_empty(), mode == Mode::Verdict);
     }
 }

@@ -2,25 +2,19 @@
 //! (tests/fixtures/models, made by make_fixtures.py): logits of a 20-token prompt for
 //! the batched prefill and for token-by-token decode.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use safetyj::gpu::Context;
 use safetyj::model::load::HfWeights;
 use safetyj::model::{Logits, Model};
 use safetyj::quant::DType;
 
-fn ctx() -> &'static Context {
-    static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| {
-        Context::new_blocking().expect("a GPU adapter (install mesa-vulkan-drivers)")
-    })
-}
+use common::ctx;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(name)
+    common::fixture_path(&format!("models/{name}"))
 }
 
 struct Expected {
@@ -382,7 +376,10 @@ mod streamed {
             |_, b| Some(b),
         );
         let (err, requests) = stream_error(&path);
-        assert!(err.contains("ffn_gate.weight") && err.contains("140"), "{err}");
+        assert!(
+            err.contains("ffn_gate.weight") && err.contains("140"),
+            "{err}"
+        );
         assert_eq!(requests, 0);
     }
 

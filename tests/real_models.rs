@@ -7,28 +7,14 @@
 //! `~/.cache/safetyj/models`). Outside CI a missing file skips the test with a
 //! message; under CI it fails.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::{Mutex, OnceLock};
 
+use common::{ctx, ids, real_model};
 use safetyj::formats::MmapSource;
-use safetyj::gpu::Context;
 use safetyj::model::load::GgufWeights;
 use safetyj::model::{Logits, Model};
-
-fn ctx() -> &'static Context {
-    static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| {
-        Context::new_blocking().expect("a GPU adapter (install mesa-vulkan-drivers)")
-    })
-}
-
-fn models_dir() -> PathBuf {
-    match std::env::var_os("SAFETYJ_MODELS_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/safetyj/models"),
-    }
-}
 
 /// Loads a GGUF model once per test binary; `None` (skip) when the file is absent
 /// outside CI.
@@ -39,19 +25,7 @@ fn model(file: &str) -> Option<&'static Model> {
     if let Some((_, m)) = models.iter().find(|(f, _)| f == file) {
         return Some(m);
     }
-    let path = models_dir().join(file);
-    if !path.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs {} (run tests/fixtures/fetch_models.sh)",
-            path.display()
-        );
-        eprintln!(
-            "skipping: {} not found (run tests/fixtures/fetch_models.sh)",
-            path.display()
-        );
-        return None;
-    }
+    let path = real_model(file)?;
     let weights = GgufWeights::new(Box::new(MmapSource::open(&path).unwrap())).unwrap();
     let model: &'static Model =
         Box::leak(Box::new(Model::load(ctx(), &weights, |_, _| {}).unwrap()));
@@ -60,19 +34,7 @@ fn model(file: &str) -> Option<&'static Model> {
 }
 
 fn fixture(name: &str) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models/real")
-        .join(name);
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn ids(value: &serde_json::Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
+    common::json_fixture(&format!("models/real/{name}"))
 }
 
 fn argmax(row: &[f32]) -> (u32, f32) {
@@ -99,8 +61,8 @@ fn check(model_file: &str, fixture_name: &str) {
     let ctx = ctx();
     let want = fixture(fixture_name);
     let prompt = ids(&want["prompt_ids"]);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/real");
-    let f16 = std::fs::read(dir.join(want["logits_file"].as_str().unwrap())).unwrap();
+    let logits_file = format!("models/real/{}", want["logits_file"].as_str().unwrap());
+    let f16 = std::fs::read(common::fixture_path(&logits_file)).unwrap();
     let reference: Vec<f32> = f16
         .chunks_exact(2)
         .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())

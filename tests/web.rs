@@ -432,6 +432,33 @@ async fn an_invalid_shader_fails_the_next_readback() {
     }
 }
 
+/// Label scoring's log-softmax at chosen ids, with an id outside the vocabulary
+/// (NaN there, left out of the renormalisation): its shader must compile in Chrome.
+#[wasm_bindgen_test]
+async fn token_softmax_matches_reference() {
+    use safetyj::ops::token_softmax;
+    let ctx = ctx().await;
+    let (rows, vocab) = (3, 1001);
+    let logits = Rng(400).f32s(rows * vocab, 8.0);
+    let chosen = [7u32, 1000, 0, 5000];
+    let input = Tensor::from_f32(&ctx, "logits", &[rows, vocab], &logits).unwrap();
+    let ids = Tensor::from_u32(&ctx, "ids", &[chosen.len()], &chosen).unwrap();
+    let log_probs = Tensor::new(&ctx, "log probs", &[chosen.len()], Elem::F32).unwrap();
+    let probs = Tensor::new(&ctx, "probs", &[chosen.len()], Elem::F32).unwrap();
+    let mut encoder = ctx.encoder();
+    token_softmax::encode(&ctx, &mut encoder, &input, 1, &ids, &log_probs, &probs).unwrap();
+    ctx.submit("web token_softmax test", encoder).unwrap();
+    let (want_log, want_p) = token_softmax::reference(&logits[vocab..2 * vocab], &chosen);
+    let got_log = log_probs.read_f32_async(&ctx).await.unwrap();
+    let got_p = probs.read_f32_async(&ctx).await.unwrap();
+    assert!(
+        got_log[3].is_nan() && got_p[3].is_nan(),
+        "{got_log:?} {got_p:?}"
+    );
+    assert_close("log probs", &got_log[..3], &want_log[..3], 1e-5, 1e-5);
+    assert_close("renormalised probs", &got_p[..3], &want_p[..3], 1e-6, 1e-5);
+}
+
 mod streamed {
     //! The browser's model loader: tiny-qwen2 (the committed safetensors fixture)
     //! written as a GGUF here, streamed by byte range (from memory, and through Cache
@@ -457,6 +484,15 @@ mod streamed {
 
     /// tiny-qwen2's weights as an F32 GGUF file (qwen2 keeps Hugging Face's Q/K rows).
     fn tiny_qwen2_gguf() -> Vec<u8> {
+        tiny_qwen2_gguf_with(None, |_| {})
+    }
+
+    /// [`tiny_qwen2_gguf`] with another context length when given, and more metadata
+    /// added by `extra`.
+    pub(super) fn tiny_qwen2_gguf_with(
+        context: Option<usize>,
+        extra: impl FnOnce(&mut GgufPlan),
+    ) -> Vec<u8> {
         let hf: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
         let get = |key: &str| hf[key].as_u64().unwrap() as usize;
         let (hidden, heads) = (get("hidden_size"), get("num_attention_heads"));
@@ -483,10 +519,13 @@ mod streamed {
             ("attention.head_count", config.heads),
             ("attention.head_count_kv", config.kv_heads),
             ("feed_forward_length", config.ffn),
-            ("context_length", config.context),
+            ("context_length", context.unwrap_or(config.context)),
         ];
-        plan.add_metadata("general.architecture", MetadataValue::String("qwen2".into()))
-            .unwrap();
+        plan.add_metadata(
+            "general.architecture",
+            MetadataValue::String("qwen2".into()),
+        )
+        .unwrap();
         for (key, value) in meta {
             plan.add_metadata(format!("qwen2.{key}"), MetadataValue::U32(value as u32))
                 .unwrap();
@@ -498,6 +537,7 @@ mod streamed {
         .unwrap();
         plan.add_metadata("qwen2.rope.freq_base", MetadataValue::F32(config.rope_base))
             .unwrap();
+        extra(&mut plan);
 
         let checkpoint = SafetensorsCheckpoint::single(Box::new(MemorySource::new(
             "model.safetensors",
@@ -557,11 +597,12 @@ mod streamed {
         let ctx = ctx().await;
         let fetch = MemoryFetch::new("tiny-qwen2.gguf", tiny_qwen2_gguf());
         let got = streamed_logits(&ctx, &fetch).await;
-        // f32 on SwiftShader against f32 PyTorch, as natively (tests/model.rs).
-        assert_close("tiny-qwen2 logits", &got, &transformers_logits(), 2e-4, 0.0);
+        // f32 on SwiftShader against f32 PyTorch: natively (tests/model.rs) within
+        // 2e-4; SwiftShader's exp/inverseSqrt moved one logit of -0.87 by 2.03e-4.
+        assert_close("tiny-qwen2 logits", &got, &transformers_logits(), 3e-4, 0.0);
     }
 
-    fn page_url(path: &str) -> String {
+    pub(super) fn page_url(path: &str) -> String {
         let origin = js_sys::Reflect::get(&js_sys::global(), &"location".into())
             .and_then(|l| js_sys::Reflect::get(&l, &"origin".into()))
             .unwrap()
@@ -595,7 +636,11 @@ mod streamed {
         let (first, fetched, cached) = cached_load(&ctx, &bytes, &run).await;
         assert!(fetched > 0 && cached == 0, "{fetched} {cached}");
         let (second, fetched_again, from_cache) = cached_load(&ctx, &bytes, &run).await;
-        assert_eq!((fetched_again, from_cache), (0, fetched), "all from the cache");
+        assert_eq!(
+            (fetched_again, from_cache),
+            (0, fetched),
+            "all from the cache"
+        );
         assert_eq!(second, first);
         let (_, after_change, _) = cached_load(&ctx, &bytes, &format!("{run}-changed")).await;
         assert_eq!(after_change, fetched, "a new version is downloaded again");
@@ -635,5 +680,301 @@ mod streamed {
             .unwrap()
             .to_string();
         assert!(err.contains("HTTP 404"), "{err}");
+        // The test server serves the crate's files without Range support, and its
+        // own page as HTML.
+        let err = HttpRange::open(&page_url("/tests/fixtures/models/tiny-qwen2/config.json"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("does not support HTTP Range requests"),
+            "{err}"
+        );
+        let err = HttpRange::open(&page_url("/"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("HTML page"), "{err}");
+    }
+}
+
+mod js_api {
+    //! The JS `Judge` end to end: a fake `fetch` answers HTTP Range requests from
+    //! memory for tiny-qwen2 with a byte-level vocabulary, and `Judge.load`,
+    //! `evaluate`, `modelInfo`, the Cache Storage reload and `dispose` are driven as a
+    //! page would; verdicts equal the engine's own on the same streamed model.
+
+    use super::*;
+    use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+    use safetyj::formats::remote::read_gguf_header;
+    use safetyj::formats::{MemoryFetch, MetadataArray, MetadataValue};
+    use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
+    use safetyj::judge::safety_j::SafetyJ;
+    use safetyj::judge::{Dialogue, Mode};
+    use safetyj::model::stream::load_gguf_streamed;
+    use safetyj::tokenizer::{GgufVocab, Tokenizer};
+    use safetyj::web::WebJudge;
+    use wasm_bindgen::{JsCast, JsValue};
+    use wasm_bindgen_futures::JsFuture;
+
+    /// GPT-2's printable stand-ins for the 256 byte values (byte-level BPE tokens).
+    fn byte_tokens() -> Vec<String> {
+        let printable = |b: u32| {
+            (b'!' as u32..=b'~' as u32).contains(&b)
+                || (0xA1..=0xAC).contains(&b)
+                || (0xAE..=0xFF).contains(&b)
+        };
+        let mut extra = 0;
+        (0..256u32)
+            .map(|b| {
+                let c = if printable(b) {
+                    b
+                } else {
+                    extra += 1;
+                    255 + extra
+                };
+                char::from_u32(c).unwrap().to_string()
+            })
+            .collect()
+    }
+
+    /// tiny-qwen2 with a byte-level vocabulary (no merges) and ChatML control tokens,
+    /// and room for the Safety-J prompt.
+    fn judge_gguf() -> Vec<u8> {
+        super::streamed::tiny_qwen2_gguf_with(Some(2048), |plan| {
+            let mut tokens = byte_tokens();
+            let mut types = vec![1i32; tokens.len()];
+            for special in ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] {
+                tokens.push(special.to_string());
+                types.push(3);
+            }
+            let eos = tokens.len() as u32 - 1;
+            let items = |values: Vec<MetadataValue>| {
+                MetadataValue::Array(MetadataArray::new(values[0].value_type(), values).unwrap())
+            };
+            let meta = [
+                ("tokenizer.ggml.model", MetadataValue::String("gpt2".into())),
+                ("tokenizer.ggml.pre", MetadataValue::String("qwen2".into())),
+                (
+                    "tokenizer.ggml.tokens",
+                    MetadataValue::Array(MetadataArray::strings(tokens)),
+                ),
+                (
+                    "tokenizer.ggml.token_type",
+                    items(types.into_iter().map(MetadataValue::I32).collect()),
+                ),
+                ("tokenizer.ggml.eos_token_id", MetadataValue::U32(eos)),
+            ];
+            for (key, value) in meta {
+                plan.add_metadata(key, value).unwrap();
+            }
+        })
+    }
+
+    /// Replaces the global `fetch` for `url` with one that answers Range requests
+    /// from `bytes` (206, Content-Range, an ETag) and logs each Range header in
+    /// `log`; returns the original `fetch`, to put back.
+    fn fake_range_server(url: &str, bytes: &[u8], log: &Array) -> JsValue {
+        let install = Function::new_with_args(
+            "bytes, url, log",
+            r#"
+            const original = globalThis.fetch;
+            globalThis.fetch = async (request) => {
+                if (request.url !== url) return original(request);
+                const range = request.headers.get("Range");
+                log.push(range);
+                const m = /^bytes=(\d+)-(\d+)$/.exec(range);
+                const start = Number(m[1]), end = Number(m[2]) + 1;
+                return new Response(bytes.slice(start, end), {
+                    status: 206,
+                    headers: { "Content-Range": `bytes ${start}-${end - 1}/${bytes.length}`, "ETag": '"v1"' },
+                });
+            };
+            return original;
+            "#,
+        );
+        install
+            .call3(&JsValue::NULL, &Uint8Array::from(bytes), &url.into(), log)
+            .unwrap()
+    }
+
+    fn set(object: &Object, key: &str, value: impl Into<JsValue>) {
+        Reflect::set(object, &key.into(), &value.into()).unwrap();
+    }
+
+    fn get(object: &JsValue, key: &str) -> JsValue {
+        Reflect::get(object, &key.into()).unwrap()
+    }
+
+    /// Loads `url` with the JS API, collecting every progress object.
+    async fn load(url: &str, progress: &Array) -> WebJudge {
+        let options = Object::new();
+        let sink = progress.clone();
+        let on_progress =
+            wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |p: JsValue| {
+                sink.push(&p);
+            });
+        set(&options, "onProgress", on_progress.as_ref().clone());
+        set(&options, "context", 1024);
+        set(&options, "maxCritiqueTokens", 4);
+        set(&options, "inFlight", 2);
+        let judge = WebJudge::load(url.into(), Some(JsValue::from(options).into()))
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", JsValue::from(e)));
+        drop(on_progress);
+        judge
+    }
+
+    async fn evaluate(judge: &WebJudge, request: &Object) -> serde_json::Value {
+        let promise: Promise = JsValue::from(
+            judge
+                .evaluate(JsValue::from(request.clone()).into())
+                .unwrap(),
+        )
+        .unchecked_into();
+        let verdict = JsFuture::from(promise).await.unwrap();
+        serde_json::from_str(
+            &js_sys::JSON::stringify(&verdict)
+                .unwrap()
+                .as_string()
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// The verdict without its timings.
+    fn untimed(mut verdict: serde_json::Value) -> serde_json::Value {
+        let fields = verdict.as_object_mut().unwrap();
+        fields.remove("time_to_verdict_ms").expect("timed");
+        fields.remove("total_ms").expect("timed");
+        verdict
+    }
+
+    #[wasm_bindgen_test]
+    async fn load_evaluate_reload_from_cache_and_dispose() {
+        let bytes = judge_gguf();
+        let run = js_sys::Date::now();
+        let url = super::streamed::page_url(&format!("/safetyj-js-api-{run}/tiny-judge.gguf"));
+        let log = Array::new();
+        let original = fake_range_server(&url, &bytes, &log);
+
+        let progress = Array::new();
+        let judge = load(&url, &progress).await;
+        let phases: Vec<String> = progress
+            .iter()
+            .map(|p| get(&p, "phase").as_string().unwrap())
+            .collect();
+        assert_eq!(phases.first().map(String::as_str), Some("header"));
+        assert_eq!(phases.last().map(String::as_str), Some("ready"));
+        assert!(phases.iter().any(|p| p == "weights"));
+        let last = progress.get(progress.length() - 1);
+        assert_eq!(get(&last, "bytesDone"), get(&last, "bytesTotal"));
+        assert_eq!(get(&last, "bytesFromCache").as_f64(), Some(0.0));
+        assert!(
+            get(&last, "cacheError").is_undefined(),
+            "{:?}",
+            get(&last, "cacheError")
+        );
+        let info = JsValue::from(judge.model_info().unwrap());
+        assert_eq!(get(&info, "arch").as_string().unwrap(), "qwen2");
+        assert_eq!(get(&info, "layers").as_f64(), Some(2.0));
+        assert_eq!(get(&info, "vocab").as_f64(), Some(301.0));
+        assert_eq!(get(&info, "quant").as_string().unwrap(), "F32");
+        assert_eq!(get(&info, "fileBytes").as_f64(), Some(bytes.len() as f64));
+        assert!(get(&info, "standIn").is_null());
+        let caps = JsValue::from(judge.capabilities().unwrap());
+        assert!(
+            !get(&caps, "adapter").is_undefined() && get(&caps, "shaderF16").as_bool().is_some()
+        );
+
+        // The engine itself on the same model, streamed from memory.
+        let ctx = ctx().await;
+        let fetch = MemoryFetch::new("tiny-judge.gguf", bytes.clone());
+        let header = read_gguf_header(&fetch, |_| {}).await.unwrap();
+        let tokenizer =
+            Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&header).unwrap()).unwrap();
+        let model = load_gguf_streamed(&ctx, &header, &fetch, 4, |_| {})
+            .await
+            .unwrap();
+        let options = JudgeOptions {
+            context: 1024,
+            max_critique_tokens: 4,
+            ..Default::default()
+        };
+        let engine = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options).unwrap();
+
+        let (query, response) = ("How do I bake bread?", "Mix flour, water, yeast; bake.");
+        let pieces = Array::new();
+        let sink = pieces.clone();
+        let on_critique =
+            wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |text: JsValue| {
+                sink.push(&text);
+            });
+        let verdict_request = Object::new();
+        set(&verdict_request, "query", query);
+        set(&verdict_request, "response", response);
+        set(&verdict_request, "lang", "en");
+        let critique_request = Object::new();
+        set(&critique_request, "query", query);
+        set(&critique_request, "response", response);
+        set(&critique_request, "mode", "critique");
+        set(
+            &critique_request,
+            "onCritique",
+            on_critique.as_ref().clone(),
+        );
+        // Two evaluations at once: they queue.
+        let first: Promise = JsValue::from(
+            judge
+                .evaluate(JsValue::from(verdict_request.clone()).into())
+                .unwrap(),
+        )
+        .unchecked_into();
+        let critique = evaluate(&judge, &critique_request).await;
+        let verdict = JsFuture::from(first).await.unwrap();
+        let verdict: serde_json::Value = serde_json::from_str(
+            &js_sys::JSON::stringify(&verdict)
+                .unwrap()
+                .as_string()
+                .unwrap(),
+        )
+        .unwrap();
+
+        for (got, mode) in [(verdict, Mode::Verdict), (critique, Mode::Critique)] {
+            let request = JudgeRequest {
+                dialogue: Dialogue::single(query, response),
+                lang: None,
+                mode,
+            };
+            let want = engine
+                .evaluate_async(&request, |_| std::ops::ControlFlow::Continue(()))
+                .await
+                .unwrap();
+            assert_eq!(
+                untimed(got),
+                untimed(serde_json::to_value(&want).unwrap()),
+                "{mode:?}"
+            );
+        }
+        let streamed: String = pieces.iter().map(|p| p.as_string().unwrap()).collect();
+        drop(on_critique);
+        assert!(!streamed.is_empty(), "the critique streamed to onCritique");
+
+        // A reload asks the network for one byte; the rest comes from Cache Storage.
+        judge.dispose();
+        let err = judge.model_info().err().map(JsValue::from).unwrap();
+        let message = js_sys::Error::from(err).message().as_string().unwrap();
+        assert!(message.starts_with("disposed"), "{message}");
+        let requests_before = log.length();
+        let progress = Array::new();
+        let again = load(&url, &progress).await;
+        let last = progress.get(progress.length() - 1);
+        assert_eq!(log.length() - requests_before, 1, "{:?}", log.to_vec());
+        assert_eq!(log.get(log.length() - 1).as_string().unwrap(), "bytes=0-0");
+        assert_eq!(get(&last, "bytesFromCache"), get(&last, "bytesTotal"));
+        again.dispose();
+        Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
     }
 }

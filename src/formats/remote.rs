@@ -313,7 +313,9 @@ mod tests {
         }
 
         async fn delete_prefix(&self, prefix: &str) -> std::result::Result<(), String> {
-            self.entries.borrow_mut().retain(|k, _| !k.starts_with(prefix));
+            self.entries
+                .borrow_mut()
+                .retain(|k, _| !k.starts_with(prefix));
             Ok(())
         }
     }
@@ -360,10 +362,22 @@ mod tests {
     #[test]
     fn a_changed_remote_file_drops_the_stored_ranges() {
         let store = MemoryStore::default();
-        let old = block_on(CachedFetch::open(file(100), Some(&store), &version(100, "a")));
+        let old = block_on(CachedFetch::open(
+            file(100),
+            Some(&store),
+            &version(100, "a"),
+        ));
         block_on(old.fetch(0..8)).unwrap();
-        let new = block_on(CachedFetch::open(file(100), Some(&store), &version(100, "b")));
-        assert_eq!(store.entries.borrow().len(), 1, "only the new manifest is left");
+        let new = block_on(CachedFetch::open(
+            file(100),
+            Some(&store),
+            &version(100, "b"),
+        ));
+        assert_eq!(
+            store.entries.borrow().len(),
+            1,
+            "only the new manifest is left"
+        );
         block_on(new.fetch(0..8)).unwrap();
         assert_eq!((new.bytes_fetched(), new.bytes_from_cache()), (8, 0));
     }
@@ -375,9 +389,17 @@ mod tests {
         let first = block_on(CachedFetch::open(file(100), Some(&store), &v));
         let key = first.range_key(&(40..60));
         block_on(first.fetch(40..60)).unwrap();
-        store.entries.borrow_mut().get_mut(&key).unwrap().truncate(5);
+        store
+            .entries
+            .borrow_mut()
+            .get_mut(&key)
+            .unwrap()
+            .truncate(5);
         let second = block_on(CachedFetch::open(file(100), Some(&store), &v));
-        assert_eq!(block_on(second.fetch(40..60)).unwrap(), file(100).bytes[40..60]);
+        assert_eq!(
+            block_on(second.fetch(40..60)).unwrap(),
+            file(100).bytes[40..60]
+        );
         assert_eq!(second.inner.requests(), vec![40..60]);
         assert_eq!(store.entries.borrow()[&key].len(), 20);
     }
@@ -385,10 +407,20 @@ mod tests {
     #[test]
     fn a_full_quota_stops_caching_but_not_the_load() {
         let store = MemoryStore::default();
-        let cached = block_on(CachedFetch::open(file(100), Some(&store), &version(100, "a")));
+        let cached = block_on(CachedFetch::open(
+            file(100),
+            Some(&store),
+            &version(100, "a"),
+        ));
         store.full.set(true);
-        assert_eq!(block_on(cached.fetch(0..10)).unwrap(), file(100).bytes[..10]);
-        assert_eq!(block_on(cached.fetch(10..20)).unwrap(), file(100).bytes[10..20]);
+        assert_eq!(
+            block_on(cached.fetch(0..10)).unwrap(),
+            file(100).bytes[..10]
+        );
+        assert_eq!(
+            block_on(cached.fetch(10..20)).unwrap(),
+            file(100).bytes[10..20]
+        );
         let error = cached.cache_error().expect("the quota error is reported");
         assert!(error.contains("QuotaExceededError"), "{error}");
         assert_eq!(cached.bytes_fetched(), 20);
@@ -422,8 +454,13 @@ mod tests {
         let err = block_on(fetch_exact(&Short(file(10)), 5..20))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("5 bytes arrived of 15") && err.contains("truncated"), "{err}");
-        let err = block_on(fetch_exact(&file(10), 5..20)).unwrap_err().to_string();
+        assert!(
+            err.contains("5 bytes arrived of 15") && err.contains("truncated"),
+            "{err}"
+        );
+        let err = block_on(fetch_exact(&file(10), 5..20))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("past the end"), "{err}");
     }
 

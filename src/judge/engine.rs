@@ -68,14 +68,6 @@ impl Default for JudgeOptions {
     }
 }
 
-/// A template prefix already run through the model: its tokens and the session
-/// holding their KV cache.
-struct PrefixCache {
-    lang: Lang,
-    mode: Mode,
-    tokens: Vec<u32>,
-}
-
 /// A judge model loaded on the GPU, ready to evaluate dialogues.
 pub struct Judge {
     ctx: Context,
@@ -86,9 +78,30 @@ pub struct Judge {
     state: Mutex<JudgeState>,
 }
 
+/// The judge's KV cache and what it holds.
 struct JudgeState {
     session: Session,
-    prefix: Option<PrefixCache>,
+    /// The tokens whose keys and values occupy the session's first positions. A new
+    /// prompt reuses the longest prefix it shares with them (the template of a
+    /// verdict, the instructions of an evaluator call) and prefills only the rest.
+    cached: Vec<u32>,
+}
+
+impl JudgeState {
+    /// Keeps the longest prefix of the cache that `ids` starts with, leaving at least
+    /// one token of `ids` to run, and returns its length.
+    fn reuse_prefix(&mut self, ids: &[u32]) -> Result<usize> {
+        let shared = self
+            .cached
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len().saturating_sub(1));
+        self.cached.truncate(shared);
+        self.session.truncate(shared)?;
+        Ok(shared)
+    }
 }
 
 /// Greedy decoding of at most `max_tokens` that ends with the turn: at the
@@ -134,7 +147,7 @@ impl Judge {
             options,
             state: Mutex::new(JudgeState {
                 session,
-                prefix: None,
+                cached: Vec::new(),
             }),
         })
     }
@@ -223,22 +236,6 @@ impl Judge {
         None
     }
 
-    /// The fixed template text before the dialogue, as the tokens every request of
-    /// (`lang`, `mode`) begins with. BPE may merge the last template characters with
-    /// the dialogue's first, so only tokens that stay the same whatever follows are
-    /// kept: those shared by two probes with different continuations, less one.
-    fn stable_prefix(&self, lang: Lang, mode: Mode) -> Result<Vec<u32>> {
-        let probe = |text: &str| {
-            let dialogue = Dialogue::single(text, "x");
-            let prompt = self.protocol.prompt(&dialogue, lang, mode);
-            self.prompt_tokens(&prompt.parts)
-        };
-        let a = probe("Hello")?;
-        let b = probe("，。7 ")?;
-        let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-        Ok(a[..common.saturating_sub(1)].to_vec())
-    }
-
     /// Blocking form of [`Judge::evaluate_async`] (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn evaluate(
@@ -286,28 +283,8 @@ impl Judge {
             )));
         }
 
-        // Reuse the prefilled template prefix when this request starts with it.
-        let fresh = !matches!(&state.prefix, Some(p) if p.lang == lang && p.mode == mode);
-        if fresh {
-            let tokens = self.stable_prefix(lang, mode)?;
-            state.session.truncate(0)?;
-            if !tokens.is_empty() {
-                self.model
-                    .forward(&self.ctx, &mut state.session, &tokens, Logits::Last)?;
-            }
-            state.prefix = Some(PrefixCache { lang, mode, tokens });
-        }
-        let prefix = state.prefix.as_ref().expect("set above");
-        let cached = if ids.starts_with(&prefix.tokens) {
-            prefix.tokens.len()
-        } else {
-            0
-        };
-        if cached == 0 {
-            // This prompt overwrites the cached positions.
-            state.prefix = None;
-        }
-        state.session.truncate(cached)?;
+        // Reuse what the cache shares with this prompt (at least the template).
+        let cached = state.reuse_prefix(&ids)?;
 
         // The answer's fixed prefix and the two labels, tokenized together so BPE
         // merges across the boundary are honoured; teacher-force their common part.
@@ -335,6 +312,8 @@ impl Judge {
         let logits = self
             .model
             .forward(&self.ctx, &mut state.session, &first, Logits::Last)?;
+        // Scoring and the critique only write positions after the prompt.
+        state.cached = ids.clone();
         let base = state.session.len();
         let lp_safe = self
             .sequence_logprob(&logits, &mut state.session, &safe_ids[common..], base)
@@ -460,7 +439,7 @@ impl Judge {
     }
 
     /// Greedy completion of any prompt (evaluator calls, free decoding) until the
-    /// end of the turn or `max_tokens`. It does not use the judge's prefix cache.
+    /// end of the turn or `max_tokens`, reusing the prefix the cache shares with it.
     #[allow(clippy::await_holding_lock)]
     pub async fn complete_prompt_async(
         &self,
@@ -472,8 +451,7 @@ impl Judge {
             .state
             .lock()
             .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))?;
-        state.session.truncate(0)?;
-        state.prefix = None;
+        let cached = state.reuse_prefix(&ids)?;
         let room = state.session.capacity().saturating_sub(ids.len());
         let options = greedy_until_end(&self.tokenizer, max_tokens.min(room));
         let generation = generate::generate_async(
@@ -481,11 +459,12 @@ impl Judge {
             &self.model,
             &self.tokenizer,
             &mut state.session,
-            &ids,
+            &ids[cached..],
             &options,
             |_| ControlFlow::Continue(()),
         )
         .await?;
+        state.cached = ids;
         Ok(generation.text)
     }
 }

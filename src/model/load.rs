@@ -73,16 +73,16 @@ impl WeightSource for GgufWeights {
     }
 
     fn matrix(&self, weight: Weight) -> Result<StoredMatrix> {
-        let name = weight.gguf_name();
-        self.file.tensor(&name)?;
-        let bytes = self.file.read_tensor(self.source.as_ref(), &name)?;
+        let bytes = self
+            .file
+            .read_tensor(self.source.as_ref(), &weight.gguf_name())?;
         gguf_matrix(&self.file, weight, bytes)
     }
 
     fn vector(&self, weight: Weight) -> Result<Vec<f32>> {
-        let name = weight.gguf_name();
-        self.file.tensor(&name)?;
-        let bytes = self.file.read_tensor(self.source.as_ref(), &name)?;
+        let bytes = self
+            .file
+            .read_tensor(self.source.as_ref(), &weight.gguf_name())?;
         gguf_vector(&self.file, weight, &bytes)
     }
 }
@@ -100,7 +100,7 @@ pub fn gguf_config(file: &GgufFile, rope_freqs: Option<&[u8]>) -> Result<ModelCo
     let get = |k: &str| f.get_u64(&key(k)).map(|v| v as usize);
     let heads = get("attention.head_count")?;
     let hidden = get("embedding_length")?;
-    let head_dim = get("attention.key_length").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+    let head_dim = get("attention.key_length").unwrap_or(hidden.checked_div(heads).unwrap_or(0));
     let embedding = f.tensor(&Weight::TokenEmbedding.gguf_name())?;
     let rope_freq_factors = match (f.tensor(ROPE_FREQS), rope_freqs) {
         (Ok(info), Some(bytes)) => Some(quant::dequantize_to_vec(
@@ -149,7 +149,10 @@ pub fn gguf_matrix(file: &GgufFile, weight: Weight, bytes: Vec<u8>) -> Result<St
     if info.dims.len() != 2 {
         return Err(format_error(
             file,
-            format!("tensor {name} has {} dimensions, expected 2", info.dims.len()),
+            format!(
+                "tensor {name} has {} dimensions, expected 2",
+                info.dims.len()
+            ),
         ));
     }
     Ok(StoredMatrix {
@@ -469,9 +472,9 @@ impl<'a> ModelBuilder<'a> {
             } => Err(self.invalid(format!(
                 "tensor {name} is {rows}×{cols} but the configuration needs {want_rows}×{want_cols}"
             ))),
-            WeightKind::Vector { .. } => {
-                Err(self.invalid(format!("tensor {name} is a matrix where a vector is needed")))
-            }
+            WeightKind::Vector { .. } => Err(self.invalid(format!(
+                "tensor {name} is a matrix where a vector is needed"
+            ))),
         }
     }
 
@@ -499,7 +502,9 @@ impl<'a> ModelBuilder<'a> {
         let need = self.need(index)?;
         let name = need.weight.gguf_name();
         let WeightKind::Vector { len } = need.kind else {
-            return Err(self.invalid(format!("tensor {name} is a vector where a matrix is needed")));
+            return Err(self.invalid(format!(
+                "tensor {name} is a vector where a matrix is needed"
+            )));
         };
         if values.len() != len {
             return Err(self.invalid(format!(
@@ -636,7 +641,7 @@ impl Model {
         let mut builder = ModelBuilder::new(ctx, source.name(), source.config()?);
         let needed = builder.needed().to_vec();
         for (index, need) in needed.iter().enumerate() {
-            if !(need.optional && !source.has(need.weight)) {
+            if !need.optional || source.has(need.weight) {
                 match need.kind {
                     WeightKind::Matrix { .. } => {
                         builder.put_matrix(index, source.matrix(need.weight)?)?

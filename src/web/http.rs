@@ -45,13 +45,19 @@ impl HttpRange {
     /// version (`Content-Range`, `ETag`, `Last-Modified`) without downloading it.
     pub async fn open(url: &str) -> Result<HttpRange> {
         let response = request(url, 0..1).await?;
-        let status = response.status();
-        if status == 200 {
-            return Err(no_range_support(url));
-        }
-        check_status(url, &response)?;
         let headers = response.headers();
         let header = |name: &str| headers.get(name).ok().flatten();
+        check_status(url, &response)?;
+        if header("content-type").is_some_and(|t| t.contains("text/html")) {
+            return Err(Error::Download {
+                url: url.to_string(),
+                message: "the server answered with an HTML page, not a model file; check the URL"
+                    .into(),
+            });
+        }
+        if response.status() == 200 {
+            return Err(no_range_support(url));
+        }
         let length = header("content-range")
             .and_then(|range| range.rsplit('/').next()?.trim().parse::<u64>().ok())
             .ok_or_else(|| Error::Download {
@@ -132,7 +138,10 @@ fn check_status(url: &str, response: &Response) -> Result<()> {
         200 | 206 => Ok(()),
         status => Err(Error::Download {
             url: url.to_string(),
-            message: format!("the server answered HTTP {status} {}", response.status_text()),
+            message: format!(
+                "the server answered HTTP {status} {}",
+                response.status_text()
+            ),
         }),
     }
 }

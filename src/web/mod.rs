@@ -209,9 +209,9 @@ fn absolute_url(url: &str) -> Result<String> {
         Some(base) => web_sys::Url::new_with_base(url, base),
         None => web_sys::Url::new(url),
     };
-    parsed
-        .map(|u| u.href())
-        .map_err(|e| Error::InvalidInput(format!("\"{url}\" is not a URL: {}", http::js_message(&e))))
+    parsed.map(|u| u.href()).map_err(|e| {
+        Error::InvalidInput(format!("\"{url}\" is not a URL: {}", http::js_message(&e)))
+    })
 }
 
 /// Settings read from `LoadOptions`.
@@ -336,8 +336,12 @@ struct ModelInfo {
 fn to_js(value: &impl serde::Serialize) -> Result<JsValue> {
     let json = serde_json::to_string(value)
         .map_err(|e| Error::InvalidInput(format!("a result could not be serialized: {e}")))?;
-    js_sys::JSON::parse(&json)
-        .map_err(|e| Error::InvalidInput(format!("a result could not be converted: {}", http::js_message(&e))))
+    js_sys::JSON::parse(&json).map_err(|e| {
+        Error::InvalidInput(format!(
+            "a result could not be converted: {}",
+            http::js_message(&e)
+        ))
+    })
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -374,8 +378,8 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         }
     };
     let resolved = resolve_source(source, &settings.model_base_url)?;
-    let ctx = Context::new(&ContextOptions::default()).await?;
     let remote = HttpRange::open(&resolved.url).await?;
+    let ctx = Context::new(&ContextOptions::default()).await?;
     let version = remote.version().clone();
     let http_url = resolved.url.starts_with("http:") || resolved.url.starts_with("https:");
     let (store, store_error) = if settings.cache && http_url {
@@ -405,27 +409,33 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
     let header_bytes = fetch.bytes_from_cache() + fetch.bytes_fetched();
     let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&header)?)?;
     let last = std::cell::Cell::new(StreamProgress::default());
-    let model = load_gguf_streamed(&ctx, &header, &fetch, settings.in_flight, |p: StreamProgress| {
-        last.set(p);
-        let cached = fetch.bytes_from_cache();
-        report(&LoadProgress {
-            phase: "weights",
-            bytes_done: header_bytes + p.bytes_done,
-            bytes_total: header_bytes + p.bytes_total,
-            bytes_from_cache: cached,
-            tensors_done: p.tensors_done,
-            tensors_total: p.tensors_total,
-            cache_error: cache_error(),
-            message: format!(
-                "loading weights: {}/{} tensors, {:.0}/{:.0} MiB ({:.0} MiB from the cache)",
-                p.tensors_done,
-                p.tensors_total,
-                mib(p.bytes_done),
-                mib(p.bytes_total),
-                mib(cached)
-            ),
-        })
-    })
+    let model = load_gguf_streamed(
+        &ctx,
+        &header,
+        &fetch,
+        settings.in_flight,
+        |p: StreamProgress| {
+            last.set(p);
+            let cached = fetch.bytes_from_cache();
+            report(&LoadProgress {
+                phase: "weights",
+                bytes_done: header_bytes + p.bytes_done,
+                bytes_total: header_bytes + p.bytes_total,
+                bytes_from_cache: cached,
+                tensors_done: p.tensors_done,
+                tensors_total: p.tensors_total,
+                cache_error: cache_error(),
+                message: format!(
+                    "loading weights: {}/{} tensors, {:.0}/{:.0} MiB ({:.0} MiB from the cache)",
+                    p.tensors_done,
+                    p.tensors_total,
+                    mib(p.bytes_done),
+                    mib(p.bytes_total),
+                    mib(cached)
+                ),
+            })
+        },
+    )
     .await?;
 
     let c = &model.config;
@@ -460,7 +470,13 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
             info.name, info.arch, info.layers, info.quant, ctx.info.name
         ),
     });
-    let engine = Engine::new(ctx, model, tokenizer, Box::new(SafetyJ), settings.judge.clone())?;
+    let engine = Engine::new(
+        ctx,
+        model,
+        tokenizer,
+        Box::new(SafetyJ),
+        settings.judge.clone(),
+    )?;
     Ok(WebJudge {
         engine: RefCell::new(Some(Rc::new(engine))),
         info,
@@ -627,7 +643,9 @@ impl WebJudge {
 
     fn engine(&self) -> Result<Rc<Engine>, JsError> {
         self.engine.borrow().clone().ok_or_else(|| {
-            JsError::new("disposed: this Judge was disposed and its GPU memory freed; call Judge.load again")
+            JsError::new(
+                "disposed: this Judge was disposed and its GPU memory freed; call Judge.load again",
+            )
         })
     }
 }

@@ -1,0 +1,89 @@
+//! Helpers shared by the native integration tests: one GPU context per test binary,
+//! the real model files from package-registry weights, and fixture parsing.
+//!
+//! Each test binary compiles this module on its own and uses part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use safetyj::gpu::Context;
+
+/// The GPU context of this test binary, created on first use.
+pub fn ctx() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| {
+        Context::new_blocking().expect("a GPU adapter (install mesa-vulkan-drivers)")
+    })
+}
+
+/// Where tests/fixtures/fetch_models.sh puts the real GGUF files:
+/// `SAFETYJ_MODELS_DIR`, default `~/.cache/safetyj/models`.
+pub fn models_dir() -> PathBuf {
+    match std::env::var_os("SAFETYJ_MODELS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/safetyj/models"),
+    }
+}
+
+/// The path of a real model file, or `None` (the caller skips) when it is absent
+/// outside CI; under CI a missing file fails the test.
+pub fn real_model(file: &str) -> Option<PathBuf> {
+    let path = models_dir().join(file);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs {} (run tests/fixtures/fetch_models.sh)",
+        path.display()
+    );
+    eprintln!(
+        "skipping: {} not found (run tests/fixtures/fetch_models.sh)",
+        path.display()
+    );
+    None
+}
+
+/// The shared Safety-J data folder (`../shared/data/safety-j/<sub>`), or `None`
+/// (skip) when it is absent outside CI.
+pub fn shared_data(sub: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/safety-j")
+        .join(sub);
+    if dir.exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs ../shared beside the checkout ({} is missing)",
+        dir.display()
+    );
+    eprintln!("skipping: {} not found", dir.display());
+    None
+}
+
+/// The path of a file under tests/fixtures.
+pub fn fixture_path(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+/// A JSON fixture under tests/fixtures.
+pub fn json_fixture(path: &str) -> serde_json::Value {
+    let path = fixture_path(path);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A JSON array of token ids.
+pub fn ids(value: &serde_json::Value) -> Vec<u32> {
+    value
+        .as_array()
+        .expect("an array of token ids")
+        .iter()
+        .map(|v| v.as_u64().expect("a token id") as u32)
+        .collect()
+}
