@@ -15,6 +15,7 @@ const LANGUAGE_KEY = "safetyj-ui-lang";
 const view = {
   lang: "en",
   models: [],
+  source: null,
   judge: null,
   notice: null,
   progress: null,
@@ -104,7 +105,9 @@ function renderProgress() {
 function renderModel() {
   const info = view.modelInfo;
   $("model-info").hidden = info === null;
-  $("stand-in").hidden = info?.standIn !== true;
+  // A model loaded by URL has standIn null; the server's index knows its preset.
+  const standIn = info?.standIn ?? view.models.find((model) => model.url === view.source)?.standIn;
+  $("stand-in").hidden = standIn !== true;
   if (info !== null) {
     $("model-info").textContent = t("modelLoaded", { name: info.name, arch: info.arch, layers: info.layers, quant: info.quant, size: formatBytes(info.fileBytes) });
   }
@@ -244,6 +247,7 @@ async function loadModel() {
     view.judge.dispose();
     view.judge = null;
   }
+  view.source = source;
   view.modelInfo = null;
   view.capabilities = null;
   view.cacheError = null;

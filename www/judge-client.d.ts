@@ -98,6 +98,6 @@ export declare class WorkerJudge {
   capabilities(): Capabilities;
   /** The loaded model's description. */
   modelInfo(): ModelInfo;
-  /** Frees the GPU memory and ends the worker; later calls throw "disposed". */
+  /** Frees the GPU memory and ends the worker; later calls throw an Error whose message starts with "disposed:". */
   dispose(): void;
 }

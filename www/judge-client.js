@@ -7,8 +7,8 @@
 //
 // Types: ./judge-client.d.ts. The protocol is described in ./worker.js.
 
-/** Message of the error every call gives after dispose(), as the wasm Judge does. */
-const DISPOSED = "disposed";
+/** Message of the error every call gives after dispose(), as the wasm Judge's. */
+const DISPOSED = "disposed: this judge was disposed and its worker ended; call WorkerJudge.load again";
 
 /** Rebuilds an Error from the worker's description, keeping `deviceLost`. */
 function toError(description) {
@@ -95,7 +95,7 @@ export class WorkerJudge {
     return this.#modelInfo;
   }
 
-  /** Frees the model's GPU memory and ends the worker; later calls throw "disposed". */
+  /** Frees the model's GPU memory and ends the worker; later calls throw "disposed: …". */
   dispose() {
     if (this.#disposed) return;
     this.#worker.postMessage({ id: this.#nextId++, type: "dispose" });

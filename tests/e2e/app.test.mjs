@@ -16,6 +16,7 @@ import { chromium } from "playwright-core";
 import { serve } from "../../www/serve.mjs";
 
 const WWW = resolve(dirname(fileURLToPath(import.meta.url)), "../../www");
+const PRESET_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 const CHROMIUM = process.env.SAFETYJ_CHROMIUM ?? "/usr/bin/chromium";
 const ARGS = ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
 
@@ -65,7 +66,7 @@ export class Judge {
     return verdict;
   }
   capabilities() { this.#check(); return { adapter: "fake adapter", backend: "BrowserWebGpu", shaderF16: false, subgroups: false, timestamps: true, maxStorageBindingBytes: 134217728, maxBufferBytes: 268435456 }; }
-  modelInfo() { this.#check(); return { name: "fake", arch: "qwen2", layers: 2, hidden: 64, vocab: 100, context: 2048, quant: "Q4_K", fileBytes: 1000, standIn: true }; }
+  modelInfo() { this.#check(); return { name: "fake", arch: "qwen2", layers: 2, hidden: 64, vocab: 100, context: 2048, quant: "Q4_K", fileBytes: 1000, standIn: null }; }
   dispose() { this.#disposed = true; }
 }
 `;
@@ -83,7 +84,9 @@ before(async () => {
   await writeFile(join(root, "pkg", "safetyj.js"), FAKE_ENGINE);
   const models = join(scratch, "models");
   await mkdir(models);
-  await writeFile(join(models, "fake.gguf"), Buffer.alloc(1000, 1));
+  // Named as the default preset's file, so the server's index marks it (preset, stand-in, default).
+  await writeFile(join(models, PRESET_FILE), Buffer.alloc(1000, 1));
+  await writeFile(join(models, "another.gguf"), Buffer.alloc(10, 1));
   server = await serve({ port: 0, root, modelsDir: models });
   url = `http://127.0.0.1:${server.address().port}/`;
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
@@ -116,7 +119,7 @@ async function load(page, source) {
 test("load shows progress and model, verdict mode shows badge, gauge and figures", async () => {
   const { page, errors } = await openApp();
   assert.equal(await state(page), "idle");
-  assert.equal(await page.inputValue("#model-select"), "models/fake.gguf");
+  assert.equal(await page.inputValue("#model-select"), `models/${PRESET_FILE}`, "the default preset is preselected");
   assert.equal(await page.isDisabled("#judge"), true);
   await load(page);
   assert.equal(await state(page), "ready");
@@ -124,7 +127,7 @@ test("load shows progress and model, verdict mode shows badge, gauge and figures
   assert.deepEqual([progress.bytesDone, progress.bytesTotal, progress.bytesFromCache, progress.tensorsDone, progress.tensorsTotal], ["1000", "1000", "250", "4", "4"]);
   assert.ok(Number(await page.evaluate(() => document.body.dataset.loadMs)) >= 0);
   assert.match(await page.textContent("#model-info"), /fake · qwen2 · 2 layers · Q4_K/);
-  assert.equal(await page.isVisible("#stand-in"), true);
+  assert.equal(await page.isVisible("#stand-in"), true, "the index's stand-in flag stands in for modelInfo's null");
   assert.match(await page.textContent("#adapter"), /fake adapter/);
 
   await page.selectOption("#example-select", "en-walkway");
@@ -228,7 +231,7 @@ test("WorkerJudge: same surface as Judge, dispose makes later calls fail", async
   const outcome = await page.evaluate(async () => {
     const { WorkerJudge } = await import("./judge-client.js");
     const phases = [];
-    const judge = await WorkerJudge.load("models/fake.gguf", { cache: false, onProgress: (p) => phases.push(p.phase) });
+    const judge = await WorkerJudge.load("models/another.gguf", { cache: false, onProgress: (p) => phases.push(p.phase) });
     const verdict = await judge.evaluate({ query: "q", response: "oil", mode: "verdict" });
     const pieces = [];
     const critiqued = await judge.evaluate({ query: "q", response: "r", mode: "critique", onCritique: (piece) => { pieces.push(piece); return pieces.length < 3; } });
@@ -248,9 +251,9 @@ test("WorkerJudge: same surface as Judge, dispose makes later calls fail", async
   assert.deepEqual(outcome.pieces.slice(0, 3), ["word0 ", "word1 ", "word2 "]);
   assert.deepEqual(outcome.both, ["unsafe", "safe"]);
   assert.equal(outcome.caps.adapter, "fake adapter");
-  assert.equal(outcome.info.standIn, true);
-  assert.equal(outcome.after, "disposed");
-  assert.equal(outcome.sync, "disposed");
+  assert.equal(outcome.info.standIn, null);
+  assert.match(outcome.after, /^disposed: /);
+  assert.match(outcome.sync, /^disposed: /);
   assert.match(outcome.failed, /^HTTP 404 for http:\/\/127\.0\.0\.1:\d+\/models\/missing\.gguf$/);
   await page.close();
 });
