@@ -4,9 +4,11 @@
 //! against a cold computation, injection safety on token ids, both modes in both
 //! languages, and agreement with free decoding where that states a label.
 
+mod common;
+
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use safetyj::gpu::Context;
 use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
@@ -17,30 +19,29 @@ use safetyj::quant::DType;
 
 const MODEL: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 
-fn models_dir() -> PathBuf {
-    match std::env::var_os("SAFETYJ_MODELS_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/safetyj/models"),
+/// The shared judge, held for a whole test: tests that reason about what its KV
+/// cache holds must not interleave with others (the GPU runs one at a time anyway).
+struct HeldJudge {
+    judge: &'static Judge,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for HeldJudge {
+    type Target = Judge;
+    fn deref(&self) -> &Judge {
+        self.judge
     }
 }
 
-/// The judge, loaded once per test binary; `None` (skip) when the model file is
-/// absent outside CI.
-fn judge() -> Option<&'static Judge> {
+/// The judge, loaded once per test binary and held by the caller until it drops the
+/// result; `None` (skip) when the model file is absent outside CI.
+fn judge() -> Option<HeldJudge> {
     static JUDGE: OnceLock<Option<Judge>> = OnceLock::new();
-    JUDGE
+    static TURN: Mutex<()> = Mutex::new(());
+    let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let judge = JUDGE
         .get_or_init(|| {
-            let path = models_dir().join(MODEL);
-            if !path.exists() {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI needs {} (tests/fixtures/fetch_models.sh)",
-                    path.display()
-                );
-                eprintln!("skipping: {} not found", path.display());
-                return None;
-            }
+            let path = common::real_model(MODEL)?;
             let ctx = Context::new_blocking().expect("a GPU adapter");
             let (model, tokenizer) =
                 safetyj::model::open::open(&ctx, &path, DType::Q4_K, |_, _| {}).unwrap();
@@ -51,7 +52,8 @@ fn judge() -> Option<&'static Judge> {
             };
             Some(Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options).unwrap())
         })
-        .as_ref()
+        .as_ref()?;
+    Some(HeldJudge { judge, _turn: turn })
 }
 
 fn reference() -> serde_json::Value {
@@ -364,7 +366,7 @@ fn batch_resumes_after_a_killed_run() {
     )
     .unwrap();
     let summary =
-        safetyj::judge::batch::run(judge, &input, &output, Mode::Verdict, |_, _| {}).unwrap();
+        safetyj::judge::batch::run(&judge, &input, &output, Mode::Verdict, |_, _| {}).unwrap();
     assert_eq!((summary.resumed, summary.judged, summary.failed), (1, 1, 1));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
         .unwrap()
@@ -380,7 +382,7 @@ fn batch_resumes_after_a_killed_run() {
         .contains("not a dialogue object"));
     // A second run has nothing left to do.
     let again =
-        safetyj::judge::batch::run(judge, &input, &output, Mode::Verdict, |_, _| {}).unwrap();
+        safetyj::judge::batch::run(&judge, &input, &output, Mode::Verdict, |_, _| {}).unwrap();
     assert_eq!((again.resumed, again.judged, again.failed), (3, 0, 0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -411,7 +413,7 @@ fn label_benchmark_runs_on_the_local_engine() {
         workers: 1,
         keep_going: false,
     };
-    let report = runner::run_label_eval(&items, judge, &out, options).unwrap();
+    let report = runner::run_label_eval(&items, &*judge, &out, options).unwrap();
     assert_eq!(
         report.scored_items, 4,
         "every local verdict carries P(unsafe)"
@@ -436,16 +438,9 @@ fn a_streamed_model_judges_exactly_like_the_file_loaded_one() {
     use safetyj::model::stream::load_gguf_streamed;
     use safetyj::tokenizer::{GgufVocab, Tokenizer};
 
-    let path = models_dir().join("tinycoder-tiny.gguf");
-    if !path.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs {} (tests/fixtures/fetch_models.sh)",
-            path.display()
-        );
-        eprintln!("skipping: {} not found", path.display());
+    let Some(path) = common::real_model("tinycoder-tiny.gguf") else {
         return;
-    }
+    };
     let options = JudgeOptions {
         context: 1024,
         max_critique_tokens: 12,
