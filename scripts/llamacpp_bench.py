@@ -40,7 +40,11 @@ def cpu_name():
 
 
 def greedy(llm):
-    return int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    """The most likely next token after the last evaluated one (only its logits exist)."""
+    logits = np.ctypeslib.as_array(
+        llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)
+    )
+    return int(np.argmax(logits))
 
 
 def timed(action):
