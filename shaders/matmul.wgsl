@@ -95,6 +95,9 @@ fn group_dot(w: ptr<function, array<f32, 32>>, x: u32, valid: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>,
+#ifdef SUBGROUPS
+        @builtin(subgroup_size) subgroup_size: u32,
+#endif
         @builtin(local_invocation_index) lid: u32) {
     let col_base = (wid.x + wid.y * num.x) * WG_COLS;
     let lane = lid % THREADS_PER_COL;
@@ -116,9 +119,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
             }
         }
     }
+#ifdef SUBGROUPS
+    // A column's lanes are consecutive invocations: butterfly-sum them within each
+    // subgroup, leaving one partial per `span` lanes (subgroup sizes are powers of
+    // two, so segments never straddle a subgroup).
+    let span = min(subgroup_size, THREADS_PER_COL);
+    for (var r = 0u; r < ROWS; r++) {
+        var sum = acc[r];
+        for (var offset = span / 2u; offset > 0u; offset /= 2u) {
+            sum += subgroupShuffleXor(sum, offset);
+        }
+        acc[r] = sum;
+    }
+    let partials = THREADS_PER_COL / span;
+    if (lane % span == 0u) {
+        let column_slot = (lid / THREADS_PER_COL) * partials + lane / span;
+        for (var r = 0u; r < ROWS; r++) {
+            partial[r * WG + column_slot] = acc[r];
+        }
+    }
+#else
+    let partials = THREADS_PER_COL;
     for (var r = 0u; r < ROWS; r++) {
         partial[r * WG + lid] = acc[r];
     }
+#endif
     workgroupBarrier();
     // Thread lid sums column lid % WG_COLS for input row lid / WG_COLS.
     let r = lid / WG_COLS;
@@ -126,8 +151,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) num: vec
     let column_n = col_base + c;
     if (r < rows && column_n < params.chunk_rows) {
         var total = 0.0;
-        for (var t = 0u; t < THREADS_PER_COL; t++) {
-            total += partial[r * WG + c * THREADS_PER_COL + t];
+        for (var t = 0u; t < partials; t++) {
+            total += partial[r * WG + c * partials + t];
         }
         let column = params.first_row + column_n;
         output[(m0 + r) * params.n_total + column] = total + bias_at(column);

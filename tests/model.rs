@@ -114,6 +114,82 @@ fn tiny_internlm2_is_the_llama_network_re_laid_out() {
     check_checkpoint("tiny-internlm2", "tiny-llama");
 }
 
+/// A step's logits come from the session's scratch: the next step of the same size
+/// and kind reuses (overwrites) them, other steps leave them be, and a session keeps
+/// the activations of its four most recent step sizes only.
+#[test]
+fn step_outputs_are_reused_without_disturbing_other_steps() {
+    let ctx = ctx();
+    let weights = HfWeights::open(&fixture("tiny-llama"), DType::F32).unwrap();
+    let model = Model::load(ctx, &weights, |_, _| {}).unwrap();
+    let want = expected("tiny-llama");
+    let row = |i: usize| &want.logits[i * want.vocab..(i + 1) * want.vocab];
+    let check = |what: &str, got: &[f32], want: &[f32]| {
+        let diff = max_diff(got, want);
+        assert!(
+            diff < TOLERANCE,
+            "{what} differs from transformers by {diff}"
+        );
+    };
+
+    // The judge's pattern: the last logits of a prefill are read after a step of
+    // all logits for a few more tokens.
+    let mut session = model.new_session(ctx, 64).unwrap();
+    let prefill = model
+        .forward(ctx, &mut session, &want.prompt[..10], Logits::Last)
+        .unwrap();
+    let more = model
+        .forward(ctx, &mut session, &want.prompt[10..13], Logits::All)
+        .unwrap();
+    check(
+        "the prefill's last row",
+        &prefill.read_f32(ctx).unwrap(),
+        row(9),
+    );
+    check(
+        "three more rows",
+        &more.read_f32(ctx).unwrap(),
+        &want.logits[10 * want.vocab..13 * want.vocab],
+    );
+
+    // Decode steps write the same buffer, each with its own correct logits.
+    let mut first = None;
+    for i in 13..want.prompt.len() {
+        let logits = model
+            .forward(ctx, &mut session, &want.prompt[i..i + 1], Logits::Last)
+            .unwrap();
+        check(
+            &format!("decode step {i}"),
+            &logits.read_f32(ctx).unwrap(),
+            row(i),
+        );
+        let first = first.get_or_insert_with(|| logits.buffer.clone());
+        assert_eq!(
+            *first, logits.buffer,
+            "decode step {i} allocated its logits"
+        );
+    }
+
+    // Steps of five sizes keep the activations of the last four only.
+    let run = |sizes: &[usize]| {
+        let mut session = model.new_session(ctx, 64).unwrap();
+        let mut at = 0;
+        for &size in sizes {
+            let logits = model
+                .forward(ctx, &mut session, &want.prompt[at..at + size], Logits::Last)
+                .unwrap();
+            at += size;
+            check(
+                &format!("a step of {size}"),
+                &logits.read_f32(ctx).unwrap(),
+                row(at - 1),
+            );
+        }
+        session.gpu_bytes()
+    };
+    assert_eq!(run(&[5, 4, 3, 2, 1]), run(&[4, 3, 2, 1]));
+}
+
 mod bad_input {
     //! Checkpoints that must be refused with an error naming the file and what is
     //! wrong: GGUF files derived from tiny-llama with one thing broken.

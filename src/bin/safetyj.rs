@@ -665,6 +665,16 @@ fn print_report(r: &BenchReport) {
             "cpu       prefill {prefill:.2} s, decode {decode:.2} s of this process's CPU time"
         );
     }
+    if let (Some(prefill), Some(decode)) = (
+        r.prefill_record_cpu_seconds,
+        r.decode_record_cpu_seconds_per_token,
+    ) {
+        println!(
+            "recording prefill {:.2} ms, decode {:.3} ms per token (CPU time in forward)",
+            1e3 * prefill,
+            1e3 * decode
+        );
+    }
     if let Some(profile) = &r.profile {
         print_ops("prefill profile", &profile.prefill);
         print_ops("decode profile", &profile.decode);

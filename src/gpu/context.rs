@@ -110,6 +110,8 @@ pub struct Context {
     uniforms: Mutex<HashMap<(String, Vec<u8>), wgpu::Buffer>>,
     /// Scratch storage buffers by label, grown on demand: see [`Context::scratch_buffer`].
     scratch: Mutex<HashMap<String, wgpu::Buffer>>,
+    /// Bind groups by pipeline and bound buffers: see [`Context::bind_group`].
+    bind_groups: Mutex<BindGroupCache>,
     lost: Arc<Mutex<Option<String>>>,
     /// On the web, errors arrive here instead of through a blocking error scope.
     uncaptured: Arc<Mutex<Option<GpuFault>>>,
@@ -279,6 +281,7 @@ impl Context {
             profiler: Mutex::new(None),
             uniforms: Mutex::new(HashMap::new()),
             scratch: Mutex::new(HashMap::new()),
+            bind_groups: Mutex::new(BindGroupCache::new(BIND_GROUP_CACHE_ENTRIES)),
             lost,
             uncaptured,
         })
@@ -520,11 +523,23 @@ impl Context {
     }
 
     /// A bind group for `pipeline`'s group 0 with `buffers` at bindings 0, 1, 2, ….
+    /// Bind groups are cached by pipeline and buffer identity, so a step that binds
+    /// the same weights and activations as the step before records without creating
+    /// any; see [`BindGroupCache`] for how long a cached one (and so its buffers)
+    /// is kept.
     pub fn bind_group(
         &self,
         pipeline: &wgpu::ComputePipeline,
         buffers: &[&wgpu::Buffer],
     ) -> wgpu::BindGroup {
+        let key = BindGroupKey {
+            pipeline: pipeline.clone(),
+            buffers: buffers.iter().map(|&b| b.clone()).collect(),
+        };
+        let mut cache = self.bind_groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(group) = cache.get(&key) {
+            return group;
+        }
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
@@ -533,11 +548,13 @@ impl Context {
                 resource: b.as_entire_binding(),
             })
             .collect();
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
-        })
+        });
+        cache.insert(key, group.clone());
+        group
     }
 
     /// Records one dispatch of `pipeline` over `workgroups`, splitting an x count above
@@ -747,6 +764,58 @@ impl Context {
 /// make rope and attention parameters grow with the sequence).
 const UNIFORM_CACHE_ENTRIES: usize = 4096;
 
+/// Bind groups kept per generation of the [`BindGroupCache`]. A decode step of a
+/// 24-layer model binds about 400 distinct groups, about 100 of them new each step
+/// (parameter blocks that hold the position).
+const BIND_GROUP_CACHE_ENTRIES: usize = 2048;
+
+/// Which bind group a dispatch needs: the pipeline and the buffers at bindings 0, 1, ….
+/// wgpu handles compare and hash by identity, and the key holds them, so a buffer
+/// that is dropped elsewhere cannot be mistaken for a new one at the same address.
+#[derive(PartialEq, Eq, Hash)]
+struct BindGroupKey {
+    pipeline: wgpu::ComputePipeline,
+    buffers: Vec<wgpu::Buffer>,
+}
+
+/// A bounded bind group cache that keeps what is used repeatedly: entries live in
+/// the current generation; when it is full it becomes the previous one (dropping the
+/// one before), and a hit in the previous generation moves the entry back to the
+/// current one. A group unused for two generations is dropped, and with it the
+/// cache's hold on its buffers (a bind group keeps its buffers' memory alive).
+struct BindGroupCache {
+    /// Entries per generation.
+    capacity: usize,
+    current: HashMap<BindGroupKey, wgpu::BindGroup>,
+    previous: HashMap<BindGroupKey, wgpu::BindGroup>,
+}
+
+impl BindGroupCache {
+    fn new(capacity: usize) -> Self {
+        BindGroupCache {
+            capacity,
+            current: HashMap::new(),
+            previous: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, key: &BindGroupKey) -> Option<wgpu::BindGroup> {
+        if let Some(group) = self.current.get(key) {
+            return Some(group.clone());
+        }
+        let (key, group) = self.previous.remove_entry(key)?;
+        self.insert(key, group.clone());
+        Some(group)
+    }
+
+    fn insert(&mut self, key: BindGroupKey, group: wgpu::BindGroup) {
+        if self.current.len() >= self.capacity {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, group);
+    }
+}
+
 /// Dispatches one profile can time (two timestamp queries each).
 pub const PROFILE_MAX_DISPATCHES: u32 = 2048;
 
@@ -857,6 +926,57 @@ mod tests {
             larger,
             ctx.scratch_buffer("scratch cache test", 100).unwrap()
         );
+    }
+
+    #[test]
+    fn bind_groups_are_reused_for_the_same_pipeline_and_buffers() {
+        let ctx = crate::ops::testing::ctx();
+        let shader = Shader {
+            name: "bind group cache test.wgsl",
+            source: "@group(0) @binding(0) var<storage, read> a: array<u32>;
+                     @group(0) @binding(1) var<storage, read_write> b: array<u32>;
+                     @compute @workgroup_size(1) fn main() { b[0] = a[0]; }",
+        };
+        let pipeline = ctx.pipeline(shader, &[]).unwrap();
+        let a = ctx.storage_buffer("bind group cache a", 4).unwrap();
+        let b = ctx.storage_buffer("bind group cache b", 4).unwrap();
+        let first = ctx.bind_group(&pipeline, &[&a, &b]);
+        assert_eq!(first, ctx.bind_group(&pipeline, &[&a, &b]));
+        assert_ne!(first, ctx.bind_group(&pipeline, &[&b, &a]));
+        let other = ctx.storage_buffer("bind group cache a", 4).unwrap();
+        assert_ne!(first, ctx.bind_group(&pipeline, &[&other, &b]));
+    }
+
+    #[test]
+    fn bind_group_cache_keeps_entries_in_use_and_drops_stale_ones() {
+        let ctx = crate::ops::testing::ctx();
+        let shader = Shader {
+            name: "bind group cache test.wgsl",
+            source: "@group(0) @binding(0) var<storage, read> a: array<u32>;
+                     @group(0) @binding(1) var<storage, read_write> b: array<u32>;
+                     @compute @workgroup_size(1) fn main() { b[0] = a[0]; }",
+        };
+        let pipeline = ctx.pipeline(shader, &[]).unwrap();
+        let buffers: Vec<wgpu::Buffer> = (0..16)
+            .map(|i| ctx.storage_buffer(&format!("generation {i}"), 4).unwrap())
+            .collect();
+        let key = |i: usize| BindGroupKey {
+            pipeline: (*pipeline).clone(),
+            buffers: vec![buffers[i].clone(), buffers[i + 1].clone()],
+        };
+        let group = ctx.bind_group(&pipeline, &[&buffers[0], &buffers[1]]);
+        let mut cache = BindGroupCache::new(3);
+        let (hot, stale) = (0, 1);
+        cache.insert(key(hot), group.clone());
+        cache.insert(key(stale), group.clone());
+        for filler in 2..14 {
+            cache.insert(key(filler), group.clone());
+            assert!(cache.get(&key(hot)).is_some(), "filler {filler}");
+            assert!(cache.current.len() + cache.previous.len() <= 6);
+        }
+        assert!(cache.get(&key(stale)).is_none());
+        assert!(cache.get(&key(12)).is_some());
+        assert!(cache.get(&key(2)).is_none());
     }
 
     #[test]

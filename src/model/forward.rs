@@ -36,7 +36,8 @@ pub struct Model {
     pub rope: Rope,
 }
 
-/// Activations for a step of `tokens` rows, allocated once per distinct row count.
+/// Activations and outputs for a step of `tokens` rows, allocated once per distinct
+/// row count (the outputs on first use of each [`Logits`] kind).
 struct Scratch {
     tokens: usize,
     ids: Tensor,
@@ -50,6 +51,13 @@ struct Scratch {
     gate: Tensor,
     up: Tensor,
     act: Tensor,
+    /// The last token's hidden state and its final norm, `[1, hidden]`, for
+    /// [`Logits::Last`] steps of more than one token.
+    last_row: Option<(Tensor, Tensor)>,
+    /// Logits of [`Logits::Last`] steps, `[1, vocab]`.
+    last_logits: Option<Tensor>,
+    /// Logits of [`Logits::All`] steps, `[tokens, vocab]`.
+    all_logits: Option<Tensor>,
 }
 
 impl Scratch {
@@ -68,8 +76,52 @@ impl Scratch {
             gate: f("gate", c.ffn)?,
             up: f("up", c.ffn)?,
             act: f("swiglu", c.ffn)?,
+            last_row: None,
+            last_logits: None,
+            all_logits: None,
         })
     }
+
+    fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        let outputs = [&self.last_logits, &self.all_logits]
+            .into_iter()
+            .flatten()
+            .chain(self.last_row.iter().flat_map(|(h, n)| [h, n]));
+        [
+            &self.ids,
+            &self.x,
+            &self.normed,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.attn,
+            &self.proj,
+            &self.gate,
+            &self.up,
+            &self.act,
+        ]
+        .into_iter()
+        .chain(outputs)
+    }
+}
+
+/// Step sizes whose activations a session keeps; the least recently used beyond
+/// this many is freed (a judge prefills dialogues of ever new lengths).
+const SCRATCH_STEP_SIZES: usize = 4;
+
+/// The tensor behind `slot` (a handle sharing its buffer), created as `[rows, cols]`
+/// on first use.
+fn output_slot(
+    ctx: &Context,
+    slot: &mut Option<Tensor>,
+    label: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<Tensor> {
+    if slot.is_none() {
+        *slot = Some(Tensor::new(ctx, label, &[rows, cols], Elem::F32)?);
+    }
+    Ok(slot.clone().expect("filled above"))
 }
 
 /// Which positions' logits a step produces.
@@ -105,8 +157,8 @@ impl Session {
         self.caches.first().map_or(0, |c| c.capacity())
     }
 
-    /// Bytes of GPU memory the session holds: its KV caches and the activations of
-    /// every step size it has run.
+    /// Bytes of GPU memory the session holds: its KV caches and the activations and
+    /// logits of the step sizes it keeps.
     pub fn gpu_bytes(&self) -> u64 {
         let caches: u64 = self
             .caches
@@ -116,12 +168,7 @@ impl Session {
         let scratch: u64 = self
             .scratch
             .iter()
-            .flat_map(|s| {
-                [
-                    &s.ids, &s.x, &s.normed, &s.q, &s.k, &s.v, &s.attn, &s.proj, &s.gate, &s.up,
-                    &s.act,
-                ]
-            })
+            .flat_map(Scratch::tensors)
             .map(|t| t.buffer.size())
             .sum();
         caches + scratch
@@ -239,7 +286,12 @@ impl Model {
 
     /// Runs `tokens` at the session's next positions, appends them to its cache and
     /// records their logits (`[1, vocab]` for [`Logits::Last`], `[tokens, vocab]` for
-    /// [`Logits::All`]) into a new tensor. One command encoder, one submit.
+    /// [`Logits::All`]). One command encoder, one submit, and no allocation once the
+    /// session has run a step of this size.
+    ///
+    /// The logits live in the session's scratch: read them before the next forward
+    /// on this session. (Precisely, the next step of the same token count and
+    /// [`Logits`] kind overwrites them; steps of other sizes or kinds leave them be.)
     pub fn forward(
         &self,
         ctx: &Context,
@@ -266,13 +318,34 @@ impl Model {
         let index = match session.scratch.iter().position(|s| s.tokens == t) {
             Some(i) => i,
             None => {
+                if session.scratch.len() >= SCRATCH_STEP_SIZES {
+                    session.scratch.remove(0);
+                }
                 session.scratch.push(Scratch::new(ctx, c, t)?);
                 session.scratch.len() - 1
             }
         };
+        // Most recently used last, so the eviction above drops the stalest size.
+        let recent = session.scratch.remove(index);
+        session.scratch.push(recent);
         let pos = session.len;
-        let s = &session.scratch[index];
+        let s = session.scratch.last_mut().expect("pushed above");
         ctx.write_bytes(&s.ids.buffer, 0, bytemuck::cast_slice(tokens));
+        let rows = match which {
+            Logits::Last => 1,
+            Logits::All => t,
+        };
+        if rows < t && s.last_row.is_none() {
+            s.last_row = Some((
+                Tensor::new(ctx, "final hidden", &[rows, c.hidden], Elem::F32)?,
+                Tensor::new(ctx, "final norm", &[rows, c.hidden], Elem::F32)?,
+            ));
+        }
+        let logits = match which {
+            Logits::Last => output_slot(ctx, &mut s.last_logits, "logits", rows, c.vocab)?,
+            Logits::All => output_slot(ctx, &mut s.all_logits, "logits", rows, c.vocab)?,
+        };
+        let s = &*s;
 
         let mut enc = ctx.encoder();
         ops::embedding::encode(ctx, &mut enc, &s.ids, &self.token_embedding, &s.x)?;
@@ -316,23 +389,18 @@ impl Model {
             ops::matmul::encode(ctx, &mut enc, &s.act, &layer.ffn_down, None, &s.proj)?;
             ops::add::encode_in_place(ctx, &mut enc, &s.x, &s.proj)?;
         }
-        let rows = match which {
-            Logits::Last => 1,
-            Logits::All => t,
+        // The final norm and output projection, of the last row only when asked.
+        let (hidden, normed) = match &s.last_row {
+            Some((hidden, normed)) if rows < t => {
+                let offset = ((t - rows) * c.hidden * 4) as u64;
+                let bytes = (rows * c.hidden * 4) as u64;
+                enc.copy_buffer_to_buffer(&s.x.buffer, offset, &hidden.buffer, 0, bytes);
+                (hidden, normed)
+            }
+            _ => (&s.x, &s.normed),
         };
-        let last = Tensor::new(ctx, "final hidden", &[rows, c.hidden], Elem::F32)?;
-        let offset = ((t - rows) * c.hidden * 4) as u64;
-        enc.copy_buffer_to_buffer(
-            &s.x.buffer,
-            offset,
-            &last.buffer,
-            0,
-            (rows * c.hidden * 4) as u64,
-        );
-        let normed = Tensor::new(ctx, "final norm", &[rows, c.hidden], Elem::F32)?;
-        ops::rms_norm::encode(ctx, &mut enc, &last, &self.output_norm, &normed, c.rms_eps)?;
-        let logits = Tensor::new(ctx, "logits", &[rows, c.vocab], Elem::F32)?;
-        ops::matmul::encode(ctx, &mut enc, &normed, self.output_matrix(), None, &logits)?;
+        ops::rms_norm::encode(ctx, &mut enc, hidden, &self.output_norm, normed, c.rms_eps)?;
+        ops::matmul::encode(ctx, &mut enc, normed, self.output_matrix(), None, &logits)?;
         ctx.submit("running a forward step", enc)?;
         session.len += t;
         Ok(logits)

@@ -36,26 +36,31 @@ pub enum Path {
     /// then sum. Reads each weight once per [`GEMV_ROWS`] input rows, which suits
     /// decoding one token.
     Gemv,
+    /// [`Path::Gemv`] with each column's partial sums first reduced by subgroup
+    /// shuffles, so the workgroup sums a few partials per column instead of 16.
+    /// Needs `ctx.caps.subgroups`.
+    GemvSubgroups,
     /// Tiled: each workgroup decodes a 64-row weight tile into workgroup memory once
     /// per K step and reuses it for 32 input rows, or 64 from 64 input rows on
     /// (prefill).
     Gemm,
 }
 
-/// The kernel for an input of `rows` rows:
+/// The kernel for an input of `rows` rows on a device with or without `subgroups`:
 ///
-/// | input rows | weight type | kernel |
-/// |------------|-------------|--------|
-/// | 1 ..= 4    | any         | [`Path::Gemv`] |
-/// | 5 and more | any         | [`Path::Gemm`] |
+/// | input rows | subgroups | kernel |
+/// |------------|-----------|--------|
+/// | 1 ..= 4    | no        | [`Path::Gemv`] |
+/// | 1 ..= 4    | yes       | [`Path::GemvSubgroups`] |
+/// | 5 and more | either    | [`Path::Gemm`] |
 ///
 /// Up to four rows the GEMV kernel reads the weights once, as the GEMM would, but
 /// keeps every workgroup busy; beyond that the GEMM's weight-tile reuse wins.
-pub fn choose_path(rows: usize) -> Path {
-    if rows <= GEMV_ROWS {
-        Path::Gemv
-    } else {
-        Path::Gemm
+pub fn choose_path(rows: usize, subgroups: bool) -> Path {
+    match (rows <= GEMV_ROWS, subgroups) {
+        (true, false) => Path::Gemv,
+        (true, true) => Path::GemvSubgroups,
+        (false, _) => Path::Gemm,
     }
 }
 
@@ -95,7 +100,7 @@ pub fn encode(
         weight,
         bias,
         output,
-        choose_path(input.rows()),
+        choose_path(input.rows(), ctx.caps.subgroups),
     )
 }
 
@@ -110,6 +115,12 @@ pub fn encode_with_path(
     path: Path,
 ) -> Result<()> {
     check_shapes(input, weight, bias, output)?;
+    if path == Path::GemvSubgroups && !ctx.caps.subgroups {
+        return Err(Error::Unsupported(format!(
+            "matmul {path:?} needs subgroup operations, which {} does not offer",
+            ctx.info.name
+        )));
+    }
     let (m, k, n) = (input.rows(), weight.cols, weight.rows);
     if m == 0 || n == 0 {
         return Ok(());
@@ -144,7 +155,7 @@ pub fn encode_with_path(
     };
     // Workgroups: x covers the chunk's weight rows, z the batches of input rows.
     let (rows_per_workgroup, row_batches) = match path {
-        Path::Gemv => (GEMV_COLS, m.div_ceil(GEMV_ROWS)),
+        Path::Gemv | Path::GemvSubgroups => (GEMV_COLS, m.div_ceil(GEMV_ROWS)),
         Path::Gemm => (GEMM_COLS, m.div_ceil(gemm_rows)),
     };
     if row_batches > ctx.caps.max_workgroups_per_dimension as usize {
@@ -157,10 +168,13 @@ pub fn encode_with_path(
     }
     let mut defines = vec![dtype_define(weight.dtype)];
     match path {
-        Path::Gemv => {
+        Path::Gemv | Path::GemvSubgroups => {
             defines.push(("GEMV", String::new()));
             defines.push(("GEMV_ROWS", format!("{GEMV_ROWS}u")));
             defines.push(("GEMV_COLS", format!("{GEMV_COLS}u")));
+            if path == Path::GemvSubgroups {
+                defines.push(("SUBGROUPS", String::new()));
+            }
         }
         Path::Gemm => {
             defines.push(("GEMM", String::new()));
@@ -377,6 +391,14 @@ mod tests {
                 case(1, 896, 1, false, Some(300)),
                 case(1, 4864, 0, true, None),
             ],
+            Path::GemvSubgroups => vec![
+                case(1, 1, 0, false, None),
+                case(1, 7, 1, true, None),
+                case(3, 33, 0, true, Some(10)),
+                case(4, 45, 1, false, None),
+                case(1, 896, 1, false, Some(300)),
+                case(2, 4864, 0, true, None),
+            ],
             Path::Gemm => vec![
                 case(2, 7, 0, true, None),
                 case(7, 33, 1, false, Some(10)),
@@ -399,6 +421,27 @@ mod tests {
     #[test]
     fn gemv_matches_reference_for_every_dtype_on_awkward_shapes() {
         check_all_dtypes(Path::Gemv);
+    }
+
+    #[test]
+    fn subgroup_gemv_matches_reference_for_every_dtype_on_awkward_shapes() {
+        if !ctx().caps.subgroups {
+            return;
+        }
+        check_all_dtypes(Path::GemvSubgroups);
+        // More input rows than one workgroup batches.
+        run_case(
+            DType::Q4_K,
+            Path::GemvSubgroups,
+            &Case {
+                m: 9,
+                n: 33,
+                k: 0,
+                bias: true,
+                chunk_rows: Some(16),
+            },
+            9,
+        );
     }
 
     #[test]
@@ -505,9 +548,11 @@ mod tests {
 
     #[test]
     fn path_follows_input_rows() {
-        assert_eq!(choose_path(1), Path::Gemv);
-        assert_eq!(choose_path(GEMV_ROWS), Path::Gemv);
-        assert_eq!(choose_path(GEMV_ROWS + 1), Path::Gemm);
+        assert_eq!(choose_path(1, false), Path::Gemv);
+        assert_eq!(choose_path(GEMV_ROWS, false), Path::Gemv);
+        assert_eq!(choose_path(GEMV_ROWS, true), Path::GemvSubgroups);
+        assert_eq!(choose_path(GEMV_ROWS + 1, false), Path::Gemm);
+        assert_eq!(choose_path(GEMV_ROWS + 1, true), Path::Gemm);
     }
 
     fn bad_shape_error(

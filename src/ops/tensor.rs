@@ -10,6 +10,8 @@ pub enum Elem {
 
 /// A dense row-major tensor of f32 activations (or u32 token ids) on the GPU.
 /// The last dimension is the row length ("cols"); all others multiply into "rows".
+/// A clone shares the buffer.
+#[derive(Clone)]
 pub struct Tensor {
     pub buffer: wgpu::Buffer,
     pub shape: Vec<usize>,
