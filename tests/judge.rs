@@ -7,7 +7,6 @@
 mod common;
 
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use safetyj::gpu::Context;
@@ -57,16 +56,7 @@ fn judge() -> Option<HeldJudge> {
 }
 
 fn reference() -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/judge/reference.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    common::json_fixture("judge/reference.json")
 }
 
 fn case(lang: &str) -> (serde_json::Value, Dialogue, Lang) {
@@ -96,7 +86,7 @@ fn check_against_reference(lang: &str) {
     );
     assert_eq!(
         judge.prompt_tokens(&prompt.parts).unwrap(),
-        ids(&r["prompt_ids"]),
+        common::ids(&r["prompt_ids"]),
         "prompt token ids"
     );
     let verdict = judge
@@ -395,14 +385,9 @@ fn batch_resumes_after_a_killed_run() {
 fn label_benchmark_runs_on_the_local_engine() {
     use safetyj::eval::{datasets, runner};
     let Some(judge) = judge() else { return };
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/safety-j/label_level");
-    if !shared.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs ../shared beside the checkout"
-        );
+    let Some(shared) = common::shared_data("label_level") else {
         return;
-    }
+    };
     let mut items = Vec::new();
     for name in ["BeaverTails", "DiaSafety", "Jade", "Flames"] {
         let all = datasets::load_label_file(&shared.join(format!("{name}.json"))).unwrap();

@@ -928,16 +928,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn bind_groups_are_reused_for_the_same_pipeline_and_buffers() {
-        let ctx = crate::ops::testing::ctx();
+    /// A two-binding pipeline (copies `a[0]` to `b[0]`) for the bind group cache tests.
+    fn copy_pipeline(ctx: &Context) -> std::sync::Arc<wgpu::ComputePipeline> {
         let shader = Shader {
             name: "bind group cache test.wgsl",
             source: "@group(0) @binding(0) var<storage, read> a: array<u32>;
                      @group(0) @binding(1) var<storage, read_write> b: array<u32>;
                      @compute @workgroup_size(1) fn main() { b[0] = a[0]; }",
         };
-        let pipeline = ctx.pipeline(shader, &[]).unwrap();
+        ctx.pipeline(shader, &[]).unwrap()
+    }
+
+    #[test]
+    fn bind_groups_are_reused_for_the_same_pipeline_and_buffers() {
+        let ctx = crate::ops::testing::ctx();
+        let pipeline = copy_pipeline(ctx);
         let a = ctx.storage_buffer("bind group cache a", 4).unwrap();
         let b = ctx.storage_buffer("bind group cache b", 4).unwrap();
         let first = ctx.bind_group(&pipeline, &[&a, &b]);
@@ -950,13 +955,7 @@ mod tests {
     #[test]
     fn bind_group_cache_keeps_entries_in_use_and_drops_stale_ones() {
         let ctx = crate::ops::testing::ctx();
-        let shader = Shader {
-            name: "bind group cache test.wgsl",
-            source: "@group(0) @binding(0) var<storage, read> a: array<u32>;
-                     @group(0) @binding(1) var<storage, read_write> b: array<u32>;
-                     @compute @workgroup_size(1) fn main() { b[0] = a[0]; }",
-        };
-        let pipeline = ctx.pipeline(shader, &[]).unwrap();
+        let pipeline = copy_pipeline(ctx);
         let buffers: Vec<wgpu::Buffer> = (0..16)
             .map(|i| ctx.storage_buffer(&format!("generation {i}"), 4).unwrap())
             .collect();
