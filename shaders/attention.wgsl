@@ -1,6 +1,6 @@
 // Causal grouped-query attention over a KV cache ([kv_heads, capacity, head_dim] f32)
 // with an online (flash-style) softmax: no [queries, keys] score buffer exists.
-// Query row t sits at position pos_offset + t and sees cache positions 0 ..= that.
+// Query row t sits at position first_position + t and sees cache positions 0 ..= that.
 // Three entry points, one per define:
 //   PREFILL: a workgroup takes ROWS query rows of one kv head (the rows run over
 //            (query, head of the group) pairs, so a staged K/V tile serves the whole
@@ -16,8 +16,6 @@ struct Params {
     n_heads: u32,
     group: u32,
     capacity: u32,
-    pos_offset: u32,
-    splits: u32,
     split_keys: u32,
     scale: f32,
 }
@@ -27,12 +25,19 @@ const NEG_BIG: f32 = -1.0e30;
 const HEAD: u32 = HEAD_DIM;
 
 @group(0) @binding(0) var<uniform> params: Params;
+// The position of the first query (see src/ops/position.rs).
+@group(0) @binding(1) var<uniform> first_position: vec4<u32>;
+
+// Splits of split_keys keys that the decode kernel cuts the visible keys into.
+fn split_count() -> u32 {
+    return (first_position.x + params.queries + params.split_keys - 1u) / params.split_keys;
+}
 
 #ifdef PREFILL
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(4) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(5) var<storage, read_write> output: array<f32>;
 
 const ROWS: u32 = 8u;
 const LANES: u32 = 16u;
@@ -74,9 +79,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     let row = lid / LANES;
     let lane = lid % LANES;
     let g = row0 + row;
-    let query_pos = params.pos_offset + g / params.group;
+    let query_pos = first_position.x + g / params.group;
     let last_row = min(row0 + ROWS, total_rows) - 1u;
-    let key_end = params.pos_offset + last_row / params.group + 1u;
+    let key_end = first_position.x + last_row / params.group + 1u;
 
     var m = NEG_BIG;
     var l = 0.0;
@@ -152,10 +157,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
 #endif
 
 #ifdef DECODE
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
-@group(0) @binding(4) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(4) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(5) var<storage, read_write> partial: array<f32>;
 
 const WG: u32 = 128u;
 const DIMS_PER_THREAD: u32 = (HEAD + WG - 1u) / WG;
@@ -168,15 +173,16 @@ var<workgroup> scratch: array<f32, WG>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let flat = wid.x + wid.y * groups.x;
-    if (flat >= params.queries * params.n_heads * params.splits) {
+    let splits = split_count();
+    if (flat >= params.queries * params.n_heads * splits) {
         return;
     }
-    let split = flat % params.splits;
-    let head = (flat / params.splits) % params.n_heads;
-    let t = flat / (params.splits * params.n_heads);
+    let split = flat % splits;
+    let head = (flat / splits) % params.n_heads;
+    let t = flat / (splits * params.n_heads);
     let kv_base = (head / params.group) * params.capacity * HEAD;
     let key_begin = split * params.split_keys;
-    let key_end = min(key_begin + params.split_keys, params.pos_offset + t + 1u);
+    let key_end = min(key_begin + params.split_keys, first_position.x + t + 1u);
 
     for (var d = lid; d < HEAD; d += WG) {
         q_row[d] = q[(t * params.n_heads + head) * HEAD + d] * params.scale;
@@ -252,8 +258,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
 #endif
 
 #ifdef COMBINE
-@group(0) @binding(1) var<storage, read> partial: array<f32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(2) var<storage, read> partial: array<f32>;
+@group(0) @binding(3) var<storage, read_write> output: array<f32>;
 
 const WG: u32 = 64u;
 
@@ -265,18 +271,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         return;
     }
     let record = HEAD + 2u;
-    let base = flat * params.splits * record;
+    let splits = split_count();
+    let base = flat * splits * record;
     var m = NEG_BIG;
-    for (var s = 0u; s < params.splits; s++) {
+    for (var s = 0u; s < splits; s++) {
         m = max(m, partial[base + s * record]);
     }
     var l = 0.0;
-    for (var s = 0u; s < params.splits; s++) {
+    for (var s = 0u; s < splits; s++) {
         l += partial[base + s * record + 1u] * exp(partial[base + s * record] - m);
     }
     for (var d = lid; d < HEAD; d += WG) {
         var o = 0.0;
-        for (var s = 0u; s < params.splits; s++) {
+        for (var s = 0u; s < splits; s++) {
             o += partial[base + s * record + 2u + d] * exp(partial[base + s * record] - m);
         }
         output[flat * HEAD + d] = o / l;

@@ -1,5 +1,5 @@
 // kv_append: copies T new rows of k and v activations ([T, kv_heads * head_dim]) into
-// the caches ([kv_heads, capacity, head_dim]) at positions pos .. pos + T.
+// the caches ([kv_heads, capacity, head_dim]) at positions first .. first + T.
 // One invocation per element; each writes the k and the v value of that element.
 
 struct Params {
@@ -7,17 +7,15 @@ struct Params {
     kv_heads: u32,
     head_dim: u32,
     capacity: u32,
-    pos: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> k: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(4) var<storage, read_write> v_cache: array<f32>;
+// The step's first position, `first` above (see src/ops/position.rs).
+@group(0) @binding(1) var<uniform> first_position: vec4<u32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read_write> k_cache: array<f32>;
+@group(0) @binding(5) var<storage, read_write> v_cache: array<f32>;
 
 const WG: u32 = 256u;
 
@@ -33,7 +31,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     let within = i % row_len;
     let head = within / params.head_dim;
     let d = within % params.head_dim;
-    let dst = (head * params.capacity + params.pos + t) * params.head_dim + d;
+    let dst = (head * params.capacity + first_position.x + t) * params.head_dim + d;
     k_cache[dst] = k[i];
     v_cache[dst] = v[i];
 }

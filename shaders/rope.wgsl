@@ -13,16 +13,14 @@ struct Params {
     half_rotary: u32,
     heads: u32,
     head_dim: u32,
-    position_offset: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// The step's first position in x (see src/ops/position.rs).
+@group(0) @binding(1) var<uniform> first_position: vec4<u32>;
 // Per frequency: (high word, low word) of the turns advanced per position.
-@group(0) @binding(1) var<storage, read> steps: array<vec2<u32>>;
-@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> steps: array<vec2<u32>>;
+@group(0) @binding(3) var<storage, read_write> x: array<f32>;
 
 const WG: u32 = 256u;
 const TAU_PER_FIXED_TURN: f32 = 6.283185307179586 / 4294967296.0;
@@ -48,7 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     }
     let freq = pair % params.half_rotary;
     let head_vector = pair / params.half_rotary;
-    let position = params.position_offset + head_vector / params.heads;
+    let position = first_position.x + head_vector / params.heads;
 
     let step = steps[freq];
     // Fraction of a turn, 0.32 fixed point; u32 arithmetic wraps whole turns away.

@@ -72,8 +72,13 @@ pub struct BenchReport {
     /// CPU seconds the calling thread spent in `Model::forward` for the prefill:
     /// recording and submitting its commands, not waiting for them (Linux).
     pub prefill_record_cpu_seconds: Option<f64>,
-    /// The same per decode step: the host overhead every device pays per token.
+    /// The same per decode step, averaged over the steps after the first (which
+    /// makes the new session's bind groups): the host overhead every device pays
+    /// per token.
     pub decode_record_cpu_seconds_per_token: Option<f64>,
+    /// Bind groups created by the decode steps after the first (0 when every step
+    /// binds what the first bound, as it should).
+    pub decode_bind_groups_after_first_step: u64,
     /// Tokens produced by greedy decoding after the prompt.
     pub generated: Vec<u32>,
     /// GPU memory held at the end: weights, KV cache, activations and step outputs.
@@ -164,14 +169,25 @@ pub fn run(ctx: &Context, path: &str, options: &BenchOptions) -> Result<BenchRep
     let started = Instant::now();
     let cpu = process_cpu_seconds();
     let mut decode_record_cpu = Some(0.0);
-    for _ in 0..options.gen_tokens {
+    let mut bind_groups_after_first = 0;
+    for i in 0..options.gen_tokens {
+        if i == 1 {
+            bind_groups_after_first = ctx.bind_groups_created();
+        }
         generated.push(next);
         let (token, record_cpu) = step(ctx, &model, &mut session, &[next])?;
         next = token;
-        decode_record_cpu = decode_record_cpu.zip(record_cpu).map(|(sum, s)| sum + s);
+        if i > 0 {
+            decode_record_cpu = decode_record_cpu.zip(record_cpu).map(|(sum, s)| sum + s);
+        }
     }
     let decode_seconds = started.elapsed().as_secs_f64();
     let decode_cpu_seconds = cpu_since(cpu);
+    let decode_bind_groups_after_first_step = if options.gen_tokens > 1 {
+        ctx.bind_groups_created() - bind_groups_after_first
+    } else {
+        0
+    };
 
     let profile = if options.profile {
         Some(profile(ctx, &model, &tokens)?)
@@ -213,8 +229,9 @@ pub fn run(ctx: &Context, path: &str, options: &BenchOptions) -> Result<BenchRep
         decode_tokens_per_second,
         prefill_record_cpu_seconds,
         decode_record_cpu_seconds_per_token: decode_record_cpu
-            .filter(|_| options.gen_tokens > 0)
-            .map(|sum| sum / options.gen_tokens as f64),
+            .filter(|_| options.gen_tokens > 1)
+            .map(|sum| sum / (options.gen_tokens - 1) as f64),
+        decode_bind_groups_after_first_step,
         generated,
         gpu_bytes: weight_gpu_bytes + session.gpu_bytes(),
         weight_gpu_bytes,

@@ -190,6 +190,39 @@ fn step_outputs_are_reused_without_disturbing_other_steps() {
     assert_eq!(run(&[5, 4, 3, 2, 1]), run(&[4, 3, 2, 1]));
 }
 
+/// Once a session has decoded one token, later decode steps bind only what it bound:
+/// no bind group (and so no parameter block) is made per token, whatever the position.
+#[test]
+fn decode_steps_create_no_bind_groups() {
+    // A context of its own: tests running beside this one create bind groups too.
+    let ctx = safetyj::gpu::Context::new_blocking().unwrap();
+    let weights = HfWeights::open(&fixture("tiny-llama"), DType::F32).unwrap();
+    let model = Model::load(&ctx, &weights, |_, _| {}).unwrap();
+    let want = expected("tiny-llama");
+    let mut session = model.new_session(&ctx, 64).unwrap();
+    model
+        .forward(&ctx, &mut session, &want.prompt[..10], Logits::Last)
+        .unwrap();
+    model
+        .forward(&ctx, &mut session, &want.prompt[10..11], Logits::Last)
+        .unwrap();
+    let before = ctx.bind_groups_created();
+    for i in 11..want.prompt.len() {
+        let logits = model
+            .forward(&ctx, &mut session, &want.prompt[i..i + 1], Logits::Last)
+            .unwrap();
+        let got = logits.read_f32(&ctx).unwrap();
+        let diff = max_diff(&got, &want.logits[i * want.vocab..(i + 1) * want.vocab]);
+        assert!(diff < TOLERANCE, "decode step {i} differs by {diff}");
+    }
+    assert_eq!(
+        ctx.bind_groups_created() - before,
+        0,
+        "decode steps at positions 11..{} created bind groups",
+        want.prompt.len()
+    );
+}
+
 mod bad_input {
     //! Checkpoints that must be refused with an error naming the file and what is
     //! wrong: GGUF files derived from tiny-llama with one thing broken.

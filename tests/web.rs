@@ -10,7 +10,7 @@ use safetyj::ops::attention::{self, Kernel};
 use safetyj::ops::kv_append::KvCache;
 use safetyj::ops::matmul::{self, Path};
 use safetyj::ops::rope::{self, Rope, RopeConfig, RopePairing};
-use safetyj::ops::{embedding, rms_norm, Elem, Tensor, WeightMatrix};
+use safetyj::ops::{embedding, rms_norm, Elem, Position, Tensor, WeightMatrix};
 use safetyj::quant::{self, DType};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
@@ -319,8 +319,9 @@ async fn rope_matches_reference_for_both_pairings() {
             for (tokens, offset) in [(1, 0), (7, 30_000)] {
                 let x = rng.f32s(tokens * heads * head_dim, 2.0);
                 let t = Tensor::from_f32(&ctx, "x", &[tokens, heads * head_dim], &x).unwrap();
+                let position = Position::new(&ctx, offset as usize).unwrap();
                 let mut encoder = ctx.encoder();
-                rope::encode(&ctx, &mut encoder, &rope, &t, heads, offset).unwrap();
+                rope::encode(&ctx, &mut encoder, &rope, &t, heads, &position).unwrap();
                 ctx.submit("web rope test", encoder).unwrap();
                 // The angles are exact (fixed-point turns), but Chromium's sin/cos on SwiftShader
                 // are coarse (errors near 2^-12 seen; lavapipe's are ~1e-7). WGSL allows
@@ -363,6 +364,7 @@ async fn check_attention(
     let out = Tensor::new(ctx, "out", &[queries, n_heads * head_dim], Elem::F32).unwrap();
     out.poison(ctx);
     let scale = 1.0 / (head_dim as f32).sqrt();
+    let position = Position::new(ctx, pos_offset).unwrap();
     let mut encoder = ctx.encoder();
     attention::encode_with(
         ctx,
@@ -371,7 +373,7 @@ async fn check_attention(
         &q,
         &cache,
         &out,
-        pos_offset,
+        &position,
         scale,
     )
     .unwrap();

@@ -670,9 +670,10 @@ fn print_report(r: &BenchReport) {
         r.decode_record_cpu_seconds_per_token,
     ) {
         println!(
-            "recording prefill {:.2} ms, decode {:.3} ms per token (CPU time in forward)",
+            "recording prefill {:.2} ms, decode {:.3} ms per token (CPU time in forward); {} bind groups made after the first decode step",
             1e3 * prefill,
-            1e3 * decode
+            1e3 * decode,
+            r.decode_bind_groups_after_first_step
         );
     }
     if let Some(profile) = &r.profile {

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::ops::kv_append::KvCache;
 use crate::ops::rope::Rope;
-use crate::ops::{self, Elem, Tensor, WeightMatrix};
+use crate::ops::{self, Elem, Position, Tensor, WeightMatrix};
 
 /// The weights of one transformer block on the GPU.
 pub struct LayerWeights {
@@ -138,6 +138,8 @@ pub enum Logits {
 pub struct Session {
     caches: Vec<KvCache>,
     len: usize,
+    /// The current step's first position, read by rope, kv_append and attention.
+    position: Position,
     scratch: Vec<Scratch>,
 }
 
@@ -213,6 +215,7 @@ impl Model {
         Ok(Session {
             caches,
             len: 0,
+            position: Position::new(ctx, 0)?,
             scratch: Vec::new(),
         })
     }
@@ -328,7 +331,8 @@ impl Model {
         // Most recently used last, so the eviction above drops the stalest size.
         let recent = session.scratch.remove(index);
         session.scratch.push(recent);
-        let pos = session.len;
+        session.position.set(ctx, session.len)?;
+        let position = &session.position;
         let s = session.scratch.last_mut().expect("pushed above");
         ctx.write_bytes(&s.ids.buffer, 0, bytemuck::cast_slice(tokens));
         let rows = match which {
@@ -376,10 +380,10 @@ impl Model {
                 layer.v_bias.as_ref(),
                 &s.v,
             )?;
-            ops::rope::encode(ctx, &mut enc, &self.rope, &s.q, c.heads, pos as u32)?;
-            ops::rope::encode(ctx, &mut enc, &self.rope, &s.k, c.kv_heads, pos as u32)?;
-            ops::kv_append::encode(ctx, &mut enc, cache, &s.k, &s.v, pos)?;
-            ops::attention::encode(ctx, &mut enc, &s.q, cache, &s.attn, pos, scale)?;
+            ops::rope::encode(ctx, &mut enc, &self.rope, &s.q, c.heads, position)?;
+            ops::rope::encode(ctx, &mut enc, &self.rope, &s.k, c.kv_heads, position)?;
+            ops::kv_append::encode(ctx, &mut enc, cache, &s.k, &s.v, position)?;
+            ops::attention::encode(ctx, &mut enc, &s.q, cache, &s.attn, position, scale)?;
             ops::matmul::encode(ctx, &mut enc, &s.attn, &layer.attn_output, None, &s.proj)?;
             ops::add::encode_in_place(ctx, &mut enc, &s.x, &s.proj)?;
             ops::rms_norm::encode(ctx, &mut enc, &s.x, &layer.ffn_norm, &s.normed, c.rms_eps)?;

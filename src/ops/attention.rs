@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Shader};
 use crate::ops::kv_append::KvCache;
-use crate::ops::{Elem, Tensor};
+use crate::ops::{Elem, Position, Tensor};
 
 const SHADER: Shader = Shader {
     name: "attention.wgsl",
@@ -56,15 +56,13 @@ struct Params {
     n_heads: u32,
     group: u32,
     capacity: u32,
-    pos_offset: u32,
-    splits: u32,
     split_keys: u32,
     scale: f32,
 }
 
 /// Records `out = softmax(scale · q Kᵀ + causal mask) V` for every head. `q` and `out`
-/// are `[T, n_heads * head_dim]` f32; query row `t` sits at position `pos_offset + t`
-/// and attends to cache positions `0 ..= pos_offset + t`, which must already hold
+/// are `[T, n_heads * head_dim]` f32; query row `t` sits at position `position + t`
+/// and attends to cache positions `0 ..= position + t`, which must already hold
 /// keys and values (see `kv_append`). Head `h` reads kv head `h / (n_heads / kv_heads)`.
 /// The kernel is picked by [`Kernel::for_queries`].
 pub fn encode(
@@ -73,7 +71,7 @@ pub fn encode(
     q: &Tensor,
     cache: &KvCache,
     out: &Tensor,
-    pos_offset: usize,
+    position: &Position,
     scale: f32,
 ) -> Result<()> {
     encode_with(
@@ -83,7 +81,7 @@ pub fn encode(
         q,
         cache,
         out,
-        pos_offset,
+        position,
         scale,
     )
 }
@@ -97,7 +95,7 @@ pub fn encode_with(
     q: &Tensor,
     cache: &KvCache,
     out: &Tensor,
-    pos_offset: usize,
+    position: &Position,
     scale: f32,
 ) -> Result<()> {
     q.expect_elem("attention", "q", Elem::F32)?;
@@ -131,6 +129,7 @@ pub fn encode_with(
         )));
     }
     let queries = q.rows();
+    let pos_offset = position.value();
     if pos_offset + queries > capacity {
         return Err(shape_error(format!(
             "queries at positions {pos_offset}..{} do not fit the KV cache capacity of {capacity} positions",
@@ -147,8 +146,6 @@ pub fn encode_with(
         n_heads: n_heads as u32,
         group: (n_heads / kv_heads) as u32,
         capacity: capacity as u32,
-        pos_offset: pos_offset as u32,
-        splits: splits as u32,
         split_keys: DECODE_SPLIT_KEYS as u32,
         scale,
     };
@@ -169,6 +166,7 @@ pub fn encode_with(
                 &pipeline,
                 &[
                     &uniform,
+                    position.buffer(),
                     &q.buffer,
                     &cache.k.buffer,
                     &cache.v.buffer,
@@ -193,6 +191,7 @@ pub fn encode_with(
                 &decode,
                 &[
                     &uniform,
+                    position.buffer(),
                     &q.buffer,
                     &cache.k.buffer,
                     &cache.v.buffer,
@@ -201,7 +200,10 @@ pub fn encode_with(
             );
             ctx.dispatch(encoder, &decode, &bind, (records as u32, 1, 1));
             let combine = ctx.pipeline(SHADER, &[("COMBINE", String::new()), head_define])?;
-            let bind = ctx.bind_group(&combine, &[&uniform, &partial, &out.buffer]);
+            let bind = ctx.bind_group(
+                &combine,
+                &[&uniform, position.buffer(), &partial, &out.buffer],
+            );
             ctx.dispatch(encoder, &combine, &bind, ((queries * n_heads) as u32, 1, 1));
         }
     }
@@ -314,8 +316,9 @@ mod tests {
         let out = Tensor::new(ctx, "out", &[queries, n_heads * head_dim], Elem::F32).unwrap();
         out.poison(ctx);
         let scale = 1.0 / (head_dim as f32).sqrt();
+        let position = Position::new(ctx, pos_offset).unwrap();
         let mut enc = ctx.encoder();
-        encode_with(ctx, &mut enc, kernel, &q, &cache, &out, pos_offset, scale).unwrap();
+        encode_with(ctx, &mut enc, kernel, &q, &cache, &out, &position, scale).unwrap();
         ctx.submit("attention test", enc).unwrap();
         let want = reference(
             &q_host, &k_host, &v_host, n_heads, kv_heads, head_dim, pos_offset, scale,
@@ -388,6 +391,7 @@ mod tests {
         let mut v_host = k_host.clone();
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut pos = 0;
+        let mut position = Position::new(ctx, 0).unwrap();
         for tokens in [33, 7, 1, 1, 1] {
             let k_new = random_f32(&mut rng, tokens * row, 1.0);
             let v_new = random_f32(&mut rng, tokens * row, 1.0);
@@ -397,9 +401,10 @@ mod tests {
             let q = Tensor::from_f32(ctx, "q", &[tokens, n_heads * head_dim], &q_host).unwrap();
             let out = Tensor::new(ctx, "out", &[tokens, n_heads * head_dim], Elem::F32).unwrap();
             out.poison(ctx);
+            position.set(ctx, pos).unwrap();
             let mut enc = ctx.encoder();
-            kv_append::encode(ctx, &mut enc, &cache, &k, &v, pos).unwrap();
-            encode(ctx, &mut enc, &q, &cache, &out, pos, scale).unwrap();
+            kv_append::encode(ctx, &mut enc, &cache, &k, &v, &position).unwrap();
+            encode(ctx, &mut enc, &q, &cache, &out, &position, scale).unwrap();
             ctx.submit("generation step", enc).unwrap();
             kv_append::reference(&mut k_host, &k_new, kv_heads, capacity, head_dim, pos);
             kv_append::reference(&mut v_host, &v_new, kv_heads, capacity, head_dim, pos);
@@ -421,10 +426,19 @@ mod tests {
     fn attention_rejects_bad_shapes_and_overflow() {
         let ctx = ctx();
         let cache = KvCache::new(ctx, "cache", 2, 16, 8).unwrap();
+        let at = |pos| Position::new(ctx, pos).unwrap();
         let run = |q: &Tensor, out: &Tensor, pos_offset: usize| {
-            encode(ctx, &mut ctx.encoder(), q, &cache, out, pos_offset, 0.5)
-                .unwrap_err()
-                .to_string()
+            encode(
+                ctx,
+                &mut ctx.encoder(),
+                q,
+                &cache,
+                out,
+                &at(pos_offset),
+                0.5,
+            )
+            .unwrap_err()
+            .to_string()
         };
         let q = Tensor::new(ctx, "q", &[3, 48], Elem::F32).unwrap();
         let out = Tensor::new(ctx, "out", &[3, 48], Elem::F32).unwrap();
@@ -432,7 +446,7 @@ mod tests {
             run(&q, &out, 14),
             "attention: queries at positions 14..17 do not fit the KV cache capacity of 16 positions"
         );
-        encode(ctx, &mut ctx.encoder(), &q, &cache, &out, 13, 0.5).unwrap();
+        encode(ctx, &mut ctx.encoder(), &q, &cache, &out, &at(13), 0.5).unwrap();
 
         let odd_heads = Tensor::new(ctx, "q", &[3, 24], Elem::F32).unwrap();
         let err = run(&odd_heads, &odd_heads, 0);
@@ -449,9 +463,17 @@ mod tests {
 
         let wide = KvCache::new(ctx, "wide", 1, 4, MAX_HEAD_DIM + 2).unwrap();
         let q_wide = Tensor::new(ctx, "q", &[1, MAX_HEAD_DIM + 2], Elem::F32).unwrap();
-        let err = encode(ctx, &mut ctx.encoder(), &q_wide, &wide, &q_wide, 0, 0.5)
-            .unwrap_err()
-            .to_string();
+        let err = encode(
+            ctx,
+            &mut ctx.encoder(),
+            &q_wide,
+            &wide,
+            &q_wide,
+            &at(0),
+            0.5,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("needs 1 to 256 values per head"), "{err}");
     }
 }

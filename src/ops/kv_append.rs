@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Shader};
-use crate::ops::{Elem, Tensor};
+use crate::ops::{Elem, Position, Tensor};
 
 const SHADER: Shader = Shader {
     name: "kv_append.wgsl",
@@ -59,21 +59,19 @@ struct Params {
     kv_heads: u32,
     head_dim: u32,
     capacity: u32,
-    pos: u32,
-    _pad: [u32; 3],
 }
 
 const WORKGROUP_SIZE: usize = 256;
 
 /// Records writing `k` and `v` (each `[T, kv_heads * head_dim]` f32) into `cache` at
-/// positions `pos .. pos + T`. Fails when those positions do not fit the capacity.
+/// positions `position .. position + T`. Fails when those do not fit the capacity.
 pub fn encode(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     cache: &KvCache,
     k: &Tensor,
     v: &Tensor,
-    pos: usize,
+    position: &Position,
 ) -> Result<()> {
     k.expect_elem("kv_append", "k", Elem::F32)?;
     v.expect_elem("kv_append", "v", Elem::F32)?;
@@ -100,6 +98,7 @@ pub fn encode(
         });
     }
     let tokens = k.rows();
+    let pos = position.value();
     if pos + tokens > capacity {
         return Err(Error::Shape {
             op: "kv_append",
@@ -117,8 +116,6 @@ pub fn encode(
         kv_heads: kv_heads as u32,
         head_dim: head_dim as u32,
         capacity: capacity as u32,
-        pos: pos as u32,
-        _pad: [0; 3],
     };
     let pipeline = ctx.pipeline(SHADER, &[])?;
     let uniform = ctx.uniform("kv_append params", &params);
@@ -126,6 +123,7 @@ pub fn encode(
         &pipeline,
         &[
             &uniform,
+            position.buffer(),
             &k.buffer,
             &v.buffer,
             &cache.k.buffer,
@@ -168,6 +166,8 @@ mod tests {
     fn kv_append_writes_only_the_new_positions() {
         let ctx = ctx();
         let mut rng = rng(11);
+        // One position buffer set before each case, as a session sets it per step.
+        let mut position = Position::new(ctx, 0).unwrap();
         for &(kv_heads, capacity, head_dim, pos, tokens) in &[
             (2, 40, 64, 0, 7),
             (2, 40, 64, 7, 1),
@@ -188,8 +188,9 @@ mod tests {
             let v_new = random_f32(&mut rng, tokens * kv_heads * head_dim, 2.0);
             let k = Tensor::from_f32(ctx, "k", &[tokens, kv_heads * head_dim], &k_new).unwrap();
             let v = Tensor::from_f32(ctx, "v", &[tokens, kv_heads * head_dim], &v_new).unwrap();
+            position.set(ctx, pos).unwrap();
             let mut enc = ctx.encoder();
-            encode(ctx, &mut enc, &cache, &k, &v, pos).unwrap();
+            encode(ctx, &mut enc, &cache, &k, &v, &position).unwrap();
             ctx.submit("kv_append test", enc).unwrap();
             reference(&mut want_k, &k_new, kv_heads, capacity, head_dim, pos);
             reference(&mut want_v, &v_new, kv_heads, capacity, head_dim, pos);
@@ -220,22 +221,23 @@ mod tests {
         let cache = KvCache::new(ctx, "cache", 2, 8, 4).unwrap();
         let k = Tensor::new(ctx, "k", &[3, 8], Elem::F32).unwrap();
         let v = Tensor::new(ctx, "v", &[3, 8], Elem::F32).unwrap();
-        let err = encode(ctx, &mut ctx.encoder(), &cache, &k, &v, 6).unwrap_err();
+        let at = |pos| Position::new(ctx, pos).unwrap();
+        let err = encode(ctx, &mut ctx.encoder(), &cache, &k, &v, &at(6)).unwrap_err();
         assert_eq!(
             err.to_string(),
             "kv_append: positions 6..9 do not fit the KV cache capacity of 8 positions"
         );
-        encode(ctx, &mut ctx.encoder(), &cache, &k, &v, 5).unwrap();
+        encode(ctx, &mut ctx.encoder(), &cache, &k, &v, &at(5)).unwrap();
 
         let narrow = Tensor::new(ctx, "k", &[3, 6], Elem::F32).unwrap();
-        let err = encode(ctx, &mut ctx.encoder(), &cache, &narrow, &narrow, 0).unwrap_err();
+        let err = encode(ctx, &mut ctx.encoder(), &cache, &narrow, &narrow, &at(0)).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("kv_append: a cache of 2 heads of 4 needs k and v of shape [T, 8]"),
             "{err}"
         );
         let short_v = Tensor::new(ctx, "v", &[2, 8], Elem::F32).unwrap();
-        let err = encode(ctx, &mut ctx.encoder(), &cache, &k, &short_v, 0).unwrap_err();
+        let err = encode(ctx, &mut ctx.encoder(), &cache, &k, &short_v, &at(0)).unwrap_err();
         assert!(err.to_string().contains("got k [3, 8], v [2, 8]"), "{err}");
     }
 }

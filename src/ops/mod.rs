@@ -8,6 +8,7 @@ pub mod attention;
 pub mod embedding;
 pub mod kv_append;
 pub mod matmul;
+mod position;
 pub mod rms_norm;
 pub mod rope;
 pub mod sample;
@@ -18,5 +19,6 @@ pub(crate) mod testing;
 pub mod token_softmax;
 mod weights;
 
+pub use position::Position;
 pub use tensor::{Elem, Tensor};
 pub use weights::{WeightChunk, WeightMatrix};

@@ -1,5 +1,6 @@
 //! Rotary position embedding (RoPE), applied in place to query or key activations
-//! shaped `[tokens, heads * head_dim]`; token `t` sits at `position_offset + t`.
+//! shaped `[tokens, heads * head_dim]`; token `t` sits at the step's first position
+//! plus `t`.
 //!
 //! Pair `i` of a head (for `i < rotary_dim / 2`) turns by `position * theta_i` with
 //! `theta_i = base^(-2i / rotary_dim) / freq_factor[i]`; dimensions from
@@ -7,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Shader};
-use crate::ops::{Elem, Tensor};
+use crate::ops::{Elem, Position, Tensor};
 
 const SHADER: Shader = Shader {
     name: "rope.wgsl",
@@ -136,19 +137,17 @@ struct Params {
     half_rotary: u32,
     heads: u32,
     head_dim: u32,
-    position_offset: u32,
-    _pad: [u32; 3],
 }
 
 /// Records RoPE in place on `x`, f32 `[tokens, heads * head_dim]`, for tokens at
-/// positions `position_offset`, `position_offset + 1`, ….
+/// positions `position`, `position + 1`, ….
 pub fn encode(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     rope: &Rope,
     x: &Tensor,
     heads: usize,
-    position_offset: u32,
+    position: &Position,
 ) -> Result<()> {
     x.expect_elem("rope", "x", Elem::F32)?;
     let config = &rope.config;
@@ -164,11 +163,12 @@ pub fn encode(
         });
     }
     let tokens = x.rows();
-    if tokens > 0 && position_offset.checked_add((tokens - 1) as u32).is_none() {
+    let first = position.value();
+    if tokens > 0 && first + (tokens - 1) > u32::MAX as usize {
         return Err(Error::Shape {
             op: "rope",
             message: format!(
-                "{tokens} tokens from position {position_offset} run past position {}",
+                "{tokens} tokens from position {first} run past position {}",
                 u32::MAX
             ),
         });
@@ -180,8 +180,6 @@ pub fn encode(
         half_rotary: half_rotary as u32,
         heads: heads as u32,
         head_dim: config.head_dim as u32,
-        position_offset,
-        _pad: [0; 3],
     };
     let defines: &[(&str, String)] = match config.pairing {
         RopePairing::Interleaved => &[],
@@ -189,7 +187,10 @@ pub fn encode(
     };
     let pipeline = ctx.pipeline(SHADER, defines)?;
     let uniform = ctx.uniform("rope params", &params);
-    let bind = ctx.bind_group(&pipeline, &[&uniform, &rope.steps, &x.buffer]);
+    let bind = ctx.bind_group(
+        &pipeline,
+        &[&uniform, position.buffer(), &rope.steps, &x.buffer],
+    );
     ctx.dispatch(
         encoder,
         &pipeline,
@@ -259,8 +260,9 @@ mod tests {
         offset: u32,
     ) -> Vec<f32> {
         let t = Tensor::from_f32(ctx, "x", &[tokens, heads * rope.config().head_dim], x).unwrap();
+        let position = Position::new(ctx, offset as usize).unwrap();
         let mut enc = ctx.encoder();
-        encode(ctx, &mut enc, rope, &t, heads, offset).unwrap();
+        encode(ctx, &mut enc, rope, &t, heads, &position).unwrap();
         ctx.submit("rope test", enc).unwrap();
         t.read_f32(ctx).unwrap()
     }
@@ -375,14 +377,16 @@ mod tests {
         );
 
         let rope = Rope::new(ctx, config(64, 64, 1e4, neox, false)).unwrap();
+        let start = Position::new(ctx, 0).unwrap();
         let x = Tensor::new(ctx, "x", &[3, 200], Elem::F32).unwrap();
-        let err = encode(ctx, &mut ctx.encoder(), &rope, &x, 3, 0).unwrap_err();
+        let err = encode(ctx, &mut ctx.encoder(), &rope, &x, 3, &start).unwrap_err();
         assert_eq!(
             err.to_string(),
             "rope: x [3, 200] must have rows of 3 heads x 64 dims = 192 values"
         );
         let x = Tensor::new(ctx, "x", &[3, 192], Elem::F32).unwrap();
-        let err = encode(ctx, &mut ctx.encoder(), &rope, &x, 3, u32::MAX - 1).unwrap_err();
+        let late = Position::new(ctx, u32::MAX as usize - 1).unwrap();
+        let err = encode(ctx, &mut ctx.encoder(), &rope, &x, 3, &late).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -392,7 +396,7 @@ mod tests {
             )
         );
         let ids = Tensor::new(ctx, "ids", &[3, 192], Elem::U32).unwrap();
-        let err = encode(ctx, &mut ctx.encoder(), &rope, &ids, 3, 0).unwrap_err();
+        let err = encode(ctx, &mut ctx.encoder(), &rope, &ids, 3, &start).unwrap_err();
         assert_eq!(err.to_string(), "rope: x must be F32, not U32");
     }
 }
