@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::formats::MmapSource;
-use crate::gpu::Context;
+use crate::gpu::{Context, Encoder};
 use crate::model::load::GgufWeights;
 use crate::model::{Logits, Model, Session};
 use crate::ops::{self, Elem, Tensor, WeightMatrix};
@@ -312,7 +312,7 @@ fn aggregate(dispatches: Vec<(String, f64)>) -> Vec<OpTime> {
 fn best_seconds(
     ctx: &Context,
     repeats: usize,
-    mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+    mut record: impl FnMut(&mut Encoder) -> Result<()>,
 ) -> Result<f64> {
     let mut best = f64::INFINITY;
     for run in 0..=repeats {

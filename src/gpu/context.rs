@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::Encoder;
 use crate::error::{Error, Result};
 
 /// A WGSL kernel source: its file name (for errors and the cache key) and text.
@@ -571,7 +572,7 @@ impl Context {
     /// `wid.x + wid.y * num_workgroups.x`).
     pub fn dispatch(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Encoder,
         pipeline: &wgpu::ComputePipeline,
         bind_group: &wgpu::BindGroup,
         workgroups: (u32, u32, u32),
@@ -598,10 +599,22 @@ impl Context {
                 end_of_pass_write_index: Some(first + 1),
             })
         });
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes,
-        });
+        // A timed dispatch needs a pass of its own, whose beginning and end are
+        // stamped; untimed ones share the encoder's open pass.
+        let mut timed;
+        let pass = match timestamp_writes {
+            Some(timestamp_writes) => {
+                timed = encoder
+                    .commands()
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: Some(timestamp_writes),
+                    })
+                    .forget_lifetime();
+                &mut timed
+            }
+            None => encoder.pass(),
+        };
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(x, y, z);
@@ -658,7 +671,9 @@ impl Context {
             })
         })?;
         let mut encoder = self.encoder();
-        encoder.resolve_query_set(&profiler.queries, 0..count, &resolved, 0);
+        encoder
+            .commands()
+            .resolve_query_set(&profiler.queries, 0..count, &resolved, 0);
         self.submit("resolving timestamps", encoder)?;
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&pollster::block_on(self.read_bytes(
             &resolved,
@@ -691,14 +706,16 @@ impl Context {
             })
     }
 
-    /// A fresh command encoder.
-    pub fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+    /// A fresh encoder for the commands of one submit.
+    pub fn encoder(&self) -> Encoder {
+        Encoder::new(
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default()),
+        )
     }
 
     /// Submits `encoder`, surfacing any error it raised as a typed error naming `context`.
-    pub fn submit(&self, context: &str, encoder: wgpu::CommandEncoder) -> Result<()> {
+    pub fn submit(&self, context: &str, encoder: Encoder) -> Result<()> {
         self.scoped(context, || {
             self.queue.submit([encoder.finish()]);
         })?;

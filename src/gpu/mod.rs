@@ -2,9 +2,11 @@
 //! cache, buffers and readback. Everything above this module speaks in [`Context`].
 
 mod context;
+mod encoder;
 mod preprocess;
 
 pub use context::{
     AdapterSummary, Capabilities, Context, ContextOptions, Shader, PROFILE_MAX_DISPATCHES,
 };
+pub use encoder::Encoder;
 pub use preprocess::preprocess;

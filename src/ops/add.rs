@@ -2,7 +2,7 @@
 //! in-place residual update `a += b`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Shader};
+use crate::gpu::{Context, Encoder, Shader};
 use crate::ops::{Elem, Tensor};
 
 const SHADER: Shader = Shader {
@@ -43,7 +43,7 @@ fn check_operands(a: &Tensor, b: &Tensor) -> Result<()> {
 
 fn record(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     in_place: bool,
     buffers: &[&wgpu::Buffer],
     len: usize,
@@ -77,7 +77,7 @@ fn record(
 /// buffer of its own (use [`encode_in_place`] to update `a`).
 pub fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     a: &Tensor,
     b: &Tensor,
     output: &Tensor,
@@ -110,12 +110,7 @@ pub fn encode(
 }
 
 /// Records the residual update `a += b` (f32, same shape, distinct buffers).
-pub fn encode_in_place(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    a: &Tensor,
-    b: &Tensor,
-) -> Result<()> {
+pub fn encode_in_place(ctx: &Context, encoder: &mut Encoder, a: &Tensor, b: &Tensor) -> Result<()> {
     check_operands(a, b)?;
     record(ctx, encoder, true, &[&a.buffer, &b.buffer], a.len())
 }

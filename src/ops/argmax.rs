@@ -6,7 +6,7 @@
 //! [`NO_TOKEN`]. `-inf` is an ordinary (smallest) value.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Shader};
+use crate::gpu::{Context, Encoder, Shader};
 use crate::ops::{Elem, Tensor};
 
 const SHADER: Shader = Shader {
@@ -31,7 +31,7 @@ struct Params {
 /// `slot` elements, so a decode loop can collect its tokens in one buffer.
 pub fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     logits: &Tensor,
     row: usize,
     output: &Tensor,

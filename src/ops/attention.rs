@@ -2,7 +2,7 @@
 //! online (flash-style) softmax so that no `[queries, keys]` score matrix is stored.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Shader};
+use crate::gpu::{Context, Encoder, Shader};
 use crate::ops::kv_append::KvCache;
 use crate::ops::{Elem, Position, Tensor};
 
@@ -67,7 +67,7 @@ struct Params {
 /// The kernel is picked by [`Kernel::for_queries`].
 pub fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     q: &Tensor,
     cache: &KvCache,
     out: &Tensor,
@@ -90,7 +90,7 @@ pub fn encode(
 #[allow(clippy::too_many_arguments)]
 pub fn encode_with(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     kernel: Kernel,
     q: &Tensor,
     cache: &KvCache,

@@ -5,7 +5,7 @@
 //! is left unwritten. Callers validate ids with [`check_ids`] before encoding.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Shader};
+use crate::gpu::{Context, Encoder, Shader};
 use crate::ops::matmul::dtype_define;
 use crate::ops::{Elem, Tensor, WeightMatrix};
 use crate::quant::DType;
@@ -52,7 +52,7 @@ pub fn check_ids(ids: &[u32], vocab: usize) -> Result<()> {
 /// checked by [`check_ids`], `table` is vocab × d, `output` is f32 `[T, d]`.
 pub fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     ids: &Tensor,
     table: &WeightMatrix,
     output: &Tensor,

@@ -1,7 +1,7 @@
 //! Appending new key and value rows to a layer's preallocated KV cache.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Shader};
+use crate::gpu::{Context, Encoder, Shader};
 use crate::ops::{Elem, Position, Tensor};
 
 const SHADER: Shader = Shader {
@@ -67,7 +67,7 @@ const WORKGROUP_SIZE: usize = 256;
 /// positions `position .. position + T`. Fails when those do not fit the capacity.
 pub fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     cache: &KvCache,
     k: &Tensor,
     v: &Tensor,

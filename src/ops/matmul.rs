@@ -5,7 +5,7 @@
 //! works with both; [`choose_path`] picks one from the shape.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Shader};
+use crate::gpu::{Context, Encoder, Shader};
 use crate::ops::{Elem, Tensor, WeightMatrix};
 use crate::quant::DType;
 
@@ -87,7 +87,7 @@ pub(crate) fn dtype_define(dtype: DType) -> (&'static str, String) {
 /// `output` is f32 `[.., N]` with M rows.
 pub fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     input: &Tensor,
     weight: &WeightMatrix,
     bias: Option<&Tensor>,
@@ -107,7 +107,7 @@ pub fn encode(
 /// Like [`encode`] with the kernel chosen by the caller (tests force each path).
 pub fn encode_with_path(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     input: &Tensor,
     weight: &WeightMatrix,
     bias: Option<&Tensor>,

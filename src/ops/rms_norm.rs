@@ -2,7 +2,7 @@
 //! `y = x / sqrt(mean(x²) + eps) * w`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Shader};
+use crate::gpu::{Context, Encoder, Shader};
 use crate::ops::{Elem, Tensor};
 
 const SHADER: Shader = Shader {
@@ -23,7 +23,7 @@ struct Params {
 /// are `[rows, cols]` f32; `weight` has `cols` values; `eps` comes from the model config.
 pub fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     input: &Tensor,
     weight: &Tensor,
     output: &Tensor,

@@ -7,7 +7,7 @@
 //! `rotary_dim` on are left as they are.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Shader};
+use crate::gpu::{Context, Encoder, Shader};
 use crate::ops::{Elem, Position, Tensor};
 
 const SHADER: Shader = Shader {
@@ -143,7 +143,7 @@ struct Params {
 /// positions `position`, `position + 1`, ….
 pub fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     rope: &Rope,
     x: &Tensor,
     heads: usize,

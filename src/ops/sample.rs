@@ -23,7 +23,7 @@
 //! three more. Greedy decoding with argmax is a single pass.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Shader};
+use crate::gpu::{Context, Encoder, Shader};
 use crate::ops::argmax::check_row;
 pub use crate::ops::argmax::NO_TOKEN;
 use crate::ops::Tensor;
@@ -92,7 +92,7 @@ impl SampleParams {
 #[allow(clippy::too_many_arguments)]
 pub fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     logits: &Tensor,
     row: usize,
     output: &Tensor,

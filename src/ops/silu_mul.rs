@@ -2,7 +2,7 @@
 //! `silu(x) = x * sigmoid(x)`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Shader};
+use crate::gpu::{Context, Encoder, Shader};
 use crate::ops::{Elem, Tensor};
 
 const SHADER: Shader = Shader {
@@ -24,7 +24,7 @@ struct Params {
 /// shape; `output` must be a buffer of its own.
 pub fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     gate: &Tensor,
     up: &Tensor,
     output: &Tensor,

@@ -15,7 +15,7 @@
 //! renormalisation of the others; an id listed twice counts twice.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Shader};
+use crate::gpu::{Context, Encoder, Shader};
 use crate::ops::{Elem, Tensor};
 
 const SHADER: Shader = Shader {
@@ -37,7 +37,7 @@ struct Params {
 /// is a non-empty u32 tensor; `log_probs` and `probs` are f32 of the same shape as `ids`.
 pub fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut Encoder,
     logits: &Tensor,
     row: usize,
     ids: &Tensor,
