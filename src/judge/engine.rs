@@ -309,18 +309,36 @@ impl Judge {
         }
         let mut first: Vec<u32> = ids[cached..].to_vec();
         first.extend_from_slice(&safe_ids[..common]);
-        let logits = self
-            .model
-            .forward(&self.ctx, &mut state.session, &first, Logits::Last)?;
+        let (safe_rest, unsafe_rest) = (&safe_ids[common..], &unsafe_ids[common..]);
+        // One submit runs the prompt and scores both labels' first tokens.
+        let ctx = &self.ctx;
+        let first_ids = Tensor::from_u32(ctx, "label tokens", &[2], &[safe_rest[0], unsafe_rest[0]])?;
+        let first_log_probs = Tensor::new(ctx, "label log-probs", &[2], Elem::F32)?;
+        let first_probs = Tensor::new(ctx, "label probs", &[2], Elem::F32)?;
+        self.model
+            .forward_then(ctx, &mut state.session, &first, Logits::Last, |encoder, logits| {
+                ops::token_softmax::encode(
+                    ctx,
+                    encoder,
+                    logits,
+                    0,
+                    &first_ids,
+                    &first_log_probs,
+                    &first_probs,
+                )
+            })?;
         // Scoring and the critique only write positions after the prompt.
         state.cached = ids.clone();
         let base = state.session.len();
-        let lp_safe = self
-            .sequence_logprob(&logits, &mut state.session, &safe_ids[common..], base)
-            .await?;
-        let lp_unsafe = self
-            .sequence_logprob(&logits, &mut state.session, &unsafe_ids[common..], base)
-            .await?;
+        let first_lp = first_log_probs.read_f32_async(ctx).await?;
+        let lp_safe = first_lp[0] as f64
+            + self
+                .continuation_logprob(&mut state.session, safe_rest, base)
+                .await?;
+        let lp_unsafe = first_lp[1] as f64
+            + self
+                .continuation_logprob(&mut state.session, unsafe_rest, base)
+                .await?;
         // P(unsafe) = e^u / (e^s + e^u), computed without overflow.
         let p_unsafe = 1.0 / (1.0 + (lp_safe - lp_unsafe).exp());
         let label = if p_unsafe >= self.options.threshold {
@@ -381,23 +399,26 @@ impl Judge {
         })
     }
 
-    /// log P(`rest` | the session up to `base`), where `first_logits` are the logits
-    /// at position `base - 1`. The session is left at `base`.
-    async fn sequence_logprob(
+    /// log P(`label[1..]` | the session up to `base`, then `label[0]`): 0 for a
+    /// one-token label. The session is left at `base`.
+    async fn continuation_logprob(
         &self,
-        first_logits: &Tensor,
         session: &mut Session,
-        rest: &[u32],
+        label: &[u32],
         base: usize,
     ) -> Result<f64> {
-        let mut total = self.token_logprob(first_logits, 0, rest[0]).await?;
-        if rest.len() > 1 {
-            let logits =
-                self.model
-                    .forward(&self.ctx, session, &rest[..rest.len() - 1], Logits::All)?;
-            for (row, &token) in rest[1..].iter().enumerate() {
-                total += self.token_logprob(&logits, row, token).await?;
-            }
+        if label.len() < 2 {
+            return Ok(0.0);
+        }
+        let logits = self.model.forward(
+            &self.ctx,
+            session,
+            &label[..label.len() - 1],
+            Logits::All,
+        )?;
+        let mut total = 0.0;
+        for (row, &token) in label[1..].iter().enumerate() {
+            total += self.token_logprob(&logits, row, token).await?;
         }
         session.truncate(base)?;
         Ok(total)

@@ -3,7 +3,7 @@
 
 use super::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::gpu::Context;
+use crate::gpu::{Context, Encoder};
 use crate::ops::kv_append::KvCache;
 use crate::ops::rope::Rope;
 use crate::ops::{self, Elem, Position, Tensor, WeightMatrix};
@@ -302,6 +302,19 @@ impl Model {
         tokens: &[u32],
         which: Logits,
     ) -> Result<Tensor> {
+        self.forward_then(ctx, session, tokens, which, |_, logits| Ok(logits.clone()))
+    }
+
+    /// [`Model::forward`], with `then` recording more work on the step's logits
+    /// (picking the next token, scoring labels) into the same submit.
+    pub fn forward_then<T>(
+        &self,
+        ctx: &Context,
+        session: &mut Session,
+        tokens: &[u32],
+        which: Logits,
+        then: impl FnOnce(&mut Encoder, &Tensor) -> Result<T>,
+    ) -> Result<T> {
         let c = &self.config;
         let t = tokens.len();
         if t == 0 {
@@ -405,8 +418,9 @@ impl Model {
         };
         ops::rms_norm::encode(ctx, &mut enc, hidden, &self.output_norm, normed, c.rms_eps)?;
         ops::matmul::encode(ctx, &mut enc, normed, self.output_matrix(), None, &logits)?;
+        let result = then(&mut enc, &logits)?;
         ctx.submit("running a forward step", enc)?;
         session.len += t;
-        Ok(logits)
+        Ok(result)
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::forward::{Logits, Model, Session};
 use crate::error::{Error, Result};
-use crate::gpu::Context;
+use crate::gpu::{Context, Encoder};
 use crate::ops::sample::SampleParams;
 use crate::ops::{self, Elem, Tensor};
 use crate::tokenizer::Tokenizer;
@@ -73,19 +73,17 @@ impl Uniform {
     }
 }
 
-/// Picks the next token from row `row` of `logits` on the GPU and reads back only
-/// that token, awaiting the GPU (native and web).
-pub async fn next_token_async(
+/// Records picking the next token from the first row of `logits` into `out`.
+fn record_pick(
     ctx: &Context,
+    encoder: &mut Encoder,
     logits: &Tensor,
-    row: usize,
     sampling: Sampling,
     u: f32,
-) -> Result<u32> {
-    let out = Tensor::new(ctx, "next token", &[1], Elem::U32)?;
-    let mut enc = ctx.encoder();
+    out: &Tensor,
+) -> Result<()> {
     match sampling {
-        Sampling::Greedy => ops::argmax::encode(ctx, &mut enc, logits, row, &out, 0)?,
+        Sampling::Greedy => ops::argmax::encode(ctx, encoder, logits, 0, out, 0),
         Sampling::Random {
             temperature,
             top_k,
@@ -97,29 +95,16 @@ pub async fn next_token_async(
                 top_k,
                 top_p,
             };
-            ops::sample::encode(ctx, &mut enc, logits, row, &out, 0, &params, u)?
+            ops::sample::encode(ctx, encoder, logits, 0, out, 0, &params, u)
         }
     }
-    ctx.submit("choosing the next token", enc)?;
-    Ok(out.read_u32_async(ctx).await?[0])
-}
-
-/// Blocking form of [`next_token_async`] (native only).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn next_token(
-    ctx: &Context,
-    logits: &Tensor,
-    row: usize,
-    sampling: Sampling,
-    u: f32,
-) -> Result<u32> {
-    pollster::block_on(next_token_async(ctx, logits, row, sampling, u))
 }
 
 /// Runs `prompt` (appended to what `session` already holds) and generates up to
 /// `options.max_tokens` tokens, calling `on_text` with each new piece of text as soon
 /// as it is complete UTF-8; return `ControlFlow::Break` from it to stop early.
-/// Reads back only the chosen tokens, awaiting the GPU (native and web).
+/// Each step is one submit (the forward pass and the pick) and reads back only the
+/// chosen token, awaiting the GPU (native and web).
 pub async fn generate_async(
     ctx: &Context,
     model: &Model,
@@ -145,8 +130,14 @@ pub async fn generate_async(
         Sampling::Greedy => 1,
     });
     let started = web_time::Instant::now();
-    let logits = model.forward(ctx, session, prompt, Logits::Last)?;
-    let mut next = next_token_async(ctx, &logits, 0, options.sampling, uniform.next()).await?;
+    let chosen = Tensor::new(ctx, "next token", &[1], Elem::U32)?;
+    let step = |session: &mut Session, tokens: &[u32], u: f32| {
+        model.forward_then(ctx, session, tokens, Logits::Last, |encoder, logits| {
+            record_pick(ctx, encoder, logits, options.sampling, u, &chosen)
+        })
+    };
+    step(session, prompt, uniform.next())?;
+    let mut next = chosen.read_u32_async(ctx).await?[0];
     let prefill = started.elapsed();
     let decode_started = web_time::Instant::now();
 
@@ -179,8 +170,8 @@ pub async fn generate_async(
         if session.len() >= session.capacity() {
             break StopReason::ContextFull;
         }
-        let logits = model.forward(ctx, session, &[next], Logits::Last)?;
-        next = next_token_async(ctx, &logits, 0, options.sampling, uniform.next()).await?;
+        step(session, &[next], uniform.next())?;
+        next = chosen.read_u32_async(ctx).await?[0];
     };
     if stop != StopReason::StopString {
         let rest = decoder.finish();

@@ -119,8 +119,69 @@ impl std::fmt::Display for DType {
     }
 }
 
+/// llama.cpp's `general.file_type` values (`llama_ftype`) and their names: the
+/// quantization recipe a whole GGUF file was made with.
+const FILE_TYPES: [(u32, &str); 31] = [
+    (0, "F32"),
+    (1, "F16"),
+    (2, "Q4_0"),
+    (3, "Q4_1"),
+    (7, "Q8_0"),
+    (8, "Q5_0"),
+    (9, "Q5_1"),
+    (10, "Q2_K"),
+    (11, "Q3_K_S"),
+    (12, "Q3_K_M"),
+    (13, "Q3_K_L"),
+    (14, "Q4_K_S"),
+    (15, "Q4_K_M"),
+    (16, "Q5_K_S"),
+    (17, "Q5_K_M"),
+    (18, "Q6_K"),
+    (19, "IQ2_XXS"),
+    (20, "IQ2_XS"),
+    (21, "Q2_K_S"),
+    (22, "IQ3_XS"),
+    (23, "IQ3_XXS"),
+    (24, "IQ1_S"),
+    (25, "IQ4_NL"),
+    (26, "IQ3_S"),
+    (27, "IQ3_M"),
+    (28, "IQ2_S"),
+    (29, "IQ2_M"),
+    (30, "IQ4_XS"),
+    (31, "IQ1_M"),
+    (32, "BF16"),
+    (36, "TQ1_0"),
+];
+
+/// The name llama.cpp gives a `general.file_type` value, e.g. 15 → `Q4_K_M` (a file
+/// of mostly Q4_K matrices with some Q6_K or fallback types); `None` for values it
+/// does not define.
+pub fn file_type_name(id: u32) -> Option<&'static str> {
+    FILE_TYPES
+        .iter()
+        .find(|&&(known, _)| known == id)
+        .map(|&(_, name)| name)
+}
+
 mod dequant;
 mod quantize;
 
 pub use dequant::{dequantize, dequantize_to_vec};
 pub use quantize::quantize;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_types_are_named_as_llama_cpp_names_them() {
+        assert_eq!(file_type_name(15), Some("Q4_K_M"));
+        assert_eq!(file_type_name(3), Some("Q4_1"));
+        assert_eq!(file_type_name(32), Some("BF16"));
+        // 4 and 5 were Q4_1_SOME_F16 / Q4_2 and are gone from llama.cpp.
+        assert_eq!(file_type_name(4), None);
+        assert_eq!(file_type_name(1000), None);
+    }
+}

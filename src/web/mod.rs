@@ -101,7 +101,8 @@ export interface Capabilities {
 }
 
 /** The loaded model. `context` is the model's trained context length; `quant` the
- *  storage type holding most of its weight bytes; `standIn` is null for a URL. */
+ *  file's quantization recipe as llama.cpp names it (`Q4_K_M`), or else the storage
+ *  type holding most of its weight bytes; `standIn` is null for a URL. */
 export interface ModelInfo {
   name: string;
   arch: string;
@@ -348,8 +349,16 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
 
-/// The storage type holding most of the file's tensor bytes.
-fn dominant_type(file: &GgufFile) -> String {
+/// The file's quantization recipe from `general.file_type` (`Q4_K_M`), or else the
+/// storage type holding most of its tensor bytes.
+fn quant_name(file: &GgufFile) -> String {
+    if let Some(name) = file
+        .get_u32("general.file_type")
+        .ok()
+        .and_then(crate::quant::file_type_name)
+    {
+        return name.to_string();
+    }
     let mut bytes: Vec<(crate::quant::DType, u64)> = Vec::new();
     for info in file.tensors() {
         match bytes.iter_mut().find(|(t, _)| *t == info.dtype) {
@@ -452,7 +461,7 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         hidden: c.hidden,
         vocab: c.vocab,
         context: c.context,
-        quant: dominant_type(&header),
+        quant: quant_name(&header),
         file_bytes: version.length,
         stand_in: resolved.preset.as_ref().map(|p| p.stand_in),
     };
