@@ -121,6 +121,8 @@ impl std::fmt::Display for DType {
 
 mod dequant;
 mod quantize;
+mod random;
 
 pub use dequant::{dequantize, dequantize_to_vec};
 pub use quantize::quantize;
+pub use random::{random_weights, WeightRng};
