@@ -102,9 +102,12 @@ fn a_synthetic_model_loads_and_gives_finite_logits() {
         .unwrap()
         .read_f32(ctx)
         .unwrap();
-    assert!(next.iter().all(|v| v.is_finite()), "non-finite decode logits");
-    let spread = next.iter().fold(f32::MIN, |m, &v| m.max(v))
-        - next.iter().fold(f32::MAX, |m, &v| m.min(v));
+    assert!(
+        next.iter().all(|v| v.is_finite()),
+        "non-finite decode logits"
+    );
+    let spread =
+        next.iter().fold(f32::MIN, |m, &v| m.max(v)) - next.iter().fold(f32::MAX, |m, &v| m.min(v));
     assert!(spread > 0.0, "constant logits");
 }
 
@@ -115,8 +118,14 @@ fn norms_are_near_one_and_the_same_seed_gives_the_same_bytes_from_a_skeleton() {
     let from_skeleton = synth(&skeleton, "seed-b.gguf", 5, false);
     let other_seed = synth(&skeleton, "seed-c.gguf", 6, false);
     let a = std::fs::read(&from_real).unwrap();
-    assert!(a == std::fs::read(&from_skeleton).unwrap(), "same seed, different bytes");
-    assert!(a != std::fs::read(&other_seed).unwrap(), "different seeds, same bytes");
+    assert!(
+        a == std::fs::read(&from_skeleton).unwrap(),
+        "same seed, different bytes"
+    );
+    assert!(
+        a != std::fs::read(&other_seed).unwrap(),
+        "different seeds, same bytes"
+    );
 
     let source = FileSource::open(&from_real).unwrap();
     let file = GgufFile::read(&source).unwrap();
@@ -141,13 +150,19 @@ fn bad_inputs_and_unwritable_outputs_are_clear_errors() {
     let text = dir.join("notes.txt");
     std::fs::write(&text, "these are not the weights you are looking for").unwrap();
     let err = error(&text, &out);
-    assert!(err.contains("notes.txt") && err.contains("not a GGUF file"), "{err}");
+    assert!(
+        err.contains("notes.txt") && err.contains("not a GGUF file"),
+        "{err}"
+    );
 
     let bytes = std::fs::read(tiny_gguf()).unwrap();
     let cut = dir.join("cut.gguf");
     std::fs::write(&cut, &bytes[..200]).unwrap();
     let err = error(&cut, &out);
-    assert!(err.contains("cut.gguf") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("cut.gguf") && err.contains("truncated"),
+        "{err}"
+    );
 
     let err = error(&dir.join("absent.gguf"), &out);
     assert!(err.contains("absent.gguf"), "{err}");
@@ -155,5 +170,8 @@ fn bad_inputs_and_unwritable_outputs_are_clear_errors() {
 
     let unwritable = dir.join("no-such-folder").join("model.gguf");
     let err = error(tiny_gguf(), &unwritable);
-    assert!(err.starts_with("writing ") && err.contains("no-such-folder"), "{err}");
+    assert!(
+        err.starts_with("writing ") && err.contains("no-such-folder"),
+        "{err}"
+    );
 }

@@ -99,11 +99,13 @@ fn write(
 
 /// Random data for one tensor, as its stored type.
 fn random_tensor(rng: &mut WeightRng, info: &GgufTensorInfo) -> Result<Vec<u8>> {
-    let elems = usize::try_from(info.elements()).map_err(|_| Error::Unsupported(format!(
-        "tensor `{}` ({} elements) does not fit in memory",
-        info.name,
-        info.elements()
-    )))?;
+    let elems = usize::try_from(info.elements()).map_err(|_| {
+        Error::Unsupported(format!(
+            "tensor `{}` ({} elements) does not fit in memory",
+            info.name,
+            info.elements()
+        ))
+    })?;
     let is_float = info.dtype.block_elems() == 1;
     if info.dims.len() == 1 && is_float {
         let near_one = info.name.ends_with("norm.weight") || info.name == ROPE_FREQS;

@@ -82,7 +82,9 @@ pub fn random_weights(rng: &mut WeightRng, dtype: DType, elems: usize) -> Result
     if elems % be != 0 {
         return Err(Error::Shape {
             op: "random weights",
-            message: format!("{elems} values are not a whole number of {be}-element {dtype} blocks"),
+            message: format!(
+                "{elems} values are not a whole number of {be}-element {dtype} blocks"
+            ),
         });
     }
     if be == 1 {
@@ -115,8 +117,14 @@ mod tests {
             assert_eq!(values.len(), elems, "{dtype}");
             assert!(values.iter().all(|v| v.is_finite()), "{dtype}: non-finite");
             let largest = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-            assert!(largest > 0.0 && largest < 100.0, "{dtype}: largest |value| {largest}");
-            assert!(values.iter().any(|&v| v < 0.0) && values.iter().any(|&v| v > 0.0), "{dtype}");
+            assert!(
+                largest > 0.0 && largest < 100.0,
+                "{dtype}: largest |value| {largest}"
+            );
+            assert!(
+                values.iter().any(|&v| v < 0.0) && values.iter().any(|&v| v > 0.0),
+                "{dtype}"
+            );
         }
     }
 
@@ -132,7 +140,11 @@ mod tests {
     #[test]
     fn partial_blocks_are_refused() {
         let err = random_weights(&mut WeightRng::new(0), DType::Q8_0, 33).unwrap_err();
-        assert!(err.to_string().contains("33 values are not a whole number of 32-element Q8_0 blocks"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("33 values are not a whole number of 32-element Q8_0 blocks"),
+            "{err}"
+        );
     }
 
     #[test]
