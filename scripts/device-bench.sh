@@ -9,7 +9,8 @@
 #   4. per model: synthesize random weights of the skeleton's exact tensor types on
 #      local disk, then `safetyj bench --json --profile` at each size.
 # Every result is written to $OUT as soon as it exists (nothing is lost if the call
-# is cut off); stdout gets a one-screen summary. At most 8 files land in $OUT.
+# is cut off); stdout gets a one-screen summary. $OUT gets 4 files plus one JSON per
+# bench run; the device tool brings back 8 at most, so keep to 4 bench runs.
 #
 # Environment (defaults for the H200; shrink them to try the chain on lavapipe):
 #   OUT            where results go (the device tool sets it; /tmp/devbench-out otherwise)
@@ -153,8 +154,8 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"  {r['model'].split('/')[-1]} on {r['adapter']} ({r['backend']}), load {r['load_seconds']:.1f} s")
 print(f"  prefill {r['prompt_tokens']:>4} tok: {r['prefill_tokens_per_second']:9.1f} tok/s, "
-      f"{r['prefill_flops_per_second']/1e12:6.2f} TFLOP/s = {100*r['prefill_matmul_fraction']:5.1f}% of GEMM ceiling "
-      f"({r['matmul_flops_per_second']/1e12:.2f} TFLOP/s)")
+      f"{r['prefill_flops_per_second']/1e9:9.1f} GFLOP/s = {100*r['prefill_matmul_fraction']:5.1f}% of GEMM ceiling "
+      f"({r['matmul_flops_per_second']/1e9:.1f} GFLOP/s)")
 print(f"  decode  {r['gen_tokens']:>4} tok: {r['decode_tokens_per_second']:9.1f} tok/s, "
       f"{r['weight_bytes_per_token']*r['decode_tokens_per_second']/1e9:7.1f} GB/s = "
       f"{100*r['decode_bandwidth_fraction']:5.1f}% of copy bandwidth ({r['copy_bandwidth_bytes_per_second']/1e9:.0f} GB/s)")

@@ -51,9 +51,14 @@ if [[ -z "${SKIP_GL:-}" ]]; then
     mkdir -p "$dest/gl" "$lists/partial"
     apt_arch=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
     apt-get "${apt_arch[@]}" update >&2
-    rm -f "$dest"/gl/*.deb
-    (cd "$dest/gl" && apt-get "${apt_arch[@]}" download \
+    # apt's sandbox user must be able to write where the debs land.
+    debs="$(mktemp -d)"
+    chmod 777 "$debs"
+    (cd "$debs" && apt-get "${apt_arch[@]}" download \
         libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >&2)
+    rm -f "$dest"/gl/*.deb
+    mv "$debs"/*.deb "$dest/gl/"
+    rmdir "$debs"
 fi
 
 total_bytes="$(du -sb "$dest" | cut -f1)"
@@ -66,7 +71,9 @@ if (( total_mib >= limit_mib )); then
 fi
 cat <<EOF
 
-Run it on the lent GPU (one call; the script keeps itself inside ~7 minutes):
+Run it on the lent GPU from the checkout the device tool sends (this script must
+have run in that checkout, so that .devbench is there), in one call; the script keeps
+itself inside ~7 minutes:
   run(command="bash scripts/device-bench.sh", carry=[".devbench"], timeout_s=540)
 Every bench JSON, the kernel-test log and the summary land in \$OUT; call give_back after.
 EOF
