@@ -79,7 +79,7 @@ fn scale_offsets(dtype: DType) -> &'static [usize] {
 /// of blocks.
 pub fn random_weights(rng: &mut WeightRng, dtype: DType, elems: usize) -> Result<Vec<u8>> {
     let (be, bb) = (dtype.block_elems(), dtype.block_bytes());
-    if elems % be != 0 {
+    if !elems.is_multiple_of(be) {
         return Err(Error::Shape {
             op: "random weights",
             message: format!(
