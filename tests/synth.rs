@@ -68,6 +68,7 @@ fn a_header_only_file_is_refused_by_the_model_loader_with_a_clear_error() {
     };
     assert!(err.contains("refused.gguf"), "{err}");
     assert!(err.contains("runs past the end of the file"), "{err}");
+    assert!(err.contains("a header-only skeleton"), "{err}");
     let file = header(&skeleton);
     let first = &file.tensors()[0].name;
     let err = file

@@ -776,14 +776,20 @@ fn parse_header(cur: &mut Cursor, data: DataCheck) -> Parsed<GgufFile> {
                 info.file_offset = start
             }
             _ => {
+                let header_only = if data_offset >= cur.file_len {
+                    "; the file holds no tensor data at all: a header-only skeleton, which \
+                     `safetyj synth --like` turns into a loadable model of random weights"
+                } else {
+                    ""
+                };
                 return Err(cur.fail(format!(
-                    "tensor `{}` ({} bytes at data offset {}, file offset {}) runs past the end of the file ({} bytes)",
+                    "tensor `{}` ({} bytes at data offset {}, file offset {}) runs past the end of the file ({} bytes){header_only}",
                     info.name,
                     info.size,
                     info.offset,
                     data_offset as u128 + info.offset as u128,
                     cur.file_len
-                )))
+                )));
             }
         }
     }
