@@ -58,6 +58,27 @@ enum Command {
         #[arg(long)]
         profile: bool,
     },
+    /// Write a GGUF file with the metadata and exactly the tensor names, types and
+    /// shapes of another, every tensor filled with seeded random valid data (speed
+    /// does not depend on the values), or with --header-only the header alone: a
+    /// few MB that stand in for the real file as --like wherever it cannot travel.
+    Synth {
+        /// The model to copy the layout of: a GGUF file, or a preset name (fetched into
+        /// the cache on first use). Only its header is read, so a header-only file
+        /// made by --header-only works as well as the real one.
+        #[arg(long)]
+        like: String,
+        /// The GGUF file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Write only the header: metadata (tokenizer included) and tensor infos, no
+        /// tensor data. Such a file is not a loadable model.
+        #[arg(long)]
+        header_only: bool,
+        /// Seed of the random weights: the same seed writes the same bytes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Convert a Hugging Face checkpoint (bf16/f16/f32 safetensors) into a quantized
     /// GGUF file with its config, tokenizer and chat template in the metadata.
     Quantize {
@@ -131,6 +152,52 @@ fn quantize(
     Ok(())
 }
 
+fn synth(like: &str, out: &std::path::Path, header_only: bool, seed: u64) -> safetyj::Result<()> {
+    use safetyj::fetch::{presets, resolve, ModelKind};
+    use safetyj::model::synth::{synth_gguf, SynthOptions};
+    let started = std::time::Instant::now();
+    let catalog = presets::catalog()?;
+    if !std::path::Path::new(like).exists() && catalog.find(like).is_none() {
+        return Err(safetyj::Error::InvalidInput(format!(
+            "--like \"{like}\" is neither an existing file nor a preset (presets: {})",
+            catalog.names()
+        )));
+    }
+    let mut show = status_line();
+    let mut downloaded = false;
+    let resolved = resolve(like, &mut |p| {
+        downloaded = true;
+        show(&format!("downloading {}: {} MiB", p.file, p.done >> 20))
+    })?;
+    if downloaded {
+        eprintln!();
+    }
+    let like = match resolved.kind {
+        ModelKind::Gguf(path) => path,
+        ModelKind::HfDir(path) => {
+            return Err(safetyj::Error::InvalidInput(format!(
+                "--like {} is a Hugging Face folder; synth copies the layout of a GGUF file",
+                path.display()
+            )))
+        }
+    };
+    let report = synth_gguf(like.as_path(), out, &SynthOptions { seed, header_only })?;
+    println!(
+        "wrote {} ({} tensors, {}, {}) like {}, {:.1} s",
+        out.display(),
+        report.tensors,
+        human_bytes(report.bytes),
+        if header_only {
+            "header only".to_string()
+        } else {
+            format!("random weights, seed {seed}")
+        },
+        like.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -154,6 +221,12 @@ fn main() -> ExitCode {
         Command::Judge(args) => judge(args),
         Command::Generate(args) => generate(args),
         Command::Quantize { source, out, dtype } => quantize(&source, &out, dtype),
+        Command::Synth {
+            like,
+            out,
+            header_only,
+            seed,
+        } => synth(&like, &out, header_only, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

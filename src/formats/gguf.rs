@@ -286,12 +286,26 @@ pub struct GgufFile {
 
 impl GgufFile {
     /// Reads the header of `source`, fetching a growing prefix until it fits
-    /// (the header alone, never the tensor data).
+    /// (the header alone, never the tensor data). Fails when a tensor's data would
+    /// run past the end of the file.
     pub fn read(source: &dyn ByteSource) -> Result<GgufFile> {
+        Self::read_with(source, DataCheck::InFile)
+    }
+
+    /// Reads the header of `source` like [`GgufFile::read`], but accepts a file whose
+    /// tensor data is missing or cut short: a header-only skeleton (see
+    /// [`GgufPlan::header_bytes`]), for tools that need a model's layout and never
+    /// its values. The header itself is checked as strictly as by `read`; tensor
+    /// offsets are computed as usual, so reading a tensor of such a file fails.
+    pub fn read_header_only(source: &dyn ByteSource) -> Result<GgufFile> {
+        Self::read_with(source, DataCheck::HeaderOnly)
+    }
+
+    fn read_with(source: &dyn ByteSource, data: DataCheck) -> Result<GgufFile> {
         let file_len = source.len();
         let mut prefix = source.read_range(0, FIRST_PREFIX_BYTES.min(file_len) as usize)?;
         loop {
-            match GgufFile::parse(source.name(), file_len, &prefix)? {
+            match GgufFile::parse_with(source.name(), file_len, &prefix, data)? {
                 HeaderParse::Done(file) => return Ok(file),
                 HeaderParse::NeedBytes(needed) => {
                     let have = prefix.len() as u64;
@@ -312,13 +326,22 @@ impl GgufFile {
     /// Parses a header from `prefix`, the first bytes of a file `file_len` bytes long
     /// called `name`. Pure: no I/O, so an async (browser) loader can drive it.
     pub fn parse(name: &str, file_len: u64, prefix: &[u8]) -> Result<HeaderParse> {
+        Self::parse_with(name, file_len, prefix, DataCheck::InFile)
+    }
+
+    fn parse_with(
+        name: &str,
+        file_len: u64,
+        prefix: &[u8],
+        data: DataCheck,
+    ) -> Result<HeaderParse> {
         let mut cursor = Cursor {
             name,
             buf: prefix,
             pos: 0,
             file_len,
         };
-        match parse_header(&mut cursor) {
+        match parse_header(&mut cursor, data) {
             Ok(file) => Ok(HeaderParse::Done(file)),
             Err(Stop::NeedBytes(n)) => Ok(HeaderParse::NeedBytes(n)),
             Err(Stop::Fail(e)) => Err(e),
@@ -577,6 +600,15 @@ fn ggml_type_name(id: u32) -> &'static str {
     NAMES.get(id as usize).copied().unwrap_or("unknown")
 }
 
+/// Whether a header's tensors must lie inside the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataCheck {
+    /// Every tensor's data must end within the file (a model to run).
+    InFile,
+    /// The data may be missing (a header-only skeleton).
+    HeaderOnly,
+}
+
 /// Why parsing stopped: the prefix ended early, or the file is bad.
 enum Stop {
     NeedBytes(u64),
@@ -667,7 +699,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn parse_header(cur: &mut Cursor) -> Parsed<GgufFile> {
+fn parse_header(cur: &mut Cursor, data: DataCheck) -> Parsed<GgufFile> {
     let magic: [u8; 4] = cur.array(&|| "the magic number".to_string())?;
     if magic != GGUF_MAGIC {
         return Err(cur.fail(format!(
@@ -740,16 +772,24 @@ fn parse_header(cur: &mut Cursor) -> Parsed<GgufFile> {
         let start = data_offset.checked_add(info.offset);
         let end = start.and_then(|s| s.checked_add(info.size));
         match (start, end) {
-            (Some(start), Some(end)) if end <= cur.file_len => info.file_offset = start,
+            (Some(start), Some(end)) if end <= cur.file_len || data == DataCheck::HeaderOnly => {
+                info.file_offset = start
+            }
             _ => {
+                let header_only = if data_offset >= cur.file_len {
+                    "; the file holds no tensor data at all: a header-only skeleton, which \
+                     `safetyj synth --like` turns into a loadable model of random weights"
+                } else {
+                    ""
+                };
                 return Err(cur.fail(format!(
-                    "tensor `{}` ({} bytes at data offset {}, file offset {}) runs past the end of the file ({} bytes)",
+                    "tensor `{}` ({} bytes at data offset {}, file offset {}) runs past the end of the file ({} bytes){header_only}",
                     info.name,
                     info.size,
                     info.offset,
                     data_offset as u128 + info.offset as u128,
                     cur.file_len
-                )))
+                )));
             }
         }
     }
@@ -956,6 +996,39 @@ impl GgufPlan {
         &self.tensors
     }
 
+    /// The bytes a [`GgufWriter`] writes before any tensor data: magic, version,
+    /// metadata, tensor infos and padding to the alignment. Written alone, they make a
+    /// header-only skeleton of the model that [`GgufFile::read_header_only`] reads.
+    pub fn header_bytes(&self) -> Vec<u8> {
+        let alignment = self.alignment();
+        let mut header = Vec::new();
+        header.extend_from_slice(&GGUF_MAGIC);
+        header.extend_from_slice(&GGUF_WRITE_VERSION.to_le_bytes());
+        header.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (key, value) in &self.metadata {
+            encode_string(&mut header, key);
+            header.extend_from_slice(&value.value_type().id().to_le_bytes());
+            encode_value(&mut header, value);
+        }
+        let mut offset = 0u64;
+        for tensor in &self.tensors {
+            encode_string(&mut header, &tensor.name);
+            header.extend_from_slice(&(tensor.dims.len() as u32).to_le_bytes());
+            for d in &tensor.dims {
+                header.extend_from_slice(&d.to_le_bytes());
+            }
+            header.extend_from_slice(&tensor.dtype.gguf_id().to_le_bytes());
+            header.extend_from_slice(&offset.to_le_bytes());
+            offset = (offset + tensor.size).next_multiple_of(alignment);
+        }
+        header.resize(
+            (header.len() as u64).next_multiple_of(alignment) as usize,
+            0,
+        );
+        header
+    }
+
     fn alignment(&self) -> u64 {
         self.metadata
             .iter()
@@ -982,32 +1055,7 @@ impl<W: Write> GgufWriter<W> {
     /// Writes the header, metadata, tensor infos and padding for `plan` to `out`
     /// (called `name` in errors).
     pub fn start(mut out: W, name: &str, plan: &GgufPlan) -> Result<Self> {
-        let alignment = plan.alignment();
-        let mut header = Vec::new();
-        header.extend_from_slice(&GGUF_MAGIC);
-        header.extend_from_slice(&GGUF_WRITE_VERSION.to_le_bytes());
-        header.extend_from_slice(&(plan.tensors.len() as u64).to_le_bytes());
-        header.extend_from_slice(&(plan.metadata.len() as u64).to_le_bytes());
-        for (key, value) in &plan.metadata {
-            encode_string(&mut header, key);
-            header.extend_from_slice(&value.value_type().id().to_le_bytes());
-            encode_value(&mut header, value);
-        }
-        let mut offset = 0u64;
-        for tensor in &plan.tensors {
-            encode_string(&mut header, &tensor.name);
-            header.extend_from_slice(&(tensor.dims.len() as u32).to_le_bytes());
-            for d in &tensor.dims {
-                header.extend_from_slice(&d.to_le_bytes());
-            }
-            header.extend_from_slice(&tensor.dtype.gguf_id().to_le_bytes());
-            header.extend_from_slice(&offset.to_le_bytes());
-            offset = (offset + tensor.size).next_multiple_of(alignment);
-        }
-        header.resize(
-            (header.len() as u64).next_multiple_of(alignment) as usize,
-            0,
-        );
+        let header = plan.header_bytes();
         out.write_all(&header).map_err(|e| Error::Io {
             file: name.to_string(),
             source: e,
@@ -1016,7 +1064,7 @@ impl<W: Write> GgufWriter<W> {
             out,
             name: name.to_string(),
             tensors: plan.tensors.clone(),
-            alignment,
+            alignment: plan.alignment(),
             next: 0,
         })
     }

@@ -312,11 +312,16 @@ impl Judge {
         let (safe_rest, unsafe_rest) = (&safe_ids[common..], &unsafe_ids[common..]);
         // One submit runs the prompt and scores both labels' first tokens.
         let ctx = &self.ctx;
-        let first_ids = Tensor::from_u32(ctx, "label tokens", &[2], &[safe_rest[0], unsafe_rest[0]])?;
+        let first_ids =
+            Tensor::from_u32(ctx, "label tokens", &[2], &[safe_rest[0], unsafe_rest[0]])?;
         let first_log_probs = Tensor::new(ctx, "label log-probs", &[2], Elem::F32)?;
         let first_probs = Tensor::new(ctx, "label probs", &[2], Elem::F32)?;
-        self.model
-            .forward_then(ctx, &mut state.session, &first, Logits::Last, |encoder, logits| {
+        self.model.forward_then(
+            ctx,
+            &mut state.session,
+            &first,
+            Logits::Last,
+            |encoder, logits| {
                 ops::token_softmax::encode(
                     ctx,
                     encoder,
@@ -326,7 +331,8 @@ impl Judge {
                     &first_log_probs,
                     &first_probs,
                 )
-            })?;
+            },
+        )?;
         // Scoring and the critique only write positions after the prompt.
         state.cached = ids.clone();
         let base = state.session.len();
@@ -410,12 +416,9 @@ impl Judge {
         if label.len() < 2 {
             return Ok(0.0);
         }
-        let logits = self.model.forward(
-            &self.ctx,
-            session,
-            &label[..label.len() - 1],
-            Logits::All,
-        )?;
+        let logits =
+            self.model
+                .forward(&self.ctx, session, &label[..label.len() - 1], Logits::All)?;
         let mut total = 0.0;
         for (row, &token) in label[1..].iter().enumerate() {
             total += self.token_logprob(&logits, row, token).await?;

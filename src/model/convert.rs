@@ -447,7 +447,8 @@ pub fn add_vocab_metadata(plan: &mut GgufPlan, vocab: &GgufVocab) -> Result<()> 
     Ok(())
 }
 
-fn partial_path(out: &Path) -> PathBuf {
+/// `out` with `.partial` appended: where a file is written before it is renamed into place.
+pub(super) fn partial_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     out.with_file_name(name)

@@ -1,5 +1,6 @@
 //! Running a checkpoint: architecture tables, configuration, weights on the GPU, the
-//! forward pass over the KV cache, and generation.
+//! forward pass over the KV cache, generation, and synthetic copies of a model's
+//! layout for benchmarks.
 
 pub mod arch;
 pub mod config;
@@ -11,6 +12,8 @@ pub mod load;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod open;
 pub mod stream;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod synth;
 
 pub use config::ModelConfig;
 pub use forward::{LayerWeights, Logits, Model, Session};

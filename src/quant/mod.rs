@@ -167,9 +167,11 @@ pub fn file_type_name(id: u32) -> Option<&'static str> {
 
 mod dequant;
 mod quantize;
+mod random;
 
 pub use dequant::{dequantize, dequantize_to_vec};
 pub use quantize::quantize;
+pub use random::{random_weights, WeightRng};
 
 #[cfg(test)]
 mod tests {
