@@ -729,19 +729,40 @@ impl Context {
         offset: u64,
         bytes: u64,
     ) -> Result<Vec<u8>> {
-        let label = "readback";
+        let mut encoder = self.encoder();
+        let readback = self.record_readback(&mut encoder, buffer, offset, bytes)?;
+        self.submit("copying a buffer for readback", encoder)?;
+        self.finish_readback(readback).await
+    }
+
+    /// Records copying `bytes` from `buffer` at `offset` into `encoder`, after the
+    /// work recorded so far, so that a step and the read of its result are one
+    /// submit; [`Context::finish_readback`] waits for the bytes once it is submitted.
+    pub fn record_readback(
+        &self,
+        encoder: &mut Encoder,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Readback> {
         let size = bytes.next_multiple_of(4);
         let staging = self.scoped("allocating a readback buffer", || {
             self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
+                label: Some("readback"),
                 size: size.max(4),
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         })?;
-        let mut encoder = self.encoder();
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-        self.submit("copying a buffer for readback", encoder)?;
+        Ok(Readback { staging, bytes })
+    }
+
+    /// Waits for a readback recorded with [`Context::record_readback`] into an
+    /// encoder that has been submitted, and returns its bytes.
+    pub async fn finish_readback(&self, readback: Readback) -> Result<Vec<u8>> {
+        let label = "readback";
+        let Readback { staging, bytes } = readback;
         let (sender, receiver) = futures_oneshot();
         staging
             .slice(..)
@@ -784,6 +805,13 @@ impl Context {
         let bytes = pollster::block_on(self.read_bytes(buffer, offset as u64 * 4, len as u64 * 4))?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
+}
+
+/// A copy to the CPU recorded into an encoder ([`Context::record_readback`]), read
+/// with [`Context::finish_readback`] after the submit.
+pub struct Readback {
+    staging: wgpu::Buffer,
+    bytes: u64,
 }
 
 /// Distinct uniform blocks kept for reuse; the cache starts over when full (new step

@@ -6,7 +6,7 @@ mod encoder;
 mod preprocess;
 
 pub use context::{
-    AdapterSummary, Capabilities, Context, ContextOptions, Shader, PROFILE_MAX_DISPATCHES,
+    AdapterSummary, Capabilities, Context, ContextOptions, Readback, Shader, PROFILE_MAX_DISPATCHES,
 };
 pub use encoder::Encoder;
 pub use preprocess::preprocess;

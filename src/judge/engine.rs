@@ -310,13 +310,14 @@ impl Judge {
         let mut first: Vec<u32> = ids[cached..].to_vec();
         first.extend_from_slice(&safe_ids[..common]);
         let (safe_rest, unsafe_rest) = (&safe_ids[common..], &unsafe_ids[common..]);
-        // One submit runs the prompt and scores both labels' first tokens.
+        // One submit runs the prompt, scores both labels' first tokens and copies
+        // their log-probabilities back.
         let ctx = &self.ctx;
         let first_ids =
             Tensor::from_u32(ctx, "label tokens", &[2], &[safe_rest[0], unsafe_rest[0]])?;
         let first_log_probs = Tensor::new(ctx, "label log-probs", &[2], Elem::F32)?;
         let first_probs = Tensor::new(ctx, "label probs", &[2], Elem::F32)?;
-        self.model.forward_then(
+        let readback = self.model.forward_then(
             ctx,
             &mut state.session,
             &first,
@@ -330,13 +331,15 @@ impl Judge {
                     &first_ids,
                     &first_log_probs,
                     &first_probs,
-                )
+                )?;
+                first_log_probs.record_read(ctx, encoder)
             },
         )?;
         // Scoring and the critique only write positions after the prompt.
         state.cached = ids.clone();
         let base = state.session.len();
-        let first_lp = first_log_probs.read_f32_async(ctx).await?;
+        let first_lp: Vec<f32> =
+            bytemuck::pod_collect_to_vec(&ctx.finish_readback(readback).await?);
         let lp_safe = first_lp[0] as f64
             + self
                 .continuation_logprob(&mut state.session, safe_rest, base)

@@ -103,8 +103,8 @@ fn record_pick(
 /// Runs `prompt` (appended to what `session` already holds) and generates up to
 /// `options.max_tokens` tokens, calling `on_text` with each new piece of text as soon
 /// as it is complete UTF-8; return `ControlFlow::Break` from it to stop early.
-/// Each step is one submit (the forward pass and the pick) and reads back only the
-/// chosen token, awaiting the GPU (native and web).
+/// Each step is one submit (the forward pass, the pick and the copy of the chosen
+/// token) and reads back only that token, awaiting the GPU (native and web).
 pub async fn generate_async(
     ctx: &Context,
     model: &Model,
@@ -131,13 +131,16 @@ pub async fn generate_async(
     });
     let started = web_time::Instant::now();
     let chosen = Tensor::new(ctx, "next token", &[1], Elem::U32)?;
+    // One submit per step: the forward pass, the pick and the copy of the token.
     let step = |session: &mut Session, tokens: &[u32], u: f32| {
         model.forward_then(ctx, session, tokens, Logits::Last, |encoder, logits| {
-            record_pick(ctx, encoder, logits, options.sampling, u, &chosen)
+            record_pick(ctx, encoder, logits, options.sampling, u, &chosen)?;
+            chosen.record_read(ctx, encoder)
         })
     };
-    step(session, prompt, uniform.next())?;
-    let mut next = chosen.read_u32_async(ctx).await?[0];
+    let token = |bytes: Vec<u8>| bytemuck::pod_read_unaligned::<u32>(&bytes[..4]);
+    let readback = step(session, prompt, uniform.next())?;
+    let mut next = token(ctx.finish_readback(readback).await?);
     let prefill = started.elapsed();
     let decode_started = web_time::Instant::now();
 
@@ -170,8 +173,8 @@ pub async fn generate_async(
         if session.len() >= session.capacity() {
             break StopReason::ContextFull;
         }
-        step(session, &[next], uniform.next())?;
-        next = chosen.read_u32_async(ctx).await?[0];
+        let readback = step(session, &[next], uniform.next())?;
+        next = token(ctx.finish_readback(readback).await?);
     };
     if stop != StopReason::StopString {
         let rest = decoder.finish();

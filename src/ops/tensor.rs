@@ -1,5 +1,5 @@
 use crate::error::{Error, Result};
-use crate::gpu::Context;
+use crate::gpu::{Context, Encoder, Readback};
 
 /// Element type of an activation [`Tensor`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,12 @@ impl Tensor {
     /// that forgets to write an element is caught by comparison.
     pub fn poison(&self, ctx: &Context) {
         ctx.write_bytes(&self.buffer, 0, &vec![0xffu8; self.len() * 4]);
+    }
+
+    /// Records copying the whole tensor back into `encoder`, after the work recorded
+    /// so far; read it with [`Context::finish_readback`] once the encoder is submitted.
+    pub fn record_read(&self, ctx: &Context, encoder: &mut Encoder) -> Result<Readback> {
+        ctx.record_readback(encoder, &self.buffer, 0, self.len() as u64 * 4)
     }
 
     /// Copies the tensor back as f32 values, awaiting the GPU (the form the web needs).
