@@ -887,9 +887,10 @@ mod js_api {
         assert_eq!(get(&info, "fileBytes").as_f64(), Some(bytes.len() as f64));
         assert!(get(&info, "standIn").is_null());
         let caps = JsValue::from(judge.capabilities().unwrap());
-        assert!(
-            !get(&caps, "adapter").is_undefined() && get(&caps, "shaderF16").as_bool().is_some()
-        );
+        // wgpu names no web adapter; the judge asks the browser (SwiftShader here).
+        let adapter = get(&caps, "adapter").as_string().unwrap_or_default();
+        assert!(!adapter.is_empty(), "capabilities().adapter is empty");
+        assert!(get(&caps, "shaderF16").as_bool().is_some());
 
         // The engine itself on the same model, streamed from memory.
         let ctx = ctx().await;

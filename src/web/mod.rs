@@ -465,6 +465,11 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         file_bytes: version.length,
         stand_in: resolved.preset.as_ref().map(|p| p.stand_in),
     };
+    let adapter = if ctx.info.name.is_empty() {
+        browser_adapter_name().await
+    } else {
+        ctx.info.name.clone()
+    };
     let last = last.get();
     report(&LoadProgress {
         phase: "ready",
@@ -476,7 +481,7 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         cache_error: cache_error(),
         message: format!(
             "ready: {} ({}, {} layers, {}) on {}",
-            info.name, info.arch, info.layers, info.quant, ctx.info.name
+            info.name, info.arch, info.layers, info.quant, adapter
         ),
     });
     let engine = Engine::new(
@@ -489,8 +494,36 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
     Ok(WebJudge {
         engine: RefCell::new(Some(Rc::new(engine))),
         info,
+        adapter,
         queue: RefCell::new(None),
     })
+}
+
+/// The browser's description of its default WebGPU adapter (`GPUAdapterInfo`'s
+/// vendor, architecture and description, e.g. "google swiftshader"), for where wgpu
+/// gives no name: browsers leave the description it reads empty. Empty when the
+/// browser says nothing.
+async fn browser_adapter_name() -> String {
+    async fn query() -> std::result::Result<String, JsValue> {
+        let navigator = Reflect::get(&js_sys::global(), &"navigator".into())?;
+        let gpu = Reflect::get(&navigator, &"gpu".into())?;
+        let request: Function = Reflect::get(&gpu, &"requestAdapter".into())?.dyn_into()?;
+        let adapter = JsFuture::from(request.call0(&gpu)?.dyn_into::<Promise>()?).await?;
+        let info = Reflect::get(&adapter, &"info".into())?;
+        let field = |name: &str| {
+            Reflect::get(&info, &name.into())
+                .ok()
+                .and_then(|v| v.as_string())
+                .unwrap_or_default()
+        };
+        let parts: Vec<String> = ["vendor", "architecture", "description"]
+            .into_iter()
+            .map(field)
+            .filter(|part| !part.is_empty())
+            .collect();
+        Ok(parts.join(" "))
+    }
+    query().await.unwrap_or_default()
 }
 
 /// A dialogue and its callbacks, read from an `EvaluateRequest`.
@@ -578,6 +611,8 @@ async fn evaluate(engine: &Engine, request: &JsValue) -> std::result::Result<JsV
 pub struct WebJudge {
     engine: RefCell<Option<Rc<Engine>>>,
     info: ModelInfo,
+    /// What the adapter is called, for `capabilities()`.
+    adapter: String,
     /// The last evaluation's promise: evaluations run one after another.
     queue: RefCell<Option<Promise>>,
 }
@@ -617,7 +652,7 @@ impl WebJudge {
         let engine = self.engine()?;
         let ctx = engine.context();
         let info = CapabilitiesInfo {
-            adapter: ctx.info.name.clone(),
+            adapter: self.adapter.clone(),
             backend: format!("{:?}", ctx.info.backend),
             shader_f16: ctx.caps.shader_f16,
             subgroups: ctx.caps.subgroups,
