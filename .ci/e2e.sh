@@ -57,8 +57,12 @@ step "building the web engine (www/build.sh)"
 [[ -x www/node_modules/.bin/wasm-opt ]] || npm ci --no-audit --no-fund --prefix www
 bash www/build.sh
 
-step "installing playwright-core"
-[[ -d tests/e2e/node_modules/playwright-core ]] || npm ci --no-audit --no-fund --prefix tests/e2e
+step "installing playwright-core and typescript"
+[[ -d tests/e2e/node_modules/playwright-core && -d tests/e2e/node_modules/typescript ]] ||
+    npm ci --no-audit --no-fund --prefix tests/e2e
+
+step "type-checking the JS API's declarations (www/pkg/safetyj.d.ts, www/judge-client.d.ts)"
+tests/e2e/node_modules/.bin/tsc -p tests/e2e
 
 step "server and app tests (scripted engine)"
 node --test tests/e2e/serve.test.mjs tests/e2e/app.test.mjs
