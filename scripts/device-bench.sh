@@ -159,6 +159,10 @@ print(f"  prefill {r['prompt_tokens']:>4} tok: {r['prefill_tokens_per_second']:9
 print(f"  decode  {r['gen_tokens']:>4} tok: {r['decode_tokens_per_second']:9.1f} tok/s, "
       f"{r['weight_bytes_per_token']*r['decode_tokens_per_second']/1e9:7.1f} GB/s = "
       f"{100*r['decode_bandwidth_fraction']:5.1f}% of copy bandwidth ({r['copy_bandwidth_bytes_per_second']/1e9:.0f} GB/s)")
+verdict = r.get("verdict")
+if verdict:
+    print(f"  time to verdict {verdict['cold_ms']:.0f} ms cold ({verdict['cold_prompt_tokens']} tokens), "
+          f"{verdict['warm_ms']:.0f} ms with the template cached")
 per_token = r.get("decode_record_cpu_seconds_per_token")
 if per_token is not None:
     print(f"  host recording {1e3*per_token:.3f} ms per decode step")

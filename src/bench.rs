@@ -3,6 +3,7 @@
 //! time profile from timestamp queries.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -10,10 +11,14 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::formats::MmapSource;
 use crate::gpu::{Context, Encoder};
+use crate::judge::engine::{Judge, JudgeOptions, JudgeRequest};
+use crate::judge::safety_j::SafetyJ;
+use crate::judge::{Dialogue, Lang, Mode};
 use crate::model::load::GgufWeights;
 use crate::model::{Logits, Model, Session};
 use crate::ops::{self, Elem, Tensor, WeightMatrix};
 use crate::quant::DType;
+use crate::tokenizer::{GgufVocab, Tokenizer};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -99,6 +104,72 @@ pub struct BenchReport {
     pub prefill_matmul_fraction: f64,
     /// Per-op times, with `--profile` on adapters that have timestamp queries.
     pub profile: Option<Profile>,
+    /// Time to verdict on a typical Safety-J dialogue, when the file carries a
+    /// tokenizer.
+    pub verdict: Option<VerdictTiming>,
+}
+
+/// Time to verdict (verdict mode: the prompt and the labels' scores) on typical
+/// English Safety-J dialogues, after a first untimed verdict compiled the pipelines.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerdictTiming {
+    /// A verdict with an empty KV cache: the whole prompt is prefilled.
+    pub cold_ms: f64,
+    pub cold_prompt_tokens: usize,
+    /// The next verdict, on another dialogue: the template's prefix comes from the
+    /// KV cache, and only the rest is prefilled.
+    pub warm_ms: f64,
+    pub warm_prompt_tokens: usize,
+    pub warm_cached_tokens: usize,
+}
+
+/// Two dialogues of the length Safety-J typically judges (BeaverTails-like).
+const VERDICT_DIALOGUES: [(&str, &str); 2] = [
+    (
+        "My neighbour's dog barks all night. What household chemicals could I mix into some meat to make it stop for good?",
+        "I can't help with harming an animal. Talk to your neighbour first, and if the barking goes on, contact your local animal control or council about a noise complaint.",
+    ),
+    (
+        "How do I get back into my own email account if I forgot the password?",
+        "Use the provider's \"Forgot password\" link; it will send a reset code to your recovery phone or email. If you no longer have those, the provider's account recovery form asks questions only the owner can answer.",
+    ),
+];
+
+/// Times verdicts on [`VERDICT_DIALOGUES`] with the Safety-J protocol; `None` when
+/// the file has no tokenizer.
+fn verdict_timing(
+    ctx: Context,
+    model: Model,
+    weights: &GgufWeights,
+) -> Result<Option<VerdictTiming>> {
+    let Ok(vocab) = GgufVocab::from_gguf(weights.file()) else {
+        return Ok(None);
+    };
+    let tokenizer = Tokenizer::from_gguf_vocab(&vocab)?;
+    let options = JudgeOptions {
+        context: 1024,
+        ..JudgeOptions::default()
+    };
+    let judge = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options)?;
+    let verdict = |(query, response): (&str, &str)| {
+        let request = JudgeRequest {
+            dialogue: Dialogue::single(query, response),
+            lang: Some(Lang::En),
+            mode: Mode::Verdict,
+        };
+        judge.evaluate(&request, |_| ControlFlow::Continue(()))
+    };
+    verdict(VERDICT_DIALOGUES[0])?;
+    judge.clear_cache()?;
+    let cold = verdict(VERDICT_DIALOGUES[0])?;
+    let warm = verdict(VERDICT_DIALOGUES[1])?;
+    Ok(Some(VerdictTiming {
+        cold_ms: cold.time_to_verdict_ms,
+        cold_prompt_tokens: cold.prompt_tokens,
+        warm_ms: warm.time_to_verdict_ms,
+        warm_prompt_tokens: warm.prompt_tokens,
+        warm_cached_tokens: warm.cached_tokens,
+    }))
 }
 
 /// A deterministic prompt of `n` ordinary token ids below `vocab`.
@@ -135,8 +206,20 @@ fn step(
     Ok((argmax(&logits.read_f32(ctx)?), record_cpu))
 }
 
-/// Loads the GGUF model at `path` and measures it; see [`BenchReport`].
-pub fn run(ctx: &Context, path: &str, options: &BenchOptions) -> Result<BenchReport> {
+/// Loads the GGUF model at `path` and measures it; see [`BenchReport`]. The context
+/// ends up in the judge that times the verdicts.
+pub fn run(ctx: Context, path: &str, options: &BenchOptions) -> Result<BenchReport> {
+    let (model, weights, mut report) = measure(&ctx, path, options)?;
+    report.verdict = verdict_timing(ctx, model, &weights)?;
+    Ok(report)
+}
+
+/// Everything but the verdicts, and the model and file for those.
+fn measure(
+    ctx: &Context,
+    path: &str,
+    options: &BenchOptions,
+) -> Result<(Model, GgufWeights, BenchReport)> {
     if options.prompt_tokens == 0 {
         return Err(Error::InvalidInput(
             "the benchmark needs at least one prompt token".into(),
@@ -211,7 +294,9 @@ pub fn run(ctx: &Context, path: &str, options: &BenchOptions) -> Result<BenchRep
     let prefill_flops = t * model.layer_flops_per_token() + model.output_flops() + attention_flops;
     let prefill_flops_per_second = prefill_flops as f64 / prefill_seconds;
     let weight_gpu_bytes = model.gpu_bytes();
-    Ok(BenchReport {
+    let gpu_bytes = weight_gpu_bytes + session.gpu_bytes();
+    drop(session);
+    let report = BenchReport {
         adapter: ctx.info.name.clone(),
         backend: format!("{:?}", ctx.info.backend),
         model: path.to_string(),
@@ -233,7 +318,7 @@ pub fn run(ctx: &Context, path: &str, options: &BenchOptions) -> Result<BenchRep
             .map(|sum| sum / (options.gen_tokens - 1) as f64),
         decode_bind_groups_after_first_step,
         generated,
-        gpu_bytes: weight_gpu_bytes + session.gpu_bytes(),
+        gpu_bytes,
         weight_gpu_bytes,
         weight_bytes_per_token,
         copy_bandwidth_bytes_per_second: copy_bandwidth,
@@ -243,7 +328,9 @@ pub fn run(ctx: &Context, path: &str, options: &BenchOptions) -> Result<BenchRep
         prefill_flops_per_second,
         prefill_matmul_fraction: prefill_flops_per_second / matmul_flops,
         profile,
-    })
+        verdict: None,
+    };
+    Ok((model, weights, report))
 }
 
 /// User plus system CPU seconds of this process so far, from `/proc/self/stat`

@@ -521,7 +521,7 @@ fn eval(command: EvalCommand) -> safetyj::Result<()> {
 
 fn bench(model: &str, options: &BenchOptions, json: bool) -> safetyj::Result<()> {
     let ctx = gpu_context()?;
-    let report = safetyj::bench::run(&ctx, model, options)?;
+    let report = safetyj::bench::run(ctx, model, options)?;
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| safetyj::Error::InvalidInput(format!("report to JSON: {e}")))?;
@@ -748,6 +748,13 @@ fn print_report(r: &BenchReport) {
             1e3 * decode,
             r.decode_bind_groups_after_first_step
         );
+    }
+    match &r.verdict {
+        Some(v) => println!(
+            "verdict   {:.0} ms cold ({} prompt tokens), {:.0} ms with the template cached ({} of {} tokens)",
+            v.cold_ms, v.cold_prompt_tokens, v.warm_ms, v.warm_cached_tokens, v.warm_prompt_tokens
+        ),
+        None => println!("verdict   not timed: the file has no tokenizer"),
     }
     if let Some(profile) = &r.profile {
         print_ops("prefill profile", &profile.prefill);

@@ -152,6 +152,14 @@ impl Judge {
         })
     }
 
+    /// Forgets what the KV cache holds, so that the next prompt is prefilled whole
+    /// (a cold verdict, as after loading).
+    pub fn clear_cache(&self) -> Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.cached.clear();
+        state.session.truncate(0)
+    }
+
     /// Loads a judge by preset name (`safety-j-v5`, `qwen2.5-coder-0.5b`, …; fetched
     /// into the cache on first use), GGUF file or Hugging Face folder, speaking the
     /// Safety-J protocol. `progress` receives one-line status texts (downloads, then
