@@ -507,3 +507,119 @@ mod streamed {
         );
     }
 }
+
+/// Generation queues each step on the GPU before reading the token it feeds, and
+/// undoes the queued step when it stops: the tokens equal a plain step-by-step greedy
+/// loop (logits read back, argmax on the CPU), and the cache holds the prompt and
+/// every token but the last, whatever ended the generation.
+#[test]
+fn pipelined_generation_equals_step_by_step_greedy_decoding() {
+    use safetyj::model::generate::{generate, GenerateOptions, Sampling, StopReason};
+    use std::ops::ControlFlow;
+
+    let Some(path) = common::real_model("tinycoder-tiny.gguf") else {
+        return;
+    };
+    let ctx = ctx();
+    let (model, tokenizer) =
+        safetyj::model::open::open(ctx, &path, DType::Q4_K, |_, _| {}).unwrap();
+    let prompt: Vec<u32> = (0..12).map(|i| 100 + 37 * i).collect();
+    let options = |max_tokens| GenerateOptions {
+        max_tokens,
+        sampling: Sampling::Greedy,
+        stop_tokens: Vec::new(),
+        stop_strings: Vec::new(),
+    };
+
+    let mut want = Vec::new();
+    let mut session = model.new_session(ctx, 64).unwrap();
+    let mut input = prompt.clone();
+    for _ in 0..8 {
+        let logits = model
+            .forward(ctx, &mut session, &input, Logits::Last)
+            .unwrap()
+            .read_f32(ctx)
+            .unwrap();
+        let best = (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
+            .unwrap() as u32;
+        want.push(best);
+        input = vec![best];
+    }
+
+    let mut session = model.new_session(ctx, 64).unwrap();
+    let run = generate(
+        ctx,
+        &model,
+        &tokenizer,
+        &mut session,
+        &prompt,
+        &options(8),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(run.stop, StopReason::MaxTokens);
+    assert_eq!(run.tokens, want);
+    assert_eq!(session.len(), prompt.len() + want.len() - 1);
+
+    // Stopped by the caller after the second piece of text.
+    let mut session = model.new_session(ctx, 64).unwrap();
+    let mut pieces = 0;
+    let run = generate(
+        ctx,
+        &model,
+        &tokenizer,
+        &mut session,
+        &prompt,
+        &options(8),
+        |_| {
+            pieces += 1;
+            if pieces == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(run.stop, StopReason::Cancelled);
+    assert_eq!(run.tokens, want[..run.tokens.len()]);
+    assert_eq!(session.len(), prompt.len() + run.tokens.len() - 1);
+
+    // A stop token is not taken; the tokens before it are in the cache.
+    let mut session = model.new_session(ctx, 64).unwrap();
+    let stop_at = GenerateOptions {
+        stop_tokens: vec![want[3]],
+        ..options(8)
+    };
+    let run = generate(
+        ctx,
+        &model,
+        &tokenizer,
+        &mut session,
+        &prompt,
+        &stop_at,
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let first = want.iter().position(|&t| t == want[3]).unwrap();
+    assert_eq!(run.stop, StopReason::StopToken);
+    assert_eq!(run.tokens, want[..first]);
+    assert_eq!(session.len(), prompt.len() + first);
+
+    // The context's end: a session with room for the prompt and three tokens.
+    let mut session = model.new_session(ctx, prompt.len() + 3).unwrap();
+    let run = generate(
+        ctx,
+        &model,
+        &tokenizer,
+        &mut session,
+        &prompt,
+        &options(8),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(run.stop, StopReason::ContextFull);
+    assert_eq!(run.tokens, want[..4]);
+    assert_eq!(session.len(), prompt.len() + 3);
+}

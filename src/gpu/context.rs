@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::encoder::SubmissionSlot;
 use super::Encoder;
 use crate::error::{Error, Result};
 
@@ -716,9 +717,12 @@ impl Context {
 
     /// Submits `encoder`, surfacing any error it raised as a typed error naming `context`.
     pub fn submit(&self, context: &str, encoder: Encoder) -> Result<()> {
-        self.scoped(context, || {
-            self.queue.submit([encoder.finish()]);
-        })?;
+        let (commands, slots) = encoder.finish();
+        let index = self.scoped(context, || self.queue.submit([commands]))?;
+        for slot in slots {
+            // A slot belongs to one encoder, which is submitted once.
+            let _ = slot.set(index.clone());
+        }
         self.take_uncaptured(context)
     }
 
@@ -755,25 +759,45 @@ impl Context {
             })
         })?;
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-        Ok(Readback { staging, bytes })
+        Ok(Readback {
+            staging,
+            bytes,
+            submission: encoder.submission_slot(),
+        })
     }
 
     /// Waits for a readback recorded with [`Context::record_readback`] into an
-    /// encoder that has been submitted, and returns its bytes.
+    /// encoder that has been submitted, and returns its bytes. Work submitted after
+    /// that encoder is not waited for: it may run on while the caller reads.
     pub async fn finish_readback(&self, readback: Readback) -> Result<Vec<u8>> {
         let label = "readback";
-        let Readback { staging, bytes } = readback;
+        let Readback {
+            staging,
+            bytes,
+            submission,
+        } = readback;
+        let Some(submission) = submission.get().cloned() else {
+            return Err(Error::Readback {
+                label: label.into(),
+                message: "the commands holding the copy were never submitted".into(),
+            });
+        };
         let (sender, receiver) = futures_oneshot();
         staging
             .slice(..)
             .map_async(wgpu::MapMode::Read, move |r| sender.send(r));
         #[cfg(not(target_arch = "wasm32"))]
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission),
+                timeout: None,
+            })
             .map_err(|e| Error::Readback {
                 label: label.into(),
                 message: e.to_string(),
             })?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission;
         receiver.recv().await.map_err(|e| Error::Readback {
             label: label.into(),
             message: e.to_string(),
@@ -812,6 +836,8 @@ impl Context {
 pub struct Readback {
     staging: wgpu::Buffer,
     bytes: u64,
+    /// The submit that carries the copy, once it is made.
+    submission: SubmissionSlot,
 }
 
 /// Distinct uniform blocks kept for reuse; the cache starts over when full (new step

@@ -1,6 +1,8 @@
 //! Recording the commands of one submit, with consecutive dispatches in one compute
 //! pass.
 
+use std::sync::{Arc, OnceLock};
+
 /// Commands being recorded for one submit ([`Context::encoder`](super::Context::encoder),
 /// [`Context::submit`](super::Context::submit)).
 ///
@@ -14,13 +16,20 @@ pub struct Encoder {
     // Declared first so that it is dropped (ended) before the command encoder.
     pass: Option<wgpu::ComputePass<'static>>,
     commands: wgpu::CommandEncoder,
+    /// Filled with the submission's index when these commands are submitted: one
+    /// slot per readback recorded here, which waits for exactly that submission.
+    submission_slots: Vec<SubmissionSlot>,
 }
+
+/// Where the index of the submit that carries some commands is written.
+pub(crate) type SubmissionSlot = Arc<OnceLock<wgpu::SubmissionIndex>>;
 
 impl Encoder {
     pub(crate) fn new(commands: wgpu::CommandEncoder) -> Encoder {
         Encoder {
             pass: None,
             commands,
+            submission_slots: Vec::new(),
         }
     }
 
@@ -55,9 +64,17 @@ impl Encoder {
             .copy_buffer_to_buffer(source, source_offset, target, target_offset, bytes);
     }
 
-    /// Ends any open pass and finishes the commands.
-    pub(crate) fn finish(mut self) -> wgpu::CommandBuffer {
+    /// A slot that receives the index of the submit that carries these commands.
+    pub(crate) fn submission_slot(&mut self) -> SubmissionSlot {
+        let slot = SubmissionSlot::default();
+        self.submission_slots.push(slot.clone());
+        slot
+    }
+
+    /// Ends any open pass and finishes the commands; returns them with the slots to
+    /// fill with their submission's index.
+    pub(crate) fn finish(mut self) -> (wgpu::CommandBuffer, Vec<SubmissionSlot>) {
         self.pass = None;
-        self.commands.finish()
+        (self.commands.finish(), self.submission_slots)
     }
 }

@@ -140,7 +140,18 @@ pub struct Session {
     len: usize,
     /// The current step's first position, read by rope, kv_append and attention.
     position: Position,
+    /// A token id written on the GPU, input of [`Model::forward_picked_then`].
+    picked: Tensor,
     scratch: Vec<Scratch>,
+}
+
+/// Where a step's token ids come from.
+#[derive(Clone, Copy)]
+enum StepInput<'a> {
+    /// Written from the host.
+    Host(&'a [u32]),
+    /// Already on the GPU, in the session's picked-token tensor.
+    Picked,
 }
 
 impl Session {
@@ -152,6 +163,12 @@ impl Session {
     /// True before the first step.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// A one-element u32 tensor for a pick (argmax, sampling) to write the next
+    /// token into, so that [`Model::forward_picked_then`] can run on it.
+    pub fn picked_token(&self) -> &Tensor {
+        &self.picked
     }
 
     /// Positions the cache can hold.
@@ -173,7 +190,7 @@ impl Session {
             .flat_map(Scratch::tensors)
             .map(|t| t.buffer.size())
             .sum();
-        caches + scratch
+        caches + scratch + self.picked.buffer.size()
     }
 
     /// Forgets positions from `len` on, so the next step overwrites them (used to
@@ -216,6 +233,7 @@ impl Model {
             caches,
             len: 0,
             position: Position::new(ctx, 0)?,
+            picked: Tensor::new(ctx, "picked token", &[1], Elem::U32)?,
             scratch: Vec::new(),
         })
     }
@@ -315,8 +333,37 @@ impl Model {
         which: Logits,
         then: impl FnOnce(&mut Encoder, &Tensor) -> Result<T>,
     ) -> Result<T> {
+        self.step(ctx, session, StepInput::Host(tokens), which, then)
+    }
+
+    /// [`Model::forward_then`] for one token that a pick recorded earlier wrote into
+    /// [`Session::picked_token`]: the step is queued on the GPU before the CPU has
+    /// read the token, so generation does not wait for each token before recording
+    /// the next step. (The id was made by a pick over this model's logits, so it is
+    /// below the vocabulary size.)
+    pub fn forward_picked_then<T>(
+        &self,
+        ctx: &Context,
+        session: &mut Session,
+        which: Logits,
+        then: impl FnOnce(&mut Encoder, &Tensor) -> Result<T>,
+    ) -> Result<T> {
+        self.step(ctx, session, StepInput::Picked, which, then)
+    }
+
+    fn step<T>(
+        &self,
+        ctx: &Context,
+        session: &mut Session,
+        input: StepInput,
+        which: Logits,
+        then: impl FnOnce(&mut Encoder, &Tensor) -> Result<T>,
+    ) -> Result<T> {
         let c = &self.config;
-        let t = tokens.len();
+        let t = match input {
+            StepInput::Host(tokens) => tokens.len(),
+            StepInput::Picked => 1,
+        };
         if t == 0 {
             return Err(Error::InvalidInput(
                 "a forward step needs at least one token".into(),
@@ -330,7 +377,9 @@ impl Model {
                 c.context
             )));
         }
-        ops::embedding::check_ids(tokens, c.vocab)?;
+        if let StepInput::Host(tokens) = input {
+            ops::embedding::check_ids(tokens, c.vocab)?;
+        }
         let index = match session.scratch.iter().position(|s| s.tokens == t) {
             Some(i) => i,
             None => {
@@ -347,7 +396,13 @@ impl Model {
         session.position.set(ctx, session.len)?;
         let position = &session.position;
         let s = session.scratch.last_mut().expect("pushed above");
-        ctx.write_bytes(&s.ids.buffer, 0, bytemuck::cast_slice(tokens));
+        let ids = match input {
+            StepInput::Host(tokens) => {
+                ctx.write_bytes(&s.ids.buffer, 0, bytemuck::cast_slice(tokens));
+                &s.ids
+            }
+            StepInput::Picked => &session.picked,
+        };
         let rows = match which {
             Logits::Last => 1,
             Logits::All => t,
@@ -365,7 +420,7 @@ impl Model {
         let s = &*s;
 
         let mut enc = ctx.encoder();
-        ops::embedding::encode(ctx, &mut enc, &s.ids, &self.token_embedding, &s.x)?;
+        ops::embedding::encode(ctx, &mut enc, ids, &self.token_embedding, &s.x)?;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         for (layer, cache) in self.layers.iter().zip(&session.caches) {
             ops::rms_norm::encode(ctx, &mut enc, &s.x, &layer.attn_norm, &s.normed, c.rms_eps)?;

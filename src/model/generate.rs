@@ -8,7 +8,7 @@ use super::forward::{Logits, Model, Session};
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Encoder};
 use crate::ops::sample::SampleParams;
-use crate::ops::{self, Elem, Tensor};
+use crate::ops::{self, Tensor};
 use crate::tokenizer::Tokenizer;
 
 /// How the next token is chosen.
@@ -130,51 +130,60 @@ pub async fn generate_async(
         Sampling::Greedy => 1,
     });
     let started = web_time::Instant::now();
-    let chosen = Tensor::new(ctx, "next token", &[1], Elem::U32)?;
-    // One submit per step: the forward pass, the pick and the copy of the token.
-    let step = |session: &mut Session, tokens: &[u32], u: f32| {
-        model.forward_then(ctx, session, tokens, Logits::Last, |encoder, logits| {
-            record_pick(ctx, encoder, logits, options.sampling, u, &chosen)?;
-            chosen.record_read(ctx, encoder)
-        })
+    // One submit per step: the forward pass, the pick (into the session's picked
+    // token, which the next step reads on the GPU) and the copy of the token.
+    let chosen = session.picked_token().clone();
+    let pick = |encoder: &mut Encoder, logits: &Tensor, u: f32| {
+        record_pick(ctx, encoder, logits, options.sampling, u, &chosen)?;
+        chosen.record_read(ctx, encoder)
     };
     let token = |bytes: Vec<u8>| bytemuck::pod_read_unaligned::<u32>(&bytes[..4]);
-    let readback = step(session, prompt, uniform.next())?;
-    let mut next = token(ctx.finish_readback(readback).await?);
-    let prefill = started.elapsed();
-    let decode_started = web_time::Instant::now();
+    let mut readback = model.forward_then(ctx, session, prompt, Logits::Last, |e, l| {
+        pick(e, l, uniform.next())
+    })?;
+    // Set when the first token arrives.
+    let mut prefill = None;
+    let mut decode_started = None;
 
     let mut decoder = tokenizer.stream_decoder();
     let mut tokens = Vec::new();
     let mut text = String::new();
     let stop = loop {
-        if options.stop_tokens.contains(&next) {
-            break StopReason::StopToken;
-        }
-        tokens.push(next);
-        let piece = decoder.push(next)?;
-        if !piece.is_empty() {
-            let before = text.len();
-            text.push_str(&piece);
-            if let Some(cut) = find_stop(&text, &options.stop_strings, before) {
-                text.truncate(cut);
-                if cut > before {
-                    let _ = on_text(&text[before..]);
-                }
-                break StopReason::StopString;
+        // While the CPU waits for the token being read back, the GPU already runs
+        // the step that feeds it (when one may follow); a stop undoes that step.
+        let room = session.len() < session.capacity();
+        let ahead = if room && tokens.len() + 1 < options.max_tokens {
+            Some(
+                model.forward_picked_then(ctx, session, Logits::Last, |e, l| {
+                    pick(e, l, uniform.next())
+                })?,
+            )
+        } else {
+            None
+        };
+        let next = token(ctx.finish_readback(readback).await?);
+        prefill.get_or_insert_with(|| started.elapsed());
+        decode_started.get_or_insert_with(web_time::Instant::now);
+        let stop = accept(
+            next,
+            options,
+            &mut decoder,
+            &mut tokens,
+            &mut text,
+            &mut on_text,
+        )?;
+        if let Some(stop) = stop {
+            if ahead.is_some() {
+                session.truncate(session.len() - 1)?;
             }
-            if on_text(&piece).is_break() {
-                break StopReason::Cancelled;
-            }
+            break stop;
         }
-        if tokens.len() >= options.max_tokens {
-            break StopReason::MaxTokens;
+        match ahead {
+            Some(ahead) => readback = ahead,
+            // No step was queued: the token limit or the context's end is reached.
+            None if tokens.len() >= options.max_tokens => break StopReason::MaxTokens,
+            None => break StopReason::ContextFull,
         }
-        if session.len() >= session.capacity() {
-            break StopReason::ContextFull;
-        }
-        let readback = step(session, &[next], uniform.next())?;
-        next = token(ctx.finish_readback(readback).await?);
     };
     if stop != StopReason::StopString {
         let rest = decoder.finish();
@@ -187,9 +196,42 @@ pub async fn generate_async(
         tokens,
         text,
         stop,
-        prefill,
-        decode: decode_started.elapsed(),
+        prefill: prefill.unwrap_or_default(),
+        decode: decode_started.map(|t| t.elapsed()).unwrap_or_default(),
     })
+}
+
+/// Takes `next` into the generation: `Some` reason to stop for a stop token (not
+/// taken), a stop string (the text is cut before it) or a cancel from `on_text`.
+fn accept(
+    next: u32,
+    options: &GenerateOptions,
+    decoder: &mut crate::tokenizer::StreamDecoder,
+    tokens: &mut Vec<u32>,
+    text: &mut String,
+    on_text: &mut impl FnMut(&str) -> ControlFlow<()>,
+) -> Result<Option<StopReason>> {
+    if options.stop_tokens.contains(&next) {
+        return Ok(Some(StopReason::StopToken));
+    }
+    tokens.push(next);
+    let piece = decoder.push(next)?;
+    if piece.is_empty() {
+        return Ok(None);
+    }
+    let before = text.len();
+    text.push_str(&piece);
+    if let Some(cut) = find_stop(text, &options.stop_strings, before) {
+        text.truncate(cut);
+        if cut > before {
+            let _ = on_text(&text[before..]);
+        }
+        return Ok(Some(StopReason::StopString));
+    }
+    if on_text(&piece).is_break() {
+        return Ok(Some(StopReason::Cancelled));
+    }
+    Ok(None)
 }
 
 /// Blocking form of [`generate_async`] (native only).
