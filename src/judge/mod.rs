@@ -77,7 +77,7 @@ impl Dialogue {
                 ));
             }
         }
-        if turns.len() % 2 != 0 {
+        if !turns.len().is_multiple_of(2) {
             return bad("the last turn must be the assistant's answer under judgement".into());
         }
         Ok(Dialogue { turns })

@@ -162,7 +162,7 @@ pub fn split_internlm2_qkv(
 ) -> Result<Vec<f32>> {
     let groups = heads / kv_heads.max(1);
     let rows = kv_heads * (groups + 2) * head_dim;
-    if kv_heads == 0 || heads % kv_heads != 0 || fused.len() != rows * cols {
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) || fused.len() != rows * cols {
         return Err(Error::Shape {
             op: "internlm2 wqkv split",
             message: format!(

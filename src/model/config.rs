@@ -50,13 +50,13 @@ impl ModelConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return fail(format!("{name} is 0"));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return fail(format!(
                 "{} heads are not a multiple of {} KV heads",
                 self.heads, self.kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 || self.rope_dims > self.head_dim || self.rope_dims % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) || self.rope_dims > self.head_dim || !self.rope_dims.is_multiple_of(2) {
             return fail(format!(
                 "rotary dims {} do not fit a head of {} (both must be even)",
                 self.rope_dims, self.head_dim

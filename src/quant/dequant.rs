@@ -14,7 +14,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// the number of elements those blocks encode.
 pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     let (be, bb) = (dtype.block_elems(), dtype.block_bytes());
-    if bytes.len() % bb != 0 || bytes.len() / bb * be != out.len() {
+    if !bytes.len().is_multiple_of(bb) || bytes.len() / bb * be != out.len() {
         return Err(Error::Shape {
             op: "dequantize",
             message: format!(

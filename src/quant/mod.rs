@@ -99,7 +99,7 @@ impl DType {
     /// Bytes of one row of `cols` elements; fails when `cols` is not a whole number
     /// of blocks.
     pub fn row_bytes(self, cols: usize) -> Result<usize> {
-        if cols % self.block_elems() != 0 {
+        if !cols.is_multiple_of(self.block_elems()) {
             return Err(Error::Shape {
                 op: "weight layout",
                 message: format!(

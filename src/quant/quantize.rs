@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// for the type's f16/bf16 fields.
 pub fn quantize(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
     let (be, bb) = (dtype.block_elems(), dtype.block_bytes());
-    if values.len() % be != 0 {
+    if !values.len().is_multiple_of(be) {
         return Err(Error::Shape {
             op: "quantize",
             message: format!(
