@@ -163,9 +163,9 @@ verdict = r.get("verdict")
 if verdict:
     print(f"  time to verdict {verdict['cold_ms']:.0f} ms cold ({verdict['cold_prompt_tokens']} tokens), "
           f"{verdict['warm_ms']:.0f} ms with the template cached")
-per_token = r.get("decode_record_cpu_seconds_per_token")
+per_token = r.get("decode_host_cpu_seconds_per_token")
 if per_token is not None:
-    print(f"  host recording {1e3*per_token:.3f} ms per decode step")
+    print(f"  host CPU {1e3*per_token:.3f} ms per decode step, {r['timed_bind_groups_created']} bind groups made while timed")
 profile = r.get("profile")
 if profile:
     for step in ("decode", "prefill"):

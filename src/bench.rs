@@ -14,6 +14,7 @@ use crate::gpu::{Context, Encoder};
 use crate::judge::engine::{Judge, JudgeOptions, JudgeRequest};
 use crate::judge::safety_j::SafetyJ;
 use crate::judge::{Dialogue, Lang, Mode};
+use crate::model::generate::{self, GenerateOptions, Sampling};
 use crate::model::load::GgufWeights;
 use crate::model::{Logits, Model, Session};
 use crate::ops::{self, Elem, Tensor, WeightMatrix};
@@ -61,30 +62,33 @@ pub struct BenchReport {
     pub hidden: usize,
     /// Seconds to read the file and upload every weight.
     pub load_seconds: f64,
-    /// Seconds of the untimed warm-up steps (pipeline compilation included).
+    /// Seconds of the untimed warm-up generation (pipeline compilation included).
     pub warmup_seconds: f64,
     pub prompt_tokens: usize,
+    /// Time to the first token: the prompt's step, the pick and its readback.
     pub prefill_seconds: f64,
     /// CPU seconds this process spent in the prefill (Linux; on a software adapter
     /// that is the GPU's work, unaffected by other processes competing for cores).
     pub prefill_cpu_seconds: Option<f64>,
     pub prefill_tokens_per_second: f64,
+    /// Decode steps timed: each feeds one token and picks the next, pipelined as
+    /// generation runs them (the next step is queued before the token is read).
     pub gen_tokens: usize,
     pub decode_seconds: f64,
     /// CPU seconds this process spent decoding (as for the prefill).
     pub decode_cpu_seconds: Option<f64>,
     pub decode_tokens_per_second: f64,
-    /// CPU seconds the calling thread spent in `Model::forward` for the prefill:
-    /// recording and submitting its commands, not waiting for them (Linux).
-    pub prefill_record_cpu_seconds: Option<f64>,
-    /// The same per decode step, averaged over the steps after the first (which
-    /// makes the new session's bind groups): the host overhead every device pays
-    /// per token.
-    pub decode_record_cpu_seconds_per_token: Option<f64>,
-    /// Bind groups created by the decode steps after the first (0 when every step
-    /// binds what the first bound, as it should).
-    pub decode_bind_groups_after_first_step: u64,
-    /// Tokens produced by greedy decoding after the prompt.
+    /// CPU seconds the calling thread spent on the prefill: recording, submitting,
+    /// reading back; not waiting, which sleeps (Linux).
+    pub prefill_host_cpu_seconds: Option<f64>,
+    /// The same per decode step (recording, submitting, reading back, detokenizing):
+    /// the host overhead every device pays per token.
+    pub decode_host_cpu_seconds_per_token: Option<f64>,
+    /// Bind groups created by the timed prefill and decode (0 when, as it should,
+    /// a session's steps bind what its first steps bound).
+    pub timed_bind_groups_created: u64,
+    /// Tokens produced by greedy decoding after the prompt: the prefill's, then one
+    /// per decode step but the last.
     pub generated: Vec<u32>,
     /// GPU memory held at the end: weights, KV cache, activations and step outputs.
     pub gpu_bytes: u64,
@@ -104,8 +108,7 @@ pub struct BenchReport {
     pub prefill_matmul_fraction: f64,
     /// Per-op times, with `--profile` on adapters that have timestamp queries.
     pub profile: Option<Profile>,
-    /// Time to verdict on a typical Safety-J dialogue, when the file carries a
-    /// tokenizer.
+    /// Time to verdict on typical Safety-J dialogues (absent only while measuring).
     pub verdict: Option<VerdictTiming>,
 }
 
@@ -135,17 +138,8 @@ const VERDICT_DIALOGUES: [(&str, &str); 2] = [
     ),
 ];
 
-/// Times verdicts on [`VERDICT_DIALOGUES`] with the Safety-J protocol; `None` when
-/// the file has no tokenizer.
-fn verdict_timing(
-    ctx: Context,
-    model: Model,
-    weights: &GgufWeights,
-) -> Result<Option<VerdictTiming>> {
-    let Ok(vocab) = GgufVocab::from_gguf(weights.file()) else {
-        return Ok(None);
-    };
-    let tokenizer = Tokenizer::from_gguf_vocab(&vocab)?;
+/// Times verdicts on [`VERDICT_DIALOGUES`] with the Safety-J protocol.
+fn verdict_timing(ctx: Context, model: Model, tokenizer: Tokenizer) -> Result<VerdictTiming> {
     let options = JudgeOptions {
         context: 1024,
         ..JudgeOptions::default()
@@ -163,13 +157,13 @@ fn verdict_timing(
     judge.clear_cache()?;
     let cold = verdict(VERDICT_DIALOGUES[0])?;
     let warm = verdict(VERDICT_DIALOGUES[1])?;
-    Ok(Some(VerdictTiming {
+    Ok(VerdictTiming {
         cold_ms: cold.time_to_verdict_ms,
         cold_prompt_tokens: cold.prompt_tokens,
         warm_ms: warm.time_to_verdict_ms,
         warm_prompt_tokens: warm.prompt_tokens,
         warm_cached_tokens: warm.cached_tokens,
-    }))
+    })
 }
 
 /// A deterministic prompt of `n` ordinary token ids below `vocab`.
@@ -180,46 +174,31 @@ fn prompt(n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn argmax(values: &[f32]) -> u32 {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, &v) in values.iter().enumerate() {
-        if v > best.1 {
-            best = (i, v);
-        }
+/// Greedy generation of `tokens` tokens with no stop: the path the judge's
+/// critiques and completions take.
+fn greedy(tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens: tokens,
+        sampling: Sampling::Greedy,
+        stop_tokens: Vec::new(),
+        stop_strings: Vec::new(),
     }
-    best.0 as u32
-}
-
-/// Runs one step and reads its logits back (which waits for the GPU); returns the
-/// greedy next token and the calling thread's CPU seconds in `Model::forward`.
-fn step(
-    ctx: &Context,
-    model: &Model,
-    session: &mut Session,
-    tokens: &[u32],
-) -> Result<(u32, Option<f64>)> {
-    let recording = thread_cpu_seconds();
-    let logits = model.forward(ctx, session, tokens, Logits::Last)?;
-    let record_cpu = thread_cpu_seconds()
-        .zip(recording)
-        .map(|(end, start)| end - start);
-    Ok((argmax(&logits.read_f32(ctx)?), record_cpu))
 }
 
 /// Loads the GGUF model at `path` and measures it; see [`BenchReport`]. The context
 /// ends up in the judge that times the verdicts.
 pub fn run(ctx: Context, path: &str, options: &BenchOptions) -> Result<BenchReport> {
-    let (model, weights, mut report) = measure(&ctx, path, options)?;
-    report.verdict = verdict_timing(ctx, model, &weights)?;
+    let (model, tokenizer, mut report) = measure(&ctx, path, options)?;
+    report.verdict = Some(verdict_timing(ctx, model, tokenizer)?);
     Ok(report)
 }
 
-/// Everything but the verdicts, and the model and file for those.
+/// Everything but the verdicts, and the model and tokenizer for those.
 fn measure(
     ctx: &Context,
     path: &str,
     options: &BenchOptions,
-) -> Result<(Model, GgufWeights, BenchReport)> {
+) -> Result<(Model, Tokenizer, BenchReport)> {
     if options.prompt_tokens == 0 {
         return Err(Error::InvalidInput(
             "the benchmark needs at least one prompt token".into(),
@@ -227,53 +206,60 @@ fn measure(
     }
     let started = Instant::now();
     let weights = GgufWeights::new(Box::new(MmapSource::open(path)?))?;
+    let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(weights.file())?)?;
     let model = Model::load(ctx, &weights, |_, _| {})?;
     ctx.wait_idle()?;
     let load_seconds = started.elapsed().as_secs_f64();
     let c = &model.config;
     let capacity = options.prompt_tokens + options.gen_tokens;
-    let tokens = prompt(options.prompt_tokens, c.vocab);
+    let prompt_ids = prompt(options.prompt_tokens, c.vocab);
 
-    // Compile every pipeline of both step kinds before timing anything.
-    let started = Instant::now();
-    let mut warmup = model.new_session(ctx, capacity.max(2))?;
-    let (next, _) = step(ctx, &model, &mut warmup, &tokens)?;
-    step(ctx, &model, &mut warmup, &[next])?;
-    drop(warmup);
-    let warmup_seconds = started.elapsed().as_secs_f64();
-
-    let mut session = model.new_session(ctx, capacity)?;
-    let started = Instant::now();
-    let cpu = process_cpu_seconds();
-    let (mut next, prefill_record_cpu_seconds) = step(ctx, &model, &mut session, &tokens)?;
-    let prefill_seconds = started.elapsed().as_secs_f64();
-    let prefill_cpu_seconds = cpu_since(cpu);
-    let mut generated = Vec::with_capacity(options.gen_tokens);
-    let started = Instant::now();
-    let cpu = process_cpu_seconds();
-    let mut decode_record_cpu = Some(0.0);
-    let mut bind_groups_after_first = 0;
-    for i in 0..options.gen_tokens {
-        if i == 1 {
-            bind_groups_after_first = ctx.bind_groups_created();
-        }
-        generated.push(next);
-        let (token, record_cpu) = step(ctx, &model, &mut session, &[next])?;
-        next = token;
-        if i > 0 {
-            decode_record_cpu = decode_record_cpu.zip(record_cpu).map(|(sum, s)| sum + s);
-        }
-    }
-    let decode_seconds = started.elapsed().as_secs_f64();
-    let decode_cpu_seconds = cpu_since(cpu);
-    let decode_bind_groups_after_first_step = if options.gen_tokens > 1 {
-        ctx.bind_groups_created() - bind_groups_after_first
-    } else {
-        0
+    let generate = |session: &mut Session, tokens: usize| {
+        generate::generate(
+            ctx,
+            &model,
+            &tokenizer,
+            session,
+            &prompt_ids,
+            &greedy(tokens),
+            |_| ControlFlow::Continue(()),
+        )
     };
 
+    // Compile every pipeline and make every bind group on the session the timed
+    // runs reuse, before timing anything.
+    let started = Instant::now();
+    let mut session = model.new_session(ctx, capacity)?;
+    generate(&mut session, options.gen_tokens.min(2) + 1)?;
+    let warmup_seconds = started.elapsed().as_secs_f64();
+    let bind_groups = ctx.bind_groups_created();
+
+    // The prefill alone: one generated token is the prompt's step and its pick.
+    session.truncate(0)?;
+    let (cpu, thread) = (process_cpu_seconds(), thread_cpu_seconds());
+    let first = generate(&mut session, 1)?;
+    let prefill_seconds = first.prefill.as_secs_f64();
+    let prefill_cpu_seconds = cpu_since(cpu);
+    let prefill_host_cpu_seconds = cpu_between(thread, thread_cpu_seconds());
+
+    // The prefill again, then `gen_tokens` decode steps; the prefill's CPU time as
+    // measured above is taken off the total.
+    session.truncate(0)?;
+    let (cpu, thread) = (process_cpu_seconds(), thread_cpu_seconds());
+    let run = generate(&mut session, options.gen_tokens + 1)?;
+    let decode_seconds = run.decode.as_secs_f64();
+    let decode_cpu_seconds = cpu_since(cpu)
+        .zip(prefill_cpu_seconds)
+        .map(|(total, prefill)| total - prefill);
+    let decode_host_cpu_seconds_per_token = cpu_between(thread, thread_cpu_seconds())
+        .zip(prefill_host_cpu_seconds)
+        .filter(|_| options.gen_tokens > 0)
+        .map(|(total, prefill)| (total - prefill) / options.gen_tokens as f64);
+    let timed_bind_groups_created = ctx.bind_groups_created() - bind_groups;
+    let generated = run.tokens[..options.gen_tokens.min(run.tokens.len())].to_vec();
+
     let profile = if options.profile {
-        Some(profile(ctx, &model, &tokens)?)
+        Some(profile(ctx, &model, &prompt_ids)?)
     } else {
         None
     };
@@ -312,11 +298,9 @@ fn measure(
         decode_seconds,
         decode_cpu_seconds,
         decode_tokens_per_second,
-        prefill_record_cpu_seconds,
-        decode_record_cpu_seconds_per_token: decode_record_cpu
-            .filter(|_| options.gen_tokens > 1)
-            .map(|sum| sum / (options.gen_tokens - 1) as f64),
-        decode_bind_groups_after_first_step,
+        prefill_host_cpu_seconds,
+        decode_host_cpu_seconds_per_token,
+        timed_bind_groups_created,
         generated,
         gpu_bytes,
         weight_gpu_bytes,
@@ -330,7 +314,7 @@ fn measure(
         profile,
         verdict: None,
     };
-    Ok((model, weights, report))
+    Ok((model, tokenizer, report))
 }
 
 /// User plus system CPU seconds of this process so far, from `/proc/self/stat`
@@ -357,17 +341,22 @@ fn thread_cpu_seconds() -> Option<f64> {
 }
 
 fn cpu_since(start: Option<f64>) -> Option<f64> {
-    Some(process_cpu_seconds()? - start?)
+    cpu_between(start, process_cpu_seconds())
+}
+
+fn cpu_between(start: Option<f64>, end: Option<f64>) -> Option<f64> {
+    Some(end? - start?)
 }
 
 /// Per-op GPU times of one prefill of `tokens` and one decode step on a fresh session.
 fn profile(ctx: &Context, model: &Model, tokens: &[u32]) -> Result<Profile> {
     let mut session = model.new_session(ctx, tokens.len() + 1)?;
     ctx.start_profile()?;
-    let (next, _) = step(ctx, model, &mut session, tokens)?;
+    model.forward(ctx, &mut session, tokens, Logits::Last)?;
     let prefill = aggregate(ctx.finish_profile()?);
+    // Which token a decode step reads does not change its time.
     ctx.start_profile()?;
-    step(ctx, model, &mut session, &[next])?;
+    model.forward(ctx, &mut session, &tokens[..1], Logits::Last)?;
     let decode = aggregate(ctx.finish_profile()?);
     Ok(Profile { prefill, decode })
 }

@@ -739,22 +739,21 @@ fn print_report(r: &BenchReport) {
         );
     }
     if let (Some(prefill), Some(decode)) = (
-        r.prefill_record_cpu_seconds,
-        r.decode_record_cpu_seconds_per_token,
+        r.prefill_host_cpu_seconds,
+        r.decode_host_cpu_seconds_per_token,
     ) {
         println!(
-            "recording prefill {:.2} ms, decode {:.3} ms per token (CPU time in forward); {} bind groups made after the first decode step",
+            "host      prefill {:.2} ms, decode {:.3} ms per token of the calling thread's CPU; {} bind groups made while timed",
             1e3 * prefill,
             1e3 * decode,
-            r.decode_bind_groups_after_first_step
+            r.timed_bind_groups_created
         );
     }
-    match &r.verdict {
-        Some(v) => println!(
+    if let Some(v) = &r.verdict {
+        println!(
             "verdict   {:.0} ms cold ({} prompt tokens), {:.0} ms with the template cached ({} of {} tokens)",
             v.cold_ms, v.cold_prompt_tokens, v.warm_ms, v.warm_cached_tokens, v.warm_prompt_tokens
-        ),
-        None => println!("verdict   not timed: the file has no tokenizer"),
+        );
     }
     if let Some(profile) = &r.profile {
         print_ops("prefill profile", &profile.prefill);

@@ -56,7 +56,10 @@ impl ModelConfig {
                 self.heads, self.kv_heads
             ));
         }
-        if !self.head_dim.is_multiple_of(2) || self.rope_dims > self.head_dim || !self.rope_dims.is_multiple_of(2) {
+        if !self.head_dim.is_multiple_of(2)
+            || self.rope_dims > self.head_dim
+            || !self.rope_dims.is_multiple_of(2)
+        {
             return fail(format!(
                 "rotary dims {} do not fit a head of {} (both must be even)",
                 self.rope_dims, self.head_dim
