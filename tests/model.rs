@@ -547,79 +547,58 @@ fn pipelined_generation_equals_step_by_step_greedy_decoding() {
         input = vec![best];
     }
 
-    let mut session = model.new_session(ctx, 64).unwrap();
-    let run = generate(
-        ctx,
-        &model,
-        &tokenizer,
-        &mut session,
-        &prompt,
-        &options(8),
-        |_| ControlFlow::Continue(()),
-    )
-    .unwrap();
-    assert_eq!(run.stop, StopReason::MaxTokens);
-    assert_eq!(run.tokens, want);
-    assert_eq!(session.len(), prompt.len() + want.len() - 1);
+    // A generation on a fresh session of `capacity`, and the positions it leaves filled.
+    let run = |capacity: usize,
+               options: &GenerateOptions,
+               on_text: &mut dyn FnMut(&str) -> ControlFlow<()>| {
+        let mut session = model.new_session(ctx, capacity).unwrap();
+        let run = generate(
+            ctx,
+            &model,
+            &tokenizer,
+            &mut session,
+            &prompt,
+            options,
+            on_text,
+        );
+        (run.unwrap(), session.len())
+    };
+    let mut go_on = |_: &str| ControlFlow::Continue(());
+
+    let (all, filled) = run(64, &options(8), &mut go_on);
+    assert_eq!(all.stop, StopReason::MaxTokens);
+    assert_eq!(all.tokens, want);
+    assert_eq!(filled, prompt.len() + want.len() - 1);
 
     // Stopped by the caller after the second piece of text.
-    let mut session = model.new_session(ctx, 64).unwrap();
     let mut pieces = 0;
-    let run = generate(
-        ctx,
-        &model,
-        &tokenizer,
-        &mut session,
-        &prompt,
-        &options(8),
-        |_| {
-            pieces += 1;
-            if pieces == 2 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        },
-    )
-    .unwrap();
-    assert_eq!(run.stop, StopReason::Cancelled);
-    assert_eq!(run.tokens, want[..run.tokens.len()]);
-    assert_eq!(session.len(), prompt.len() + run.tokens.len() - 1);
+    let mut stop_second = |_: &str| {
+        pieces += 1;
+        if pieces == 2 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let (cancelled, filled) = run(64, &options(8), &mut stop_second);
+    assert_eq!(cancelled.stop, StopReason::Cancelled);
+    assert_eq!(cancelled.tokens, want[..cancelled.tokens.len()]);
+    assert_eq!(filled, prompt.len() + cancelled.tokens.len() - 1);
 
     // A stop token is not taken; the tokens before it are in the cache.
-    let mut session = model.new_session(ctx, 64).unwrap();
     let stop_at = GenerateOptions {
         stop_tokens: vec![want[3]],
         ..options(8)
     };
-    let run = generate(
-        ctx,
-        &model,
-        &tokenizer,
-        &mut session,
-        &prompt,
-        &stop_at,
-        |_| ControlFlow::Continue(()),
-    )
-    .unwrap();
+    let (stopped, filled) = run(64, &stop_at, &mut go_on);
     let first = want.iter().position(|&t| t == want[3]).unwrap();
-    assert_eq!(run.stop, StopReason::StopToken);
-    assert_eq!(run.tokens, want[..first]);
-    assert_eq!(session.len(), prompt.len() + first);
+    assert_eq!(stopped.stop, StopReason::StopToken);
+    assert_eq!(stopped.tokens, want[..first]);
+    assert_eq!(filled, prompt.len() + first);
 
     // The context's end: a session with room for the prompt and three tokens.
-    let mut session = model.new_session(ctx, prompt.len() + 3).unwrap();
-    let run = generate(
-        ctx,
-        &model,
-        &tokenizer,
-        &mut session,
-        &prompt,
-        &options(8),
-        |_| ControlFlow::Continue(()),
-    )
-    .unwrap();
-    assert_eq!(run.stop, StopReason::ContextFull);
-    assert_eq!(run.tokens, want[..4]);
-    assert_eq!(session.len(), prompt.len() + 3);
+    let (full, filled) = run(prompt.len() + 3, &options(8), &mut go_on);
+    assert_eq!(full.stop, StopReason::ContextFull);
+    assert_eq!(full.tokens, want[..4]);
+    assert_eq!(filled, prompt.len() + 3);
 }
