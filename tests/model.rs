@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use safetyj::model::load::HfWeights;
 use safetyj::model::{Logits, Model};
@@ -234,22 +233,7 @@ mod bad_input {
     /// tiny-llama as a GGUF file (written once per test binary by `safetyj quantize`'s
     /// library function).
     pub fn tiny_gguf() -> PathBuf {
-        static PATH: OnceLock<PathBuf> = OnceLock::new();
-        PATH.get_or_init(|| {
-            let dir =
-                std::env::temp_dir().join(format!("safetyj-bad-input-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let out = dir.join("tiny-llama.gguf");
-            safetyj::model::convert::quantize_checkpoint(
-                &fixture("tiny-llama"),
-                &out,
-                DType::Q8_0,
-                &mut |_, _, _| {},
-            )
-            .unwrap();
-            out
-        })
-        .clone()
+        common::fixture_gguf("tiny-llama")
     }
 
     /// A copy of tiny-llama's GGUF with `metadata` overrides applied and each tensor

@@ -10,9 +10,8 @@ use safetyj::formats::{FileSource, GgufFile, MmapSource};
 use safetyj::model::load::GgufWeights;
 use safetyj::model::synth::{synth_gguf, SynthOptions};
 use safetyj::model::{Logits, Model};
-use safetyj::quant::DType;
 
-use common::{ctx, fixture_path};
+use common::ctx;
 
 /// A folder for this test binary's files.
 fn dir() -> PathBuf {
@@ -24,17 +23,7 @@ fn dir() -> PathBuf {
 /// tiny-qwen2 (Q/K/V biases) as a Q8_0 GGUF file, written once per test binary.
 fn tiny_gguf() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = dir().join("tiny-qwen2.gguf");
-        safetyj::model::convert::quantize_checkpoint(
-            &fixture_path("models/tiny-qwen2"),
-            &out,
-            DType::Q8_0,
-            &mut |_, _, _| {},
-        )
-        .unwrap();
-        out
-    })
+    PATH.get_or_init(|| common::fixture_gguf("tiny-qwen2"))
 }
 
 fn synth(like: &Path, name: &str, seed: u64, header_only: bool) -> PathBuf {

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use safetyj::gpu::Context;
 
@@ -69,6 +69,28 @@ pub fn fixture_path(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(path)
+}
+
+/// A fixture checkpoint (`tests/fixtures/models/<name>`) converted to a Q8_0 GGUF
+/// file by `safetyj quantize`'s library function, once per test binary.
+pub fn fixture_gguf(name: &str) -> PathBuf {
+    static MADE: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, path)) = made.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let dir = std::env::temp_dir().join(format!("safetyj-fixtures-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("{name}.gguf"));
+    safetyj::model::convert::quantize_checkpoint(
+        &fixture_path(&format!("models/{name}")),
+        &out,
+        safetyj::quant::DType::Q8_0,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    made.push((name.to_string(), out.clone()));
+    out
 }
 
 /// A JSON fixture under tests/fixtures.
