@@ -340,7 +340,7 @@ impl Model {
     /// [`Session::picked_token`]: the step is queued on the GPU before the CPU has
     /// read the token, so generation does not wait for each token before recording
     /// the next step. The id is not checked here: an id past the vocabulary (a pick
-    /// over NaN logits writes 0xFFFF_FFFF) embeds nothing, and the caller, which
+    /// over NaN logits writes 0xFFFF_FFFF) gets no embedding row written, and the caller, which
     /// reads the id back, refuses it (the tokenizer knows no such token).
     pub fn forward_picked_then<T>(
         &self,
