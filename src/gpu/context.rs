@@ -527,7 +527,7 @@ impl Context {
     /// A bind group for `pipeline`'s group 0 with `buffers` at bindings 0, 1, 2, ….
     /// Bind groups are cached by pipeline and buffer identity, so a step that binds
     /// the same weights and activations as the step before records without creating
-    /// any; see [`BindGroupCache`] for how long a cached one (and so its buffers)
+    /// any; see `BindGroupCache` (below) for how long a cached one (and so its buffers)
     /// is kept.
     pub fn bind_group(
         &self,

@@ -32,8 +32,8 @@ const GROUP: usize = 32;
 /// Which kernel computes a product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
-    /// A workgroup per [`GEMV_COLS`] output columns: each column's threads split K,
-    /// then sum. Reads each weight once per [`GEMV_ROWS`] input rows, which suits
+    /// A workgroup per `GEMV_COLS` (4) output columns: each column's threads split K,
+    /// then sum. Reads each weight once per `GEMV_ROWS` (4) input rows, which suits
     /// decoding one token.
     Gemv,
     /// [`Path::Gemv`] with each column's partial sums first reduced by subgroup

@@ -3,7 +3,7 @@
 //! buffer. The caller supplies the uniform number `u ∈ [0, 1)` (from a seeded CPU
 //! generator), so a run is reproducible and the vocabulary never travels back.
 //!
-//! Semantics, shared exactly by the kernel and [`reference`]:
+//! Semantics, shared exactly by the kernel and [`reference()`]:
 //! 1. NaN and `-inf` logits are never drawn; `+inf` ranks above every finite logit
 //!    and weighs as much as the largest finite f32.
 //!    A row with nothing drawable yields [`NO_TOKEN`].
