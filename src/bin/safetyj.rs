@@ -42,8 +42,8 @@ enum Command {
     /// Measure load time, prefill and decode speed and GPU memory of a GGUF model,
     /// against copy-bandwidth and GEMM ceilings measured on the same adapter.
     Bench {
-        /// The GGUF model file.
-        #[arg(long)]
+        /// A GGUF file, or a preset name with a GGUF file (downloaded on first use).
+        #[arg(long, default_value = "qwen2.5-coder-0.5b")]
         model: String,
         /// Tokens in the prompt (one prefill step).
         #[arg(long, default_value_t = 64)]
@@ -152,35 +152,39 @@ fn quantize(
     Ok(())
 }
 
-fn synth(like: &str, out: &std::path::Path, header_only: bool, seed: u64) -> safetyj::Result<()> {
+/// The GGUF file `model` names: a path, or a preset with a GGUF file (downloaded into
+/// the cache on first use, with a status line). `flag` names the option in errors.
+fn gguf_file(model: &str, flag: &str, purpose: &str) -> safetyj::Result<std::path::PathBuf> {
     use safetyj::fetch::{presets, resolve, ModelKind};
-    use safetyj::model::synth::{synth_gguf, SynthOptions};
-    let started = std::time::Instant::now();
     let catalog = presets::catalog()?;
-    if !std::path::Path::new(like).exists() && catalog.find(like).is_none() {
+    if !std::path::Path::new(model).exists() && catalog.find(model).is_none() {
         return Err(safetyj::Error::InvalidInput(format!(
-            "--like \"{like}\" is neither an existing file nor a preset (presets: {})",
+            "{flag} \"{model}\" is neither an existing file nor a preset (presets: {})",
             catalog.names()
         )));
     }
     let mut show = status_line();
     let mut downloaded = false;
-    let resolved = resolve(like, &mut |p| {
+    let resolved = resolve(model, &mut |p| {
         downloaded = true;
         show(&format!("downloading {}: {} MiB", p.file, p.done >> 20))
     })?;
     if downloaded {
         eprintln!();
     }
-    let like = match resolved.kind {
-        ModelKind::Gguf(path) => path,
-        ModelKind::HfDir(path) => {
-            return Err(safetyj::Error::InvalidInput(format!(
-                "--like {} is a Hugging Face folder; synth copies the layout of a GGUF file",
-                path.display()
-            )))
-        }
-    };
+    match resolved.kind {
+        ModelKind::Gguf(path) => Ok(path),
+        ModelKind::HfDir(path) => Err(safetyj::Error::InvalidInput(format!(
+            "{flag} {} is a Hugging Face folder; {purpose} a GGUF file (`safetyj quantize` makes one)",
+            path.display()
+        ))),
+    }
+}
+
+fn synth(like: &str, out: &std::path::Path, header_only: bool, seed: u64) -> safetyj::Result<()> {
+    use safetyj::model::synth::{synth_gguf, SynthOptions};
+    let started = std::time::Instant::now();
+    let like = gguf_file(like, "--like", "synth copies the layout of")?;
     let report = synth_gguf(like.as_path(), out, &SynthOptions { seed, header_only })?;
     println!(
         "wrote {} ({} tensors, {}, {}) like {}, {:.1} s",
@@ -520,8 +524,9 @@ fn eval(command: EvalCommand) -> safetyj::Result<()> {
 }
 
 fn bench(model: &str, options: &BenchOptions, json: bool) -> safetyj::Result<()> {
+    let path = gguf_file(model, "--model", "bench measures")?;
     let ctx = gpu_context()?;
-    let report = safetyj::bench::run(ctx, model, options)?;
+    let report = safetyj::bench::run(ctx, &path.display().to_string(), options)?;
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| safetyj::Error::InvalidInput(format!("report to JSON: {e}")))?;
