@@ -83,3 +83,18 @@ fn bench_json_reports_speeds_ceilings_and_time_to_verdict() {
     );
     assert!(cached < field("cold_prompt_tokens"), "{verdict}");
 }
+
+#[test]
+fn bench_names_the_presets_when_the_model_is_neither_file_nor_preset() {
+    let output = Command::new(env!("CARGO_BIN_EXE_safetyj"))
+        .args(["bench", "--model", "no-such-model"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("\"no-such-model\" is neither an existing file nor a preset")
+            && stderr.contains("qwen2.5-coder-0.5b"),
+        "{stderr}"
+    );
+}
