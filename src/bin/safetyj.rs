@@ -39,8 +39,9 @@ enum Command {
         #[command(subcommand)]
         command: Box<EvalCommand>,
     },
-    /// Measure load time, prefill and decode speed and GPU memory of a GGUF model,
-    /// against copy-bandwidth and GEMM ceilings measured on the same adapter.
+    /// Measure load time, prefill and decode speed, time to verdict and GPU memory of
+    /// a GGUF model, against copy-bandwidth and GEMM ceilings measured on the same
+    /// adapter.
     Bench {
         /// A GGUF file, or a preset name with a GGUF file (downloaded on first use).
         #[arg(long, default_value = "qwen2.5-coder-0.5b")]
