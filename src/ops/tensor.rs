@@ -112,14 +112,6 @@ impl Tensor {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
-    /// Copies the tensor back as u32 values, awaiting the GPU (the form the web needs).
-    pub async fn read_u32_async(&self, ctx: &Context) -> Result<Vec<u32>> {
-        let bytes = ctx
-            .read_bytes(&self.buffer, 0, self.len() as u64 * 4)
-            .await?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
-    }
-
     /// Copies the tensor back as f32 values (native, blocking).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_f32(&self, ctx: &Context) -> Result<Vec<f32>> {
@@ -139,7 +131,7 @@ mod tests {
     use crate::ops::testing::ctx;
 
     #[test]
-    fn async_reads_return_what_was_uploaded() {
+    fn async_and_recorded_reads_return_what_was_uploaded() {
         let ctx = ctx();
         let values = [1.5f32, -2.25, 3e-7, 0.0, f32::MAX];
         let floats = Tensor::from_f32(ctx, "floats", &[5], &values).unwrap();
@@ -147,6 +139,10 @@ mod tests {
         assert_eq!(read, values);
         let ids = [0u32, 7, u32::MAX];
         let ints = Tensor::from_u32(ctx, "ids", &[3], &ids).unwrap();
-        assert_eq!(pollster::block_on(ints.read_u32_async(ctx)).unwrap(), ids);
+        let mut encoder = ctx.encoder();
+        let readback = ints.record_read(ctx, &mut encoder).unwrap();
+        ctx.submit("reading ids back", encoder).unwrap();
+        let bytes = pollster::block_on(ctx.finish_readback(readback)).unwrap();
+        assert_eq!(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes), ids);
     }
 }
