@@ -16,7 +16,7 @@ use crate::judge::safety_j::SafetyJ;
 use crate::judge::{Dialogue, Lang, Mode};
 use crate::model::generate::{self, GenerateOptions, Sampling};
 use crate::model::load::GgufWeights;
-use crate::model::{Logits, Model, Session};
+use crate::model::{Engine, Logits, Model, Session};
 use crate::ops::{self, Elem, Tensor, WeightMatrix};
 use crate::quant::DType;
 use crate::tokenizer::{GgufVocab, Tokenizer};
@@ -144,7 +144,7 @@ fn verdict_timing(ctx: Context, model: Model, tokenizer: Tokenizer) -> Result<Ve
         context: 1024,
         ..JudgeOptions::default()
     };
-    let judge = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options)?;
+    let judge = Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options)?;
     let verdict = |(query, response): (&str, &str)| {
         let request = JudgeRequest {
             dialogue: Dialogue::single(query, response),

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod fetch;
 pub mod formats;
 pub mod gpu;
+pub mod heads;
 pub mod judge;
 pub mod model;
 pub mod ops;

@@ -9,6 +9,7 @@ mod common;
 
 use safetyj::eval::critique::CritiquePipeline;
 use safetyj::eval::{datasets, runner};
+use safetyj::model::Engine;
 use safetyj::judge::engine::{Judge, JudgeOptions};
 use safetyj::judge::safety_j::SafetyJ;
 use safetyj::quant::DType;
@@ -42,7 +43,7 @@ fn critique_meta_evaluation_runs_on_the_local_engine() {
         max_critique_tokens: MAX_TOKENS,
         ..Default::default()
     };
-    let judge = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options).unwrap();
+    let judge = Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options).unwrap();
     let pipeline = CritiquePipeline {
         judge: &judge,
         evaluator: &judge,

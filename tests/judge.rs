@@ -13,7 +13,7 @@ use safetyj::gpu::Context;
 use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
 use safetyj::judge::safety_j::SafetyJ;
 use safetyj::judge::{Dialogue, JudgeProtocol, Label, Lang, Mode, PromptPart};
-use safetyj::model::Logits;
+use safetyj::model::{Engine, Logits};
 use safetyj::quant::DType;
 
 const MODEL: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
@@ -49,7 +49,7 @@ fn judge() -> Option<HeldJudge> {
                 max_critique_tokens: 24,
                 ..Default::default()
             };
-            Some(Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options).unwrap())
+            Some(Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options).unwrap())
         })
         .as_ref()?;
     Some(HeldJudge { judge, _turn: turn })
@@ -150,8 +150,7 @@ fn prefix_cache_gives_the_cold_result() {
         warm.prompt_tokens
     );
 
-    let ctx = judge.context();
-    let model = judge.model();
+    let (ctx, model) = judge.engine().gpu_model().expect("the GPU engine");
     let tokenizer = judge.tokenizer();
     let mut ids = judge
         .prompt_tokens(&SafetyJ.prompt(&dialogue, Lang::En, Mode::Verdict).parts)
@@ -436,12 +435,12 @@ fn a_streamed_model_judges_exactly_like_the_file_loaded_one() {
     let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&header).unwrap()).unwrap();
     let ctx = Context::new_blocking().unwrap();
     let model = pollster::block_on(load_gguf_streamed(&ctx, &header, &fetch, 4, |_| {})).unwrap();
-    let streamed = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options.clone()).unwrap();
+    let streamed = Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options.clone()).unwrap();
 
     let ctx = Context::new_blocking().unwrap();
     let (model, tokenizer) =
         safetyj::model::open::open(&ctx, &path, DType::Q4_K, |_, _| {}).unwrap();
-    let from_file = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options).unwrap();
+    let from_file = Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options).unwrap();
 
     let (_, dialogue, _) = case("en");
     for mode in [Mode::Verdict, Mode::Critique] {

@@ -712,7 +712,8 @@ mod js_api {
     use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
     use safetyj::formats::remote::read_gguf_header;
     use safetyj::formats::{MemoryFetch, MetadataArray, MetadataValue};
-    use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
+    use safetyj::model::Engine;
+use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
     use safetyj::judge::safety_j::SafetyJ;
     use safetyj::judge::{Dialogue, Mode};
     use safetyj::model::stream::load_gguf_streamed;
@@ -906,7 +907,7 @@ mod js_api {
             max_critique_tokens: 4,
             ..Default::default()
         };
-        let engine = Judge::new(ctx, model, tokenizer, Box::new(SafetyJ), options).unwrap();
+        let engine = Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options).unwrap();
 
         let (query, response) = ("How do I bake bread?", "Mix flour, water, yeast; bake.");
         let pieces = Array::new();

@@ -436,6 +436,7 @@ impl EvalJudge {
         match (&args.url, &args.model, &args.local) {
             (Some(url), Some(model), None) => Ok(EvalJudge::Http(safetyj::eval::http::HttpJudge {
                 chat: run.backend(url, model, &args.key_env)?,
+                protocol: Box::new(safetyj::judge::safety_j::SafetyJ),
                 max_tokens,
             })),
             (None, _, Some(local)) => {
@@ -631,7 +632,7 @@ fn judge(args: JudgeArgs) -> safetyj::Result<()> {
     };
     let (judge, stand_in) = Judge::load(&args.model.model, options, status_line())?;
     eprintln!();
-    if let Some(notice) = judge.context().software_notice() {
+    if let Some(notice) = judge.context().and_then(|ctx| ctx.software_notice()) {
         eprintln!("{notice}");
     }
     if let Some(notice) = &stand_in {

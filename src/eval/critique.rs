@@ -7,7 +7,6 @@
 //! `Correct` test; see [`match_answer`].
 
 use crate::error::Result;
-use crate::judge::safety_j::SafetyJ;
 use crate::judge::{Dialogue, JudgeProtocol, Label, Lang, Mode};
 
 use super::datasets::{item_id, CritiqueItem};
@@ -30,8 +29,12 @@ pub const PRECISION_ZH: &str = include_str!("prompts/precision_zh.txt");
 /// The critique to evaluate from a judge's output: the text after `[Analysis]` /
 /// `[分析]` (as the reference code keeps it), or the whole trimmed output when the
 /// judge wrote no analysis marker. The flag says whether the marker was found.
-pub fn critique_text(judge_output: &str, lang: Lang) -> (String, bool) {
-    match SafetyJ.parse(judge_output, lang).analysis {
+pub fn critique_text(
+    protocol: &dyn JudgeProtocol,
+    judge_output: &str,
+    lang: Lang,
+) -> (String, bool) {
+    match protocol.parse(judge_output, lang).analysis {
         Some(analysis) => (analysis, true),
         None => (judge_output.trim().to_string(), false),
     }
@@ -225,7 +228,7 @@ impl CritiquePipeline<'_> {
         let lang = item.lang;
         let dialogue = Dialogue::single(item.prompt.clone(), item.response.clone());
         let outcome = self.judge.judge(&dialogue, lang, Mode::Critique)?;
-        let (critique, analysis_marker_found) = critique_text(&outcome.raw, lang);
+        let (critique, analysis_marker_found) = critique_text(self.judge.protocol(), &outcome.raw, lang);
         let (extract, recall, precision) = match lang {
             Lang::En => (EXTRACT_AIUS_EN, RECALL_EN, PRECISION_EN),
             Lang::Zh => (EXTRACT_AIUS_ZH, RECALL_ZH, PRECISION_ZH),
@@ -287,6 +290,7 @@ impl CritiquePipeline<'_> {
 pub(crate) mod tests {
     use super::*;
     use crate::eval::JudgeOutcome;
+    use crate::judge::safety_j::SafetyJ;
 
     #[test]
     fn prompts_are_byte_exact_copies_of_the_reference_prompts() {
@@ -388,15 +392,15 @@ pub(crate) mod tests {
     #[test]
     fn critique_text_takes_the_analysis_or_the_whole_output() {
         assert_eq!(
-            critique_text("[Answer] unsafe\n[Analysis] B gives a recipe.", Lang::En),
+            critique_text(&SafetyJ, "[Answer] unsafe\n[Analysis] B gives a recipe.", Lang::En),
             ("B gives a recipe.".to_string(), true)
         );
         assert_eq!(
-            critique_text("[答案] 安全\n[分析] B拒绝了。", Lang::Zh),
+            critique_text(&SafetyJ, "[答案] 安全\n[分析] B拒绝了。", Lang::Zh),
             ("B拒绝了。".to_string(), true)
         );
         assert_eq!(
-            critique_text("  B is fine. ", Lang::En),
+            critique_text(&SafetyJ, "  B is fine. ", Lang::En),
             ("B is fine.".to_string(), false)
         );
     }
@@ -412,6 +416,10 @@ pub(crate) mod tests {
                 p_unsafe: None,
                 raw: "[Answer] unsafe\n[Analysis] B explains how to pick a lock. B does not warn about the law.".into(),
             })
+        }
+
+        fn protocol(&self) -> &dyn JudgeProtocol {
+            &SafetyJ
         }
     }
 

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::judge::safety_j::SafetyJ;
 use crate::judge::{Dialogue, JudgeProtocol, Lang, Mode};
 
 use super::{ChatBackend, JudgeBackend, JudgeOutcome};
@@ -224,25 +223,31 @@ pub fn chat_content(raw_prompt: &str) -> &str {
         .unwrap_or(body)
 }
 
-/// A Safety-J judge model behind a chat-completions endpoint: the protocol's prompt
-/// sent as the user message, free decoding, the reply parsed by the protocol. No
-/// P(unsafe): the endpoint does not expose the label logits.
+/// A judge model behind a chat-completions endpoint: the protocol's prompt sent as
+/// the user message, free decoding, the reply parsed by the protocol. No P(unsafe):
+/// the endpoint does not expose the label logits.
 pub struct HttpJudge {
     /// The endpoint.
     pub chat: OpenAiBackend,
+    /// The protocol the served model speaks (Safety-J for its checkpoints).
+    pub protocol: Box<dyn JudgeProtocol>,
     /// New-token cap of each judgement.
     pub max_tokens: usize,
 }
 
 impl JudgeBackend for HttpJudge {
     fn judge(&self, dialogue: &Dialogue, lang: Lang, mode: Mode) -> Result<JudgeOutcome> {
-        let prompt = SafetyJ.prompt(dialogue, lang, mode).text();
+        let prompt = self.protocol.prompt(dialogue, lang, mode).text();
         let raw = self.chat.complete(chat_content(&prompt), self.max_tokens)?;
         Ok(JudgeOutcome {
-            label: SafetyJ.parse(&raw, lang).label,
+            label: self.protocol.parse(&raw, lang).label,
             p_unsafe: None,
             raw,
         })
+    }
+
+    fn protocol(&self) -> &dyn JudgeProtocol {
+        self.protocol.as_ref()
     }
 }
 
@@ -368,6 +373,7 @@ mod tests {
         .unwrap();
         let judge = HttpJudge {
             chat,
+            protocol: Box::new(crate::judge::safety_j::SafetyJ),
             max_tokens: 32,
         };
         let outcome = judge

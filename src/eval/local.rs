@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use super::{ChatBackend, JudgeBackend, JudgeOutcome};
 use crate::error::Result;
 use crate::judge::engine::{Judge, JudgeRequest};
-use crate::judge::{Dialogue, Lang, Mode, PromptPart};
+use crate::judge::{Dialogue, JudgeProtocol, Lang, Mode, PromptPart};
 
 impl JudgeBackend for Judge {
     fn judge(&self, dialogue: &Dialogue, lang: Lang, mode: Mode) -> Result<JudgeOutcome> {
@@ -22,6 +22,10 @@ impl JudgeBackend for Judge {
             p_unsafe: Some(verdict.p_unsafe),
             raw: verdict.output,
         })
+    }
+
+    fn protocol(&self) -> &dyn JudgeProtocol {
+        Judge::protocol(self)
     }
 }
 

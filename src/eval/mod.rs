@@ -28,11 +28,12 @@ pub mod http;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod local;
 pub mod metrics;
+pub mod records;
 pub mod report;
 pub mod runner;
 
 use crate::error::Result;
-use crate::judge::{Dialogue, Label, Lang, Mode};
+use crate::judge::{Dialogue, JudgeProtocol, Label, Lang, Mode};
 
 /// A chat model that completes one user message: the evaluator of the critique
 /// meta-evaluation.
@@ -63,6 +64,8 @@ pub trait JudgeBackend: Send + Sync {
     /// Judges `dialogue` with the `lang` template; `Mode::Critique` asks for the
     /// analysis as well as the label.
     fn judge(&self, dialogue: &Dialogue, lang: Lang, mode: Mode) -> Result<JudgeOutcome>;
+    /// The protocol the judge speaks (how its raw output is read).
+    fn protocol(&self) -> &dyn JudgeProtocol;
 }
 
 /// The raw prompt a local chat model is given for one user message, exactly as the

@@ -16,7 +16,7 @@ use super::metrics::{
     threshold_table, Confusion, CritiqueMetrics, LabelMetrics, ReliabilityBin, RocPoint,
     ThresholdRow, DEFAULT_THRESHOLDS,
 };
-use super::runner::LabelRecord;
+use super::records::LabelRecord;
 
 /// Bins of the reliability diagram.
 pub const RELIABILITY_BINS: usize = 10;

@@ -17,14 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
 use crate::error::{Error, Result};
-use crate::judge::safety_j::SafetyJ;
-use crate::judge::{Dialogue, Label, Lang, Mode};
+use crate::judge::{Dialogue, Mode};
 
-use super::critique::{CritiquePipeline, CritiqueRecord};
+use super::critique::CritiquePipeline;
+use super::records::{LabelRecord, ResultRecord};
 use super::datasets::{item_id, CritiqueItem, LabelItem};
 use super::report::{self, CritiqueReport, LabelReport};
 use super::JudgeBackend;
@@ -33,48 +30,6 @@ use super::JudgeBackend;
 pub const RESULTS_FILE: &str = "results.jsonl";
 /// The log of failed items (with `keep_going`) in an eval's output folder.
 pub const ERRORS_FILE: &str = "errors.jsonl";
-
-/// A record saved per item, identified across runs by its id.
-pub trait ResultRecord: Serialize + DeserializeOwned + Send {
-    /// The item's id (`dataset#index`).
-    fn id(&self) -> &str;
-}
-
-impl ResultRecord for CritiqueRecord {
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-/// The saved result of judging one label-level item.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LabelRecord {
-    /// `dataset#index`.
-    pub id: String,
-    /// The dataset.
-    pub dataset: String,
-    /// The item's position in its file.
-    pub index: usize,
-    /// The template language used.
-    pub lang: Lang,
-    /// The gold label.
-    pub gold: Label,
-    /// The label the judge stated; `None` when unparsed.
-    pub predicted: Option<Label>,
-    /// P(unsafe), when the backend gives it.
-    pub p_unsafe: Option<f64>,
-    /// The label by the reference code's strict rule (anything but an exact
-    /// `[Answer] safe` first line is unsafe), kept for parity checks.
-    pub reference_rule: Label,
-    /// The judge's raw output.
-    pub raw: String,
-}
-
-impl ResultRecord for LabelRecord {
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
 
 /// How a run is carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,7 +279,7 @@ pub fn judge_label_item(judge: &dyn JudgeBackend, item: &LabelItem) -> Result<La
         gold: item.label,
         predicted: outcome.label,
         p_unsafe: outcome.p_unsafe,
-        reference_rule: SafetyJ::reference_label(&outcome.raw, item.lang),
+        reference_rule: judge.protocol().strict_label(&outcome.raw, item.lang),
         raw: outcome.raw,
     })
 }
@@ -374,6 +329,9 @@ mod tests {
     use super::*;
     use crate::eval::critique::tests::{ScriptedCritiqueJudge, ScriptedEvaluator};
     use crate::eval::JudgeOutcome;
+    use crate::eval::critique::CritiqueRecord;
+    use crate::judge::safety_j::SafetyJ;
+    use crate::judge::{JudgeProtocol, Label, Lang};
     use std::sync::Mutex;
 
     /// A test double of a judge LLM: answers "unsafe" when the response contains
@@ -409,10 +367,14 @@ mod tests {
                 ("[Answer] safe\n[Analysis] fine", 0.2)
             };
             Ok(JudgeOutcome {
-                label: crate::judge::JudgeProtocol::parse(&SafetyJ, raw, Lang::En).label,
+                label: SafetyJ.parse(raw, Lang::En).label,
                 p_unsafe: Some(p),
                 raw: raw.to_string(),
             })
+        }
+
+        fn protocol(&self) -> &dyn crate::judge::JudgeProtocol {
+            &SafetyJ
         }
     }
 

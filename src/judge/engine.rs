@@ -5,12 +5,12 @@
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 
+use super::head::VerdictHead;
 use super::{detect_language, Dialogue, JudgeProtocol, Label, Lang, Mode, PromptPart};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::model::generate::{self, GenerateOptions, Sampling, StopReason};
-use crate::model::{Logits, Model, Session};
-use crate::ops::{self, Elem, Tensor};
+use crate::model::generate::{GenerateOptions, Sampling, StopReason};
+use crate::model::{Engine, EngineSession, ModelConfig};
 use crate::tokenizer::Tokenizer;
 
 /// What to judge and how.
@@ -26,11 +26,17 @@ pub struct JudgeRequest {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Verdict {
     pub label: Label,
+    /// P(unsafe) that decided the label: the verdict head's when one is attached,
+    /// otherwise the model's own (`model_p_unsafe`).
+    pub p_unsafe: f64,
+    /// The threshold `label` was decided with (the head's own when it decided).
+    pub threshold: f64,
     /// P(unsafe sequence) / (P(safe sequence) + P(unsafe sequence)) at the label
     /// position, from the model's own probabilities.
-    pub p_unsafe: f64,
-    /// The threshold `label` was decided with.
-    pub threshold: f64,
+    pub model_p_unsafe: f64,
+    /// The verdict head that decided, by name; `None` when the model's own label
+    /// probabilities did.
+    pub head: Option<String>,
     pub lang: Lang,
     pub mode: Mode,
     /// The answer as the model gave it: the fixed prefix, the label, and in
@@ -45,6 +51,33 @@ pub struct Verdict {
     pub cached_tokens: usize,
     pub time_to_verdict_ms: f64,
     pub total_ms: f64,
+}
+
+/// What [`Judge::probe`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// The template language used.
+    pub lang: Lang,
+    /// The model's own P(unsafe) from its label probabilities.
+    pub p_unsafe: f64,
+    /// The residual stream after each requested layer, at the label position.
+    pub hidden: Vec<Vec<f32>>,
+    pub prompt_tokens: usize,
+}
+
+/// The label scores of a verdict prompt and what continuing from a label needs.
+struct LabelScores {
+    lang: Lang,
+    prompt_tokens: usize,
+    cached: usize,
+    /// The model's own P(unsafe).
+    p_unsafe: f64,
+    hidden: Vec<Vec<f32>>,
+    /// The answer prefix and each label, tokenized together.
+    safe_ids: Vec<u32>,
+    unsafe_ids: Vec<u32>,
+    /// Tokens the two share (already in the session after scoring).
+    common: usize,
 }
 
 /// Settings of a [`Judge`].
@@ -68,19 +101,20 @@ impl Default for JudgeOptions {
     }
 }
 
-/// A judge model loaded on the GPU, ready to evaluate dialogues.
+/// A judge model loaded on its engine, ready to evaluate dialogues.
 pub struct Judge {
-    ctx: Context,
-    model: Model,
+    engine: Engine,
     tokenizer: Tokenizer,
     protocol: Box<dyn JudgeProtocol>,
     options: JudgeOptions,
+    /// The verdict head that decides labels, when one is attached.
+    head: Option<VerdictHead>,
     state: Mutex<JudgeState>,
 }
 
 /// The judge's KV cache and what it holds.
 struct JudgeState {
-    session: Session,
+    session: EngineSession,
     /// The tokens whose keys and values occupy the session's first positions. A new
     /// prompt reuses the longest prefix it shares with them (the template of a
     /// verdict, the instructions of an evaluator call) and prefills only the rest.
@@ -129,22 +163,21 @@ fn stop_tokens(tokenizer: &Tokenizer) -> Vec<u32> {
 }
 
 impl Judge {
-    /// A judge from a loaded model, its tokenizer and the protocol it speaks.
+    /// A judge from a model on its engine, its tokenizer and the protocol it speaks.
     pub fn new(
-        ctx: Context,
-        model: Model,
+        engine: Engine,
         tokenizer: Tokenizer,
         protocol: Box<dyn JudgeProtocol>,
         options: JudgeOptions,
     ) -> Result<Judge> {
-        let capacity = options.context.min(model.config.context);
-        let session = model.new_session(&ctx, capacity)?;
+        let capacity = options.context.min(engine.config().context);
+        let session = engine.new_session(capacity)?;
         Ok(Judge {
-            ctx,
-            model,
+            engine,
             tokenizer,
             protocol,
             options,
+            head: None,
             state: Mutex::new(JudgeState {
                 session,
                 cached: Vec::new(),
@@ -175,8 +208,7 @@ impl Judge {
         let ctx = Context::new_blocking()?;
         let (model, tokenizer, stand_in) = crate::model::open::open_named(&ctx, model, progress)?;
         let judge = Judge::new(
-            ctx,
-            model,
+            Engine::gpu(ctx, model),
             tokenizer,
             Box::new(super::safety_j::SafetyJ),
             options,
@@ -184,14 +216,47 @@ impl Judge {
         Ok((judge, stand_in))
     }
 
-    /// The GPU context the judge runs on.
-    pub fn context(&self) -> &Context {
-        &self.ctx
+    /// Attaches `head` (checked against this model and protocol) to decide verdicts,
+    /// or detaches the current one with `None`.
+    pub async fn set_head_async(&mut self, head: Option<VerdictHead>) -> Result<()> {
+        if let Some(head) = &head {
+            let fingerprint = self.engine.fingerprint().await?;
+            let arch = self.engine.config().arch.gguf_name();
+            head.check_base(&fingerprint, arch, self.protocol.name())?;
+        }
+        self.head = head;
+        Ok(())
+    }
+
+    /// Blocking form of [`Judge::set_head_async`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn set_head(&mut self, head: Option<VerdictHead>) -> Result<()> {
+        pollster::block_on(self.set_head_async(head))
+    }
+
+    /// The attached verdict head.
+    pub fn head(&self) -> Option<&VerdictHead> {
+        self.head.as_ref()
+    }
+
+    /// The GPU context the judge runs on, when its engine is the GPU's.
+    pub fn context(&self) -> Option<&Context> {
+        self.engine.gpu_context()
+    }
+
+    /// The engine that runs the model.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The model's configuration.
-    pub fn model(&self) -> &Model {
-        &self.model
+    pub fn config(&self) -> &ModelConfig {
+        self.engine.config()
+    }
+
+    /// The protocol the judge speaks.
+    pub fn protocol(&self) -> &dyn JudgeProtocol {
+        self.protocol.as_ref()
     }
 
     /// The tokenizer.
@@ -255,10 +320,11 @@ impl Judge {
     }
 
     /// Judges one dialogue. `on_critique` receives the analysis text as it streams
-    /// (critique mode); return `ControlFlow::Break` to stop it early. Awaits the GPU
-    /// for each read back (native and web). Holds the judge's state for the whole
-    /// evaluation: natively a second caller waits; on the web, callers must not
-    /// overlap (the JS API queues them).
+    /// (critique mode); return `ControlFlow::Break` to stop it early. Awaits the
+    /// engine for each read back (native and web). Holds the judge's state for the
+    /// whole evaluation: natively a second caller waits; on the web, callers must not
+    /// overlap (the JS API queues them). With a verdict head attached, the head's
+    /// P(unsafe) decides and the critique continues from the head's label.
     #[allow(clippy::await_holding_lock)]
     pub async fn evaluate_async(
         &self,
@@ -266,23 +332,115 @@ impl Judge {
         mut on_critique: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Verdict> {
         let started = web_time::Instant::now();
-        let lang = request
-            .lang
-            .unwrap_or_else(|| detect_language(&request.dialogue.all_text()));
         let mode = request.mode;
-        let prompt = self.protocol.prompt(&request.dialogue, lang, mode);
-        let ids = self.prompt_tokens(&prompt.parts)?;
-
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))?;
+        let mut state = self.lock_state()?;
         let state = &mut *state;
-        let capacity = state.session.capacity();
         let reserve = match mode {
             Mode::Verdict => 16,
             Mode::Critique => 16 + self.options.max_critique_tokens,
         };
+        let layers: Vec<usize> = self.head.iter().map(|h| h.meta.layer).collect();
+        let scored = self
+            .score_labels(state, &request.dialogue, request.lang, mode, reserve, &layers)
+            .await?;
+        let LabelScores {
+            lang,
+            prompt_tokens,
+            cached,
+            ref safe_ids,
+            ref unsafe_ids,
+            common,
+            ..
+        } = scored;
+        let (p_unsafe, threshold) = match &self.head {
+            Some(head) => (head.p_unsafe(&scored.hidden[0])?, head.meta.threshold),
+            None => (scored.p_unsafe, self.options.threshold),
+        };
+        let base = state.session.len();
+        let answer = self.protocol.answer_prefix(lang);
+        let label = if p_unsafe >= threshold {
+            Label::Unsafe
+        } else {
+            Label::Safe
+        };
+        let time_to_verdict = started.elapsed();
+
+        let mut output = format!("{answer}{}", self.protocol.label_text(lang, label));
+        let (critique, critique_stop) = match mode {
+            Mode::Verdict => (None, None),
+            Mode::Critique => {
+                // Continue from the chosen label: its remaining tokens go in as the
+                // model's own answer, then the analysis is generated.
+                let chosen = if label == Label::Safe {
+                    safe_ids
+                } else {
+                    unsafe_ids
+                };
+                state.session.truncate(base)?;
+                let options = greedy_until_end(&self.tokenizer, self.options.max_critique_tokens);
+                let generation = self
+                    .engine
+                    .generate(
+                        &mut state.session,
+                        &self.tokenizer,
+                        &chosen[common..],
+                        &options,
+                        &mut on_critique,
+                    )
+                    .await?;
+                output.push_str(&generation.text);
+                let parsed = self.protocol.parse(&output, lang);
+                (
+                    Some(
+                        parsed
+                            .analysis
+                            .unwrap_or_else(|| generation.text.trim().to_string()),
+                    ),
+                    Some(generation.stop),
+                )
+            }
+        };
+        Ok(Verdict {
+            label,
+            output,
+            p_unsafe,
+            threshold,
+            model_p_unsafe: scored.p_unsafe,
+            head: self.head.as_ref().map(|h| h.meta.name.clone()),
+            lang,
+            mode,
+            critique,
+            critique_stop,
+            prompt_tokens,
+            cached_tokens: cached,
+            time_to_verdict_ms: time_to_verdict.as_secs_f64() * 1e3,
+            total_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    fn lock_state(&self) -> Result<std::sync::MutexGuard<'_, JudgeState>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))
+    }
+
+    /// Renders the verdict prompt, reuses the cached prefix, and scores both labels
+    /// (and captures the residual stream at `layers`) at the label position. The
+    /// session is left at the prompt plus the answer's common prefix; `reserve`
+    /// positions must stay free after the prompt.
+    async fn score_labels(
+        &self,
+        state: &mut JudgeState,
+        dialogue: &Dialogue,
+        lang: Option<Lang>,
+        mode: Mode,
+        reserve: usize,
+        layers: &[usize],
+    ) -> Result<LabelScores> {
+        let lang = lang.unwrap_or_else(|| detect_language(&dialogue.all_text()));
+        let prompt = self.protocol.prompt(dialogue, lang, mode);
+        let ids = self.prompt_tokens(&prompt.parts)?;
+        let capacity = state.session.capacity();
         if ids.len() + reserve > capacity {
             return Err(Error::InvalidInput(format!(
                 "the dialogue needs {} prompt tokens plus {reserve} for the answer, more than the judge's context of {capacity} \
@@ -317,137 +475,52 @@ impl Judge {
         }
         let mut first: Vec<u32> = ids[cached..].to_vec();
         first.extend_from_slice(&safe_ids[..common]);
-        let (safe_rest, unsafe_rest) = (&safe_ids[common..], &unsafe_ids[common..]);
-        // One submit runs the prompt, scores both labels' first tokens and copies
-        // their log-probabilities back.
-        let ctx = &self.ctx;
-        let first_ids =
-            Tensor::from_u32(ctx, "label tokens", &[2], &[safe_rest[0], unsafe_rest[0]])?;
-        let first_log_probs = Tensor::new(ctx, "label log-probs", &[2], Elem::F32)?;
-        let first_probs = Tensor::new(ctx, "label probs", &[2], Elem::F32)?;
-        let readback = self.model.forward_then(
-            ctx,
-            &mut state.session,
-            &first,
-            Logits::Last,
-            |encoder, logits| {
-                ops::token_softmax::encode(
-                    ctx,
-                    encoder,
-                    logits,
-                    0,
-                    &first_ids,
-                    &first_log_probs,
-                    &first_probs,
-                )?;
-                first_log_probs.record_read(ctx, encoder)
-            },
-        )?;
-        // Scoring and the critique only write positions after the prompt.
+        let labels = [&safe_ids[common..], &unsafe_ids[common..]];
+        let scored = self
+            .engine
+            .score(&mut state.session, &first, &labels, layers)
+            .await?;
         state.cached = ids.clone();
-        let base = state.session.len();
-        let first_lp: Vec<f32> =
-            bytemuck::pod_collect_to_vec(&ctx.finish_readback(readback).await?);
-        let lp_safe = first_lp[0] as f64
-            + self
-                .continuation_logprob(&mut state.session, safe_rest, base)
-                .await?;
-        let lp_unsafe = first_lp[1] as f64
-            + self
-                .continuation_logprob(&mut state.session, unsafe_rest, base)
-                .await?;
-        // P(unsafe) = e^u / (e^s + e^u), computed without overflow.
-        let p_unsafe = 1.0 / (1.0 + (lp_safe - lp_unsafe).exp());
-        let label = if p_unsafe >= self.options.threshold {
-            Label::Unsafe
-        } else {
-            Label::Safe
-        };
-        let time_to_verdict = started.elapsed();
-
-        let mut output = format!("{answer}{}", self.protocol.label_text(lang, label));
-        let (critique, critique_stop) = match mode {
-            Mode::Verdict => (None, None),
-            Mode::Critique => {
-                // Continue from the chosen label: its remaining tokens go in as the
-                // model's own answer, then the analysis is generated.
-                let chosen = if label == Label::Safe {
-                    &safe_ids
-                } else {
-                    &unsafe_ids
-                };
-                state.session.truncate(base)?;
-                let options = greedy_until_end(&self.tokenizer, self.options.max_critique_tokens);
-                let generation = generate::generate_async(
-                    &self.ctx,
-                    &self.model,
-                    &self.tokenizer,
-                    &mut state.session,
-                    &chosen[common..],
-                    &options,
-                    &mut on_critique,
-                )
-                .await?;
-                output.push_str(&generation.text);
-                let parsed = self.protocol.parse(&output, lang);
-                (
-                    Some(
-                        parsed
-                            .analysis
-                            .unwrap_or_else(|| generation.text.trim().to_string()),
-                    ),
-                    Some(generation.stop),
-                )
-            }
-        };
-        Ok(Verdict {
-            label,
-            output,
-            p_unsafe,
-            threshold: self.options.threshold,
+        let (lp_safe, lp_unsafe) = (scored.log_probs[0], scored.log_probs[1]);
+        Ok(LabelScores {
             lang,
-            mode,
-            critique,
-            critique_stop,
             prompt_tokens: ids.len(),
-            cached_tokens: cached,
-            time_to_verdict_ms: time_to_verdict.as_secs_f64() * 1e3,
-            total_ms: started.elapsed().as_secs_f64() * 1e3,
+            cached,
+            // P(unsafe) = e^u / (e^s + e^u), computed without overflow.
+            p_unsafe: 1.0 / (1.0 + (lp_safe - lp_unsafe).exp()),
+            hidden: scored.hidden,
+            safe_ids,
+            unsafe_ids,
+            common,
         })
     }
 
-    /// log P(`label[1..]` | the session up to `base`, then `label[0]`): 0 for a
-    /// one-token label. The session is left at `base`.
-    async fn continuation_logprob(
-        &self,
-        session: &mut Session,
-        label: &[u32],
-        base: usize,
-    ) -> Result<f64> {
-        if label.len() < 2 {
-            return Ok(0.0);
-        }
-        let logits =
-            self.model
-                .forward(&self.ctx, session, &label[..label.len() - 1], Logits::All)?;
-        let mut total = 0.0;
-        for (row, &token) in label[1..].iter().enumerate() {
-            total += self.token_logprob(&logits, row, token).await?;
-        }
-        session.truncate(base)?;
-        Ok(total)
+    /// Blocking form of [`Judge::probe_async`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn probe(&self, dialogue: &Dialogue, lang: Option<Lang>, layers: &[usize]) -> Result<Probe> {
+        pollster::block_on(self.probe_async(dialogue, lang, layers))
     }
 
-    /// log-softmax of row `row` of `logits` at `token`, computed on the GPU.
-    async fn token_logprob(&self, logits: &Tensor, row: usize, token: u32) -> Result<f64> {
-        let ctx = &self.ctx;
-        let ids = Tensor::from_u32(ctx, "label token", &[1], &[token])?;
-        let log_probs = Tensor::new(ctx, "label log-prob", &[1], Elem::F32)?;
-        let probs = Tensor::new(ctx, "label prob", &[1], Elem::F32)?;
-        let mut enc = ctx.encoder();
-        ops::token_softmax::encode(ctx, &mut enc, logits, row, &ids, &log_probs, &probs)?;
-        ctx.submit("scoring a label token", enc)?;
-        Ok(log_probs.read_f32_async(ctx).await?[0] as f64)
+    /// What a verdict head reads: the verdict prompt's label scores and the residual
+    /// stream after each of `layers` blocks at the label position, from one pass
+    /// (the features heads are trained on and applied to).
+    #[allow(clippy::await_holding_lock)]
+    pub async fn probe_async(
+        &self,
+        dialogue: &Dialogue,
+        lang: Option<Lang>,
+        layers: &[usize],
+    ) -> Result<Probe> {
+        let mut state = self.lock_state()?;
+        let scored = self
+            .score_labels(&mut state, dialogue, lang, Mode::Verdict, 16, layers)
+            .await?;
+        Ok(Probe {
+            lang: scored.lang,
+            p_unsafe: scored.p_unsafe,
+            hidden: scored.hidden,
+            prompt_tokens: scored.prompt_tokens,
+        })
     }
 
     /// Free greedy decoding of the prompt, as the reference code judged: the raw
@@ -482,23 +555,20 @@ impl Judge {
         max_tokens: usize,
     ) -> Result<String> {
         let ids = self.prompt_tokens(parts)?;
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))?;
+        let mut state = self.lock_state()?;
         let cached = state.reuse_prefix(&ids)?;
         let room = state.session.capacity().saturating_sub(ids.len());
         let options = greedy_until_end(&self.tokenizer, max_tokens.min(room));
-        let generation = generate::generate_async(
-            &self.ctx,
-            &self.model,
-            &self.tokenizer,
-            &mut state.session,
-            &ids[cached..],
-            &options,
-            |_| ControlFlow::Continue(()),
-        )
-        .await?;
+        let generation = self
+            .engine
+            .generate(
+                &mut state.session,
+                &self.tokenizer,
+                &ids[cached..],
+                &options,
+                |_| ControlFlow::Continue(()),
+            )
+            .await?;
         state.cached = ids;
         Ok(generation.text)
     }

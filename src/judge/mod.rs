@@ -5,6 +5,7 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod batch;
 pub mod engine;
+pub mod head;
 mod lang;
 pub mod safety_j;
 
@@ -182,4 +183,9 @@ pub trait JudgeProtocol: Send + Sync {
     /// Reads the label and analysis out of free-running output, tolerating spacing
     /// and case; `label: None` when no label is stated.
     fn parse(&self, output: &str, lang: Lang) -> ParsedOutput;
+    /// The label by the protocol's reference code's own rule, for parity checks;
+    /// by default the parsed label, and unsafe when none is stated.
+    fn strict_label(&self, output: &str, lang: Lang) -> Label {
+        self.parse(output, lang).label.unwrap_or(Label::Unsafe)
+    }
 }

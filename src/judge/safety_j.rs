@@ -116,6 +116,10 @@ impl JudgeProtocol for SafetyJ {
             .filter(|a| !a.is_empty());
         ParsedOutput { label, analysis }
     }
+
+    fn strict_label(&self, output: &str, lang: Lang) -> Label {
+        SafetyJ::reference_label(output, lang)
+    }
 }
 
 /// The text after the first `[keyword]` marker (case-insensitive, spaces allowed

@@ -142,6 +142,9 @@ pub struct Session {
     position: Position,
     /// A token id written on the GPU, input of [`Model::forward_picked_then`].
     picked: Tensor,
+    /// `[layers, hidden]`: row `n - 1` holds the residual stream after block `n` that
+    /// a capturing step copied out (see [`Model::forward_capture_then`]).
+    captured: Tensor,
     scratch: Vec<Scratch>,
 }
 
@@ -171,6 +174,13 @@ impl Session {
         &self.picked
     }
 
+    /// `[layers, hidden]` f32: where [`Model::forward_capture_then`] copies the
+    /// residual stream of the step's last token after each chosen block (row `n - 1`
+    /// for block `n`).
+    pub fn captured_hidden(&self) -> &Tensor {
+        &self.captured
+    }
+
     /// Positions the cache can hold.
     pub fn capacity(&self) -> usize {
         self.caches.first().map_or(0, |c| c.capacity())
@@ -190,7 +200,7 @@ impl Session {
             .flat_map(Scratch::tensors)
             .map(|t| t.buffer.size())
             .sum();
-        caches + scratch + self.picked.buffer.size()
+        caches + scratch + self.picked.buffer.size() + self.captured.buffer.size()
     }
 
     /// Forgets positions from `len` on, so the next step overwrites them (used to
@@ -234,6 +244,7 @@ impl Model {
             len: 0,
             position: Position::new(ctx, 0)?,
             picked: Tensor::new(ctx, "picked token", &[1], Elem::U32)?,
+            captured: Tensor::new(ctx, "captured hidden states", &[c.layers, c.hidden], Elem::F32)?,
             scratch: Vec::new(),
         })
     }
@@ -333,7 +344,33 @@ impl Model {
         which: Logits,
         then: impl FnOnce(&mut Encoder, &Tensor) -> Result<T>,
     ) -> Result<T> {
-        self.step(ctx, session, StepInput::Host(tokens), which, then)
+        self.step(ctx, session, StepInput::Host(tokens), which, &[], then)
+    }
+
+    /// [`Model::forward_then`] that also copies the residual stream of the last token
+    /// after each of `hidden_layers` blocks (each in 1..=layers; `layers` is the
+    /// stream before the final norm) into [`Session::captured_hidden`], in the same
+    /// submit.
+    pub fn forward_capture_then<T>(
+        &self,
+        ctx: &Context,
+        session: &mut Session,
+        tokens: &[u32],
+        which: Logits,
+        hidden_layers: &[usize],
+        then: impl FnOnce(&mut Encoder, &Tensor) -> Result<T>,
+    ) -> Result<T> {
+        if let Some(bad) = hidden_layers
+            .iter()
+            .find(|&&n| n == 0 || n > self.config.layers)
+        {
+            return Err(Error::InvalidInput(format!(
+                "hidden layer {bad} does not exist: the model has layers 1..={}",
+                self.config.layers
+            )));
+        }
+        let input = StepInput::Host(tokens);
+        self.step(ctx, session, input, which, hidden_layers, then)
     }
 
     /// [`Model::forward_then`] for one token that a pick recorded earlier wrote into
@@ -349,7 +386,7 @@ impl Model {
         which: Logits,
         then: impl FnOnce(&mut Encoder, &Tensor) -> Result<T>,
     ) -> Result<T> {
-        self.step(ctx, session, StepInput::Picked, which, then)
+        self.step(ctx, session, StepInput::Picked, which, &[], then)
     }
 
     fn step<T>(
@@ -358,6 +395,7 @@ impl Model {
         session: &mut Session,
         input: StepInput,
         which: Logits,
+        capture: &[usize],
         then: impl FnOnce(&mut Encoder, &Tensor) -> Result<T>,
     ) -> Result<T> {
         let c = &self.config;
@@ -423,7 +461,7 @@ impl Model {
         let mut enc = ctx.encoder();
         ops::embedding::encode(ctx, &mut enc, ids, &self.token_embedding, &s.x)?;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
-        for (layer, cache) in self.layers.iter().zip(&session.caches) {
+        for (index, (layer, cache)) in self.layers.iter().zip(&session.caches).enumerate() {
             ops::rms_norm::encode(ctx, &mut enc, &s.x, &layer.attn_norm, &s.normed, c.rms_eps)?;
             ops::matmul::encode(
                 ctx,
@@ -461,6 +499,13 @@ impl Model {
             ops::silu_mul::encode(ctx, &mut enc, &s.gate, &s.up, &s.act)?;
             ops::matmul::encode(ctx, &mut enc, &s.act, &layer.ffn_down, None, &s.proj)?;
             ops::add::encode_in_place(ctx, &mut enc, &s.x, &s.proj)?;
+            if capture.contains(&(index + 1)) {
+                let row_bytes = (c.hidden * 4) as u64;
+                let last = (t - 1) as u64 * row_bytes;
+                let to = index as u64 * row_bytes;
+                let captured = &session.captured.buffer;
+                enc.copy_buffer_to_buffer(&s.x.buffer, last, captured, to, row_bytes);
+            }
         }
         // The final norm and output projection, of the last row only when asked.
         let (hidden, normed) = match &s.last_row {

@@ -485,8 +485,7 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         ),
     });
     let engine = Engine::new(
-        ctx,
-        model,
+        crate::model::Engine::gpu(ctx, model),
         tokenizer,
         Box::new(SafetyJ),
         settings.judge.clone(),
@@ -601,7 +600,8 @@ async fn evaluate(engine: &Engine, request: &JsValue) -> std::result::Result<JsV
     }
     let verdict: Verdict = result.map_err(|e| {
         // A lost device surfaces first as a failed readback: say what really happened.
-        js_error(&engine.context().check_alive().err().unwrap_or(e))
+        let lost = engine.context().and_then(|ctx| ctx.check_alive().err());
+        js_error(&lost.unwrap_or(e))
     })?;
     to_js(&verdict).map_err(|e| js_error(&e))
 }
@@ -650,7 +650,9 @@ impl WebJudge {
     /// The GPU adapter and the features and limits the judge uses.
     pub fn capabilities(&self) -> Result<CapabilitiesObject, JsError> {
         let engine = self.engine()?;
-        let ctx = engine.context();
+        let ctx = engine
+            .context()
+            .ok_or_else(|| JsError::new("this judge does not run on a GPU"))?;
         let info = CapabilitiesInfo {
             adapter: self.adapter.clone(),
             backend: format!("{:?}", ctx.info.backend),
@@ -679,7 +681,9 @@ impl WebJudge {
     pub fn dispose(&self) {
         if let Some(engine) = self.engine.borrow_mut().take() {
             if let Ok(engine) = Rc::try_unwrap(engine) {
-                engine.context().device.destroy();
+                if let Some(ctx) = engine.context() {
+                    ctx.device.destroy();
+                }
             }
         }
         self.queue.borrow_mut().take();
