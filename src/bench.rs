@@ -144,7 +144,12 @@ fn verdict_timing(ctx: Context, model: Model, tokenizer: Tokenizer) -> Result<Ve
         context: 1024,
         ..JudgeOptions::default()
     };
-    let judge = Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options)?;
+    let judge = Judge::new(
+        Engine::gpu(ctx, model),
+        tokenizer,
+        Box::new(SafetyJ),
+        options,
+    )?;
     let verdict = |(query, response): (&str, &str)| {
         let request = JudgeRequest {
             dialogue: Dialogue::single(query, response),

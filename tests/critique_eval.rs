@@ -9,9 +9,9 @@ mod common;
 
 use safetyj::eval::critique::CritiquePipeline;
 use safetyj::eval::{datasets, runner};
-use safetyj::model::Engine;
 use safetyj::judge::engine::{Judge, JudgeOptions};
 use safetyj::judge::safety_j::SafetyJ;
+use safetyj::model::Engine;
 use safetyj::quant::DType;
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -43,7 +43,13 @@ fn critique_meta_evaluation_runs_on_the_local_engine() {
         max_critique_tokens: MAX_TOKENS,
         ..Default::default()
     };
-    let judge = Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options).unwrap();
+    let judge = Judge::new(
+        Engine::gpu(ctx, model),
+        tokenizer,
+        Box::new(SafetyJ),
+        options,
+    )
+    .unwrap();
     let pipeline = CritiquePipeline {
         judge: &judge,
         evaluator: &judge,

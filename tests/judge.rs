@@ -49,7 +49,15 @@ fn judge() -> Option<HeldJudge> {
                 max_critique_tokens: 24,
                 ..Default::default()
             };
-            Some(Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options).unwrap())
+            Some(
+                Judge::new(
+                    Engine::gpu(ctx, model),
+                    tokenizer,
+                    Box::new(SafetyJ),
+                    options,
+                )
+                .unwrap(),
+            )
         })
         .as_ref()?;
     Some(HeldJudge { judge, _turn: turn })
@@ -435,12 +443,24 @@ fn a_streamed_model_judges_exactly_like_the_file_loaded_one() {
     let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&header).unwrap()).unwrap();
     let ctx = Context::new_blocking().unwrap();
     let model = pollster::block_on(load_gguf_streamed(&ctx, &header, &fetch, 4, |_| {})).unwrap();
-    let streamed = Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options.clone()).unwrap();
+    let streamed = Judge::new(
+        Engine::gpu(ctx, model),
+        tokenizer,
+        Box::new(SafetyJ),
+        options.clone(),
+    )
+    .unwrap();
 
     let ctx = Context::new_blocking().unwrap();
     let (model, tokenizer) =
         safetyj::model::open::open(&ctx, &path, DType::Q4_K, |_, _| {}).unwrap();
-    let from_file = Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options).unwrap();
+    let from_file = Judge::new(
+        Engine::gpu(ctx, model),
+        tokenizer,
+        Box::new(SafetyJ),
+        options,
+    )
+    .unwrap();
 
     let (_, dialogue, _) = case("en");
     for mode in [Mode::Verdict, Mode::Critique] {

@@ -712,11 +712,11 @@ mod js_api {
     use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
     use safetyj::formats::remote::read_gguf_header;
     use safetyj::formats::{MemoryFetch, MetadataArray, MetadataValue};
-    use safetyj::model::Engine;
-use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
+    use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
     use safetyj::judge::safety_j::SafetyJ;
     use safetyj::judge::{Dialogue, Mode};
     use safetyj::model::stream::load_gguf_streamed;
+    use safetyj::model::Engine;
     use safetyj::tokenizer::{GgufVocab, Tokenizer};
     use safetyj::web::WebJudge;
     use wasm_bindgen::{JsCast, JsValue};
@@ -907,7 +907,13 @@ use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
             max_critique_tokens: 4,
             ..Default::default()
         };
-        let engine = Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options).unwrap();
+        let engine = Judge::new(
+            Engine::gpu(ctx, model),
+            tokenizer,
+            Box::new(SafetyJ),
+            options,
+        )
+        .unwrap();
 
         let (query, response) = ("How do I bake bread?", "Mix flour, water, yeast; bake.");
         let pieces = Array::new();

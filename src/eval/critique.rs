@@ -228,7 +228,8 @@ impl CritiquePipeline<'_> {
         let lang = item.lang;
         let dialogue = Dialogue::single(item.prompt.clone(), item.response.clone());
         let outcome = self.judge.judge(&dialogue, lang, Mode::Critique)?;
-        let (critique, analysis_marker_found) = critique_text(self.judge.protocol(), &outcome.raw, lang);
+        let (critique, analysis_marker_found) =
+            critique_text(self.judge.protocol(), &outcome.raw, lang);
         let (extract, recall, precision) = match lang {
             Lang::En => (EXTRACT_AIUS_EN, RECALL_EN, PRECISION_EN),
             Lang::Zh => (EXTRACT_AIUS_ZH, RECALL_ZH, PRECISION_ZH),
@@ -392,7 +393,11 @@ pub(crate) mod tests {
     #[test]
     fn critique_text_takes_the_analysis_or_the_whole_output() {
         assert_eq!(
-            critique_text(&SafetyJ, "[Answer] unsafe\n[Analysis] B gives a recipe.", Lang::En),
+            critique_text(
+                &SafetyJ,
+                "[Answer] unsafe\n[Analysis] B gives a recipe.",
+                Lang::En
+            ),
             ("B gives a recipe.".to_string(), true)
         );
         assert_eq!(

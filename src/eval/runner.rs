@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::judge::{Dialogue, Mode};
 
 use super::critique::CritiquePipeline;
-use super::records::{LabelRecord, ResultRecord};
 use super::datasets::{item_id, CritiqueItem, LabelItem};
+use super::records::{LabelRecord, ResultRecord};
 use super::report::{self, CritiqueReport, LabelReport};
 use super::JudgeBackend;
 
@@ -328,8 +328,8 @@ pub fn run_critique_eval(
 mod tests {
     use super::*;
     use crate::eval::critique::tests::{ScriptedCritiqueJudge, ScriptedEvaluator};
-    use crate::eval::JudgeOutcome;
     use crate::eval::critique::CritiqueRecord;
+    use crate::eval::JudgeOutcome;
     use crate::judge::safety_j::SafetyJ;
     use crate::judge::{JudgeProtocol, Label, Lang};
     use std::sync::Mutex;

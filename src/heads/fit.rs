@@ -171,7 +171,9 @@ fn lbfgs(
         }
         for ((s, y, rho), alpha) in history.iter().zip(alphas.iter().rev()) {
             let beta = rho * dot(y, &q);
-            q.iter_mut().zip(s).for_each(|(q, s)| *q += (alpha - beta) * s);
+            q.iter_mut()
+                .zip(s)
+                .for_each(|(q, s)| *q += (alpha - beta) * s);
         }
         let mut direction: Vec<f64> = q.iter().map(|q| -q).collect();
         let mut slope = dot(&g, &direction);
@@ -313,6 +315,9 @@ mod tests {
             .map(|&s| uniform() < sigmoid(2.0 * s - 1.0))
             .collect();
         let (a, b) = platt(&scores, &labels).unwrap();
-        assert!((a - 2.0).abs() < 0.25 && (b + 1.0).abs() < 0.2, "a {a} b {b}");
+        assert!(
+            (a - 2.0).abs() < 0.25 && (b + 1.0).abs() < 0.2,
+            "a {a} b {b}"
+        );
     }
 }

@@ -341,7 +341,14 @@ impl Judge {
         };
         let layers: Vec<usize> = self.head.iter().map(|h| h.meta.layer).collect();
         let scored = self
-            .score_labels(state, &request.dialogue, request.lang, mode, reserve, &layers)
+            .score_labels(
+                state,
+                &request.dialogue,
+                request.lang,
+                mode,
+                reserve,
+                &layers,
+            )
             .await?;
         let LabelScores {
             lang,
@@ -497,7 +504,12 @@ impl Judge {
 
     /// Blocking form of [`Judge::probe_async`] (native only).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn probe(&self, dialogue: &Dialogue, lang: Option<Lang>, layers: &[usize]) -> Result<Probe> {
+    pub fn probe(
+        &self,
+        dialogue: &Dialogue,
+        lang: Option<Lang>,
+        layers: &[usize],
+    ) -> Result<Probe> {
         pollster::block_on(self.probe_async(dialogue, lang, layers))
     }
 

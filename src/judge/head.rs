@@ -280,7 +280,10 @@ mod tests {
         let z = (0.5 / 1.0) * 0.3 + (4.0 / 2.0) * -0.7 + (0.5 / 0.5) * 1.1 + 0.2;
         let want = 1.0 / (1.0 + (-(1.5 * z - 0.25f64)).exp());
         assert!((h.p_unsafe(&x).unwrap() - want).abs() < 1e-6);
-        assert!(matches!(h.p_unsafe(&[1.0, 2.0]), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            h.p_unsafe(&[1.0, 2.0]),
+            Err(Error::InvalidInput(_))
+        ));
     }
 
     #[test]
@@ -288,7 +291,10 @@ mod tests {
         let h = head();
         assert!(h.check_base("abc", "qwen2", "safety-j").is_ok());
         let other = h.check_base("def", "qwen2", "safety-j").unwrap_err();
-        assert!(other.to_string().contains("trained on another model"), "{other}");
+        assert!(
+            other.to_string().contains("trained on another model"),
+            "{other}"
+        );
         let protocol = h.check_base("abc", "qwen2", "llama-guard-3").unwrap_err();
         assert!(protocol.to_string().contains("safety-j"), "{protocol}");
     }

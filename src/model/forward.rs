@@ -244,7 +244,12 @@ impl Model {
             len: 0,
             position: Position::new(ctx, 0)?,
             picked: Tensor::new(ctx, "picked token", &[1], Elem::U32)?,
-            captured: Tensor::new(ctx, "captured hidden states", &[c.layers, c.hidden], Elem::F32)?,
+            captured: Tensor::new(
+                ctx,
+                "captured hidden states",
+                &[c.layers, c.hidden],
+                Elem::F32,
+            )?,
             scratch: Vec::new(),
         })
     }
