@@ -112,6 +112,58 @@ pub enum Lang {
     Zh,
 }
 
+impl std::str::FromStr for Lang {
+    type Err = Error;
+
+    /// `en` or `zh`.
+    fn from_str(text: &str) -> Result<Lang> {
+        match text {
+            "en" => Ok(Lang::En),
+            "zh" => Ok(Lang::Zh),
+            other => Err(Error::InvalidInput(format!(
+                "the language must be en or zh, not \"{other}\""
+            ))),
+        }
+    }
+}
+
+/// The language asked for: a fixed template language, or `auto` to detect it from
+/// the dialogue's text. What the CLI's `--lang` and the browser's `lang` take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LangChoice {
+    /// Detect the language from the dialogue.
+    #[default]
+    Auto,
+    /// Always this language.
+    Fixed(Lang),
+}
+
+impl LangChoice {
+    /// The fixed language, `None` for `auto`.
+    pub fn fixed(self) -> Option<Lang> {
+        match self {
+            LangChoice::Auto => None,
+            LangChoice::Fixed(lang) => Some(lang),
+        }
+    }
+}
+
+impl std::str::FromStr for LangChoice {
+    type Err = Error;
+
+    /// `en`, `zh` or `auto`.
+    fn from_str(text: &str) -> Result<LangChoice> {
+        match text {
+            "auto" => Ok(LangChoice::Auto),
+            other => other.parse().map(LangChoice::Fixed).map_err(|_| {
+                Error::InvalidInput(format!(
+                    "the language must be en, zh or auto, not \"{other}\""
+                ))
+            }),
+        }
+    }
+}
+
 /// How much the judge writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,6 +172,21 @@ pub enum Mode {
     Verdict,
     /// Decide the label, then stream the analysis.
     Critique,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+
+    /// `verdict` or `critique`.
+    fn from_str(text: &str) -> Result<Mode> {
+        match text {
+            "verdict" => Ok(Mode::Verdict),
+            "critique" => Ok(Mode::Critique),
+            other => Err(Error::InvalidInput(format!(
+                "the mode must be verdict or critique, not \"{other}\""
+            ))),
+        }
+    }
 }
 
 /// A judge's decision about the assistant's answer.
@@ -187,5 +254,26 @@ pub trait JudgeProtocol: Send + Sync {
     /// by default the parsed label, and unsafe when none is stated.
     fn strict_label(&self, output: &str, lang: Lang) -> Label {
         self.parse(output, lang).label.unwrap_or(Label::Unsafe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lang_choice_and_mode_parse_their_names_and_reject_others() {
+        assert_eq!("auto".parse::<LangChoice>().unwrap(), LangChoice::Auto);
+        assert_eq!("zh".parse::<LangChoice>().unwrap().fixed(), Some(Lang::Zh));
+        assert_eq!("en".parse::<Lang>().unwrap(), Lang::En);
+        assert!("auto".parse::<Lang>().is_err());
+        let error = "fr".parse::<LangChoice>().unwrap_err().to_string();
+        assert!(
+            error.contains("en, zh or auto") && error.contains("fr"),
+            "{error}"
+        );
+        assert_eq!("critique".parse::<Mode>().unwrap(), Mode::Critique);
+        assert_eq!("verdict".parse::<Mode>().unwrap(), Mode::Verdict);
+        assert!("Verdict".parse::<Mode>().is_err());
     }
 }

@@ -24,7 +24,7 @@ use crate::formats::remote::{read_gguf_header, CachedFetch};
 use crate::gpu::{Context, ContextOptions};
 use crate::judge::engine::{Judge as Engine, JudgeOptions, JudgeRequest, Verdict};
 use crate::judge::safety_j::SafetyJ;
-use crate::judge::{Dialogue, Lang, Mode};
+use crate::judge::{Dialogue, LangChoice, Mode};
 use crate::model::stream::{load_gguf_streamed, StreamProgress};
 use crate::tokenizer::{GgufVocab, Tokenizer};
 
@@ -539,26 +539,17 @@ fn parse_request(request: &JsValue) -> Result<(JudgeRequest, Option<Function>)> 
             .ok_or_else(|| wrong_type(&format!("request.{name}"), "a string")),
         None => Ok(None),
     };
-    let lang = match choice("lang")?.as_deref() {
-        None | Some("auto") => None,
-        Some("en") => Some(Lang::En),
-        Some("zh") => Some(Lang::Zh),
-        Some(other) => {
-            return Err(wrong_type(
-                "request.lang",
-                &format!("\"en\", \"zh\" or \"auto\" (got \"{other}\")"),
-            ))
-        }
+    let lang = match choice("lang")? {
+        None => LangChoice::Auto,
+        Some(text) => text
+            .parse::<LangChoice>()
+            .map_err(|e| Error::InvalidInput(format!("request.lang: {e}")))?,
     };
-    let mode = match choice("mode")?.as_deref() {
-        None | Some("verdict") => Mode::Verdict,
-        Some("critique") => Mode::Critique,
-        Some(other) => {
-            return Err(wrong_type(
-                "request.mode",
-                &format!("\"verdict\" or \"critique\" (got \"{other}\")"),
-            ))
-        }
+    let mode = match choice("mode")? {
+        None => Mode::Verdict,
+        Some(text) => text
+            .parse::<Mode>()
+            .map_err(|e| Error::InvalidInput(format!("request.mode: {e}")))?,
     };
     let on_critique = match property(request, "onCritique") {
         Some(f) => Some(
@@ -570,7 +561,7 @@ fn parse_request(request: &JsValue) -> Result<(JudgeRequest, Option<Function>)> 
     Ok((
         JudgeRequest {
             dialogue: Dialogue::single(text("query")?, text("response")?),
-            lang,
+            lang: lang.fixed(),
             mode,
         },
         on_critique,

@@ -1,0 +1,83 @@
+//! The `safetyj` command-line tool: a thin layer over the library, one module per
+//! subcommand.
+
+#[cfg(target_arch = "wasm32")]
+compile_error!(
+    "the safetyj CLI is native-only; build the browser library with \
+     `cargo build --lib --target wasm32-unknown-unknown --no-default-features --features web`"
+);
+
+mod bench;
+mod devices;
+mod eval;
+mod generate;
+mod judge;
+mod models;
+mod quantize;
+mod synth;
+mod terminal;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "safetyj",
+    version,
+    about = "On-device bilingual LLM safety judge (Safety-J) on WebGPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List GPU adapters with their backend, limits and features, and show which one
+    /// safetyj would use (override with SAFETYJ_BACKEND / SAFETYJ_ADAPTER).
+    Devices,
+    /// Judge whether B's response in a dialogue is safe: verdict, P(unsafe), and
+    /// (with --mode critique) a streamed critique.
+    Judge(judge::JudgeArgs),
+    /// Generate text from a model, streaming to stdout.
+    Generate(generate::GenerateArgs),
+    /// Benchmarks of judging quality: label-level metrics, or the critique
+    /// meta-evaluation, against OpenAI-compatible endpoints.
+    Eval {
+        #[command(subcommand)]
+        command: Box<eval::EvalCommand>,
+    },
+    /// Measure load time, prefill and decode speed, time to verdict and GPU memory of
+    /// a GGUF model, against copy-bandwidth and GEMM ceilings measured on the same
+    /// adapter.
+    Bench(bench::BenchArgs),
+    /// Write a GGUF file with the metadata and exactly the tensor names, types and
+    /// shapes of another, every tensor filled with seeded random valid data (speed
+    /// does not depend on the values), or with --header-only the header alone: a
+    /// few MB that stand in for the real file as --like wherever it cannot travel.
+    Synth(synth::SynthArgs),
+    /// Convert a Hugging Face checkpoint (bf16/f16/f32 safetensors) into a quantized
+    /// GGUF file with its config, tokenizer and chat template in the metadata.
+    Quantize(quantize::QuantizeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Devices => devices::run(),
+        Command::Judge(args) => judge::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Eval { command } => eval::run(*command),
+        Command::Bench(args) => bench::run(args),
+        Command::Synth(args) => synth::run(args),
+        Command::Quantize(args) => quantize::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
