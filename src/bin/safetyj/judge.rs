@@ -39,6 +39,10 @@ pub struct JudgeArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// A verdict head (from `safetyj head train`) that decides the label from the
+    /// model's hidden state instead of its label words.
+    #[arg(long)]
+    head: Option<std::path::PathBuf>,
 }
 
 /// Judges the dialogue (streaming a critique) or the file, and prints the verdicts.
@@ -53,8 +57,11 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         max_critique_tokens: args.max_critique_tokens,
         ..Default::default()
     };
-    let (judge, stand_in) = Judge::load(&args.model.model, options, status_line())?;
+    let (mut judge, stand_in) = Judge::load(&args.model.model, options, status_line())?;
     eprintln!();
+    if let Some(path) = &args.head {
+        judge.set_head(Some(safetyj::judge::head::VerdictHead::load(path)?))?;
+    }
     if let Some(notice) = judge.context().and_then(|ctx| ctx.software_notice()) {
         eprintln!("{notice}");
     }

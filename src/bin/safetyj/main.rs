@@ -11,6 +11,7 @@ mod bench;
 mod devices;
 mod eval;
 mod generate;
+mod head;
 mod judge;
 mod models;
 mod quantize;
@@ -40,6 +41,12 @@ enum Command {
     /// Judge whether B's response in a dialogue is safe: verdict, P(unsafe), and
     /// (with --mode critique) a streamed critique.
     Judge(judge::JudgeArgs),
+    /// Verdict heads: train one from labelled dialogues for your model and policy,
+    /// or measure one.
+    Head {
+        #[command(subcommand)]
+        command: head::HeadCommand,
+    },
     /// Generate text from a model, streaming to stdout.
     Generate(generate::GenerateArgs),
     /// Benchmarks of judging quality: label-level metrics, or the critique
@@ -68,6 +75,7 @@ fn main() -> ExitCode {
         Command::Devices => devices::run(),
         Command::Judge(args) => judge::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Head { command } => head::run(command),
         Command::Eval { command } => eval::run(*command),
         Command::Bench(args) => bench::run(args),
         Command::Synth(args) => synth::run(args),
