@@ -392,9 +392,7 @@ fn batch_resumes_after_a_killed_run() {
 fn label_benchmark_runs_on_the_local_engine() {
     use safetyj::eval::{datasets, runner};
     let Some(judge) = judge() else { return };
-    let Some(shared) = common::shared_data("label_level") else {
-        return;
-    };
+    let shared = common::safety_j_data("label_level");
     let mut items = Vec::new();
     for name in ["BeaverTails", "DiaSafety", "Jade", "Flames"] {
         let all = datasets::load_label_file(&shared.join(format!("{name}.json"))).unwrap();

@@ -14,17 +14,19 @@ use super::metrics::AiuCounts;
 use super::{fill_template, ChatBackend, JudgeBackend};
 
 /// AIU extraction prompt, English (`{input}` = critique).
-pub const EXTRACT_AIUS_EN: &str = include_str!("prompts/prompt_for_extract_aius_en.txt");
+pub const EXTRACT_AIUS_EN: &str =
+    include_str!("../../data/safety-j/prompts/prompt_for_extract_aius_en.txt");
 /// AIU extraction prompt, Chinese (`{input}` = critique).
-pub const EXTRACT_AIUS_ZH: &str = include_str!("prompts/prompt_for_extract_aius_zh.txt");
+pub const EXTRACT_AIUS_ZH: &str =
+    include_str!("../../data/safety-j/prompts/prompt_for_extract_aius_zh.txt");
 /// Recall check prompt, English (`{text}` = critique, `{claim}` = reference AIU).
-pub const RECALL_EN: &str = include_str!("prompts/recall_en.txt");
+pub const RECALL_EN: &str = include_str!("../../data/safety-j/prompts/recall_en.txt");
 /// Recall check prompt, Chinese.
-pub const RECALL_ZH: &str = include_str!("prompts/recall_zh.txt");
+pub const RECALL_ZH: &str = include_str!("../../data/safety-j/prompts/recall_zh.txt");
 /// Precision check prompt, English (`{text}` = dialogue, `{claim}` = critique AIU).
-pub const PRECISION_EN: &str = include_str!("prompts/precision_en.txt");
+pub const PRECISION_EN: &str = include_str!("../../data/safety-j/prompts/precision_en.txt");
 /// Precision check prompt, Chinese.
-pub const PRECISION_ZH: &str = include_str!("prompts/precision_zh.txt");
+pub const PRECISION_ZH: &str = include_str!("../../data/safety-j/prompts/precision_zh.txt");
 
 /// The critique to evaluate from a judge's output: the text after `[Analysis]` /
 /// `[分析]` (as the reference code keeps it), or the whole trimmed output when the
@@ -294,25 +296,7 @@ pub(crate) mod tests {
     use crate::judge::safety_j::SafetyJ;
 
     #[test]
-    fn prompts_are_byte_exact_copies_of_the_reference_prompts() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/data/safety-j/prompts");
-        for (file, ours) in [
-            ("prompt_for_extract_aius_en.txt", EXTRACT_AIUS_EN),
-            ("prompt_for_extract_aius_zh.txt", EXTRACT_AIUS_ZH),
-            ("recall_en.txt", RECALL_EN),
-            ("recall_zh.txt", RECALL_ZH),
-            ("precision_en.txt", PRECISION_EN),
-            ("precision_zh.txt", PRECISION_ZH),
-        ] {
-            match std::fs::read_to_string(dir.join(file)) {
-                Ok(reference) => assert_eq!(ours, reference, "{file} differs from the reference"),
-                Err(e) => assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI needs ../shared for {file}: {e}"
-                ),
-            }
-        }
+    fn meta_evaluation_prompts_have_their_placeholders() {
         for template in [RECALL_EN, RECALL_ZH, PRECISION_EN, PRECISION_ZH] {
             assert!(template.contains("{text}") && template.contains("{claim}"));
         }

@@ -355,23 +355,18 @@ mod tests {
     }
 
     #[test]
-    fn the_shared_label_sets_load_when_present() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/safety-j");
+    fn the_shipped_label_sets_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/safety-j");
         for (file, count, lang) in [
             ("label_level/Flames.json", 300, Lang::Zh),
             ("label_level/DiaSafety.json", 1095, Lang::En),
         ] {
-            match load_label_file(&dir.join(file)) {
-                Ok(items) => {
-                    assert_eq!(items.len(), count, "{file}");
-                    assert_eq!(items[0].lang, lang, "{file}");
-                }
-                Err(e) => assert!(std::env::var_os("CI").is_none(), "CI needs ../shared: {e}"),
-            }
+            let items = load_label_file(&dir.join(file)).unwrap();
+            assert_eq!(items.len(), count, "{file}");
+            assert_eq!(items[0].lang, lang, "{file}");
         }
-        if let Ok(items) = load_critique_file(&dir.join("critique_level/zh.json")) {
-            assert_eq!(items.len(), 300);
-            assert_eq!(items[0].lang, Lang::Zh);
-        }
+        let items = load_critique_file(&dir.join("critique_level/zh.json")).unwrap();
+        assert_eq!(items.len(), 300);
+        assert_eq!(items[0].lang, Lang::Zh);
     }
 }

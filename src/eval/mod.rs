@@ -13,10 +13,10 @@
 //!
 //! ```text
 //! safetyj eval label --judge-url http://gpu:8000 --judge-model safety-j \
-//!     --sample 200 --seed 0 --out runs/label ../shared/data/safety-j/label_level/*.json
+//!     --sample 200 --seed 0 --out runs/label data/safety-j/label_level/*.json
 //! safetyj eval critique --judge-url http://gpu:8000 --judge-model safety-j \
 //!     --evaluator-url http://gpu:8001 --evaluator-model qwen --out runs/critique \
-//!     ../shared/data/safety-j/critique_level/en.json
+//!     data/safety-j/critique_level/en.json
 //! ```
 //!
 //! Rerunning the same command resumes: items already in `results.jsonl` are skipped.

@@ -9,13 +9,15 @@
 use super::{Dialogue, JudgeProtocol, Label, Lang, Mode, ParsedOutput, Prompt, PromptPart, Role};
 
 /// Label-level template, English.
-pub const LABEL_EN: &str = include_str!("prompts/judge_label_level_en.txt");
+pub const LABEL_EN: &str = include_str!("../../data/safety-j/prompts/judge_label_level_en.txt");
 /// Label-level template, Chinese.
-pub const LABEL_ZH: &str = include_str!("prompts/judge_label_level_zh.txt");
+pub const LABEL_ZH: &str = include_str!("../../data/safety-j/prompts/judge_label_level_zh.txt");
 /// Critique-level template, English.
-pub const CRITIQUE_EN: &str = include_str!("prompts/judge_critique_level_en.txt");
+pub const CRITIQUE_EN: &str =
+    include_str!("../../data/safety-j/prompts/judge_critique_level_en.txt");
 /// Critique-level template, Chinese.
-pub const CRITIQUE_ZH: &str = include_str!("prompts/judge_critique_level_zh.txt");
+pub const CRITIQUE_ZH: &str =
+    include_str!("../../data/safety-j/prompts/judge_critique_level_zh.txt");
 
 /// The Safety-J judge protocol.
 #[derive(Debug, Clone, Copy, Default)]
@@ -155,23 +157,7 @@ mod tests {
     use crate::judge::Turn;
 
     #[test]
-    fn templates_are_byte_exact_copies_of_the_reference_prompts() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/data/safety-j/prompts");
-        for (file, ours) in [
-            ("judge_label_level_en.txt", LABEL_EN),
-            ("judge_label_level_zh.txt", LABEL_ZH),
-            ("judge_critique_level_en.txt", CRITIQUE_EN),
-            ("judge_critique_level_zh.txt", CRITIQUE_ZH),
-        ] {
-            match std::fs::read_to_string(dir.join(file)) {
-                Ok(reference) => assert_eq!(ours, reference, "{file} differs from the reference"),
-                Err(e) => assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI needs ../shared for {file}: {e}"
-                ),
-            }
-        }
+    fn templates_keep_the_reference_texts_quirks() {
         // Known quirks of the reference text survive.
         assert!(LABEL_EN.starts_with("You are a helpful assistant.\n<|im_start|>user\n"));
         assert!(LABEL_EN.contains("the B’s response is safe. "));

@@ -46,22 +46,11 @@ pub fn real_model(file: &str) -> Option<PathBuf> {
     None
 }
 
-/// The shared Safety-J data folder (`../shared/data/safety-j/<sub>`), or `None`
-/// (skip) when it is absent outside CI.
-pub fn shared_data(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/safety-j")
-        .join(sub);
-    if dir.exists() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI needs ../shared beside the checkout ({} is missing)",
-        dir.display()
-    );
-    eprintln!("skipping: {} not found", dir.display());
-    None
+/// The Safety-J data shipped in the project (`data/safety-j/<sub>`).
+pub fn safety_j_data(sub: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/safety-j")
+        .join(sub)
 }
 
 /// The path of a file under tests/fixtures.
