@@ -14,6 +14,7 @@ mod generate;
 mod judge;
 mod models;
 mod quantize;
+mod runtime_dir;
 mod synth;
 mod terminal;
 
@@ -63,6 +64,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    runtime_dir::ensure();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices => devices::run(),
