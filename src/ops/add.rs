@@ -123,7 +123,13 @@ pub fn reference(a: &[f32], b: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::params_layout::{assert_matches_wgsl, rust_params};
     use crate::ops::testing::{assert_close, ctx, random_f32, rng};
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl(SHADER, &[], rust_params!(Params { len }));
+    }
 
     /// Shapes from one token up to a long prompt of an awkward width.
     const SHAPES: &[(usize, usize)] = &[(1, 1), (1, 896), (7, 1757), (33, 896), (33, 4864)];

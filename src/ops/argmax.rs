@@ -96,7 +96,13 @@ pub fn reference(row: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::params_layout::{assert_matches_wgsl, rust_params};
     use crate::ops::testing::{ctx, random_f32, rng};
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl(SHADER, &[], rust_params!(Params { row, cols, slot }));
+    }
 
     fn run(logits: &[f32], shape: &[usize], row: usize) -> u32 {
         let ctx = ctx();

@@ -280,7 +280,28 @@ pub fn reference(
 mod tests {
     use super::*;
     use crate::ops::kv_append;
+    use crate::ops::params_layout::{assert_matches_wgsl, rust_params};
     use crate::ops::testing::{assert_close, ctx, random_f32, rng};
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl(
+            SHADER,
+            &[
+                ("PREFILL", String::new()),
+                ("HEAD_DIM", "64".to_string()),
+                ("KEY_TILE", "16".to_string()),
+            ],
+            rust_params!(Params {
+                queries,
+                n_heads,
+                group,
+                capacity,
+                split_keys,
+                scale
+            }),
+        );
+    }
 
     /// Both kernels accumulate in f32 in another order than the f64 reference.
     const ATOL: f32 = 2e-5;

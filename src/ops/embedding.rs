@@ -144,7 +144,24 @@ pub fn reference(ids: &[u32], dtype: DType, table_bytes: &[u8], cols: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::params_layout::{assert_matches_wgsl, rust_params};
     use crate::ops::testing::{assert_close, ctx, random_weights, rng};
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl(
+            SHADER,
+            &[("Q8_0", String::new())],
+            rust_params!(Params {
+                tokens,
+                cols,
+                groups,
+                first_row,
+                chunk_rows,
+                row_bytes
+            }),
+        );
+    }
 
     fn lookup(ids: &[u32], table: &WeightMatrix) -> Vec<f32> {
         let ctx = ctx();

@@ -160,7 +160,22 @@ pub fn reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::params_layout::{assert_matches_wgsl, rust_params};
     use crate::ops::testing::{assert_close, ctx, random_f32, rng};
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl(
+            SHADER,
+            &[],
+            rust_params!(Params {
+                tokens,
+                kv_heads,
+                head_dim,
+                capacity
+            }),
+        );
+    }
 
     #[test]
     fn kv_append_writes_only_the_new_positions() {

@@ -302,7 +302,30 @@ pub fn reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::params_layout::{assert_matches_wgsl, rust_params};
     use crate::ops::testing::{assert_close, ctx, random_f32, random_weights, rng};
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl(
+            SHADER,
+            &[
+                dtype_define(DType::Q8_0),
+                ("GEMV", String::new()),
+                ("GEMV_ROWS", format!("{GEMV_ROWS}u")),
+                ("GEMV_COLS", format!("{GEMV_COLS}u")),
+            ],
+            rust_params!(Params {
+                m,
+                k,
+                n_total,
+                first_row,
+                chunk_rows,
+                row_bytes,
+                groups
+            }),
+        );
+    }
 
     /// Inner dimensions that exercise each block size: float types take K that is no
     /// multiple of the 32-element group or the workgroup; quant types whole blocks.

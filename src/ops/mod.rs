@@ -8,6 +8,8 @@ pub mod attention;
 pub mod embedding;
 pub mod kv_append;
 pub mod matmul;
+#[cfg(test)]
+mod params_layout;
 mod position;
 pub mod rms_norm;
 pub mod rope;

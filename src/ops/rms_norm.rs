@@ -73,7 +73,13 @@ pub fn reference(input: &[f32], weight: &[f32], cols: usize, eps: f32) -> Vec<f3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::params_layout::{assert_matches_wgsl, rust_params};
     use crate::ops::testing::{assert_close, ctx, random_f32, rng};
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl(SHADER, &[], rust_params!(Params { rows, cols, eps }));
+    }
 
     #[test]
     fn rms_norm_matches_reference_on_awkward_shapes() {

@@ -226,7 +226,22 @@ pub fn reference(x: &[f32], heads: usize, config: &RopeConfig, position_offset: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::params_layout::{assert_matches_wgsl, rust_params};
     use crate::ops::testing::{assert_close, ctx, random_f32, rng};
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl(
+            SHADER,
+            &[],
+            rust_params!(Params {
+                pairs,
+                half_rotary,
+                heads,
+                head_dim
+            }),
+        );
+    }
 
     /// Llama-3-style factors: 1 for high frequencies, up to 8 for low ones, smooth between.
     fn llama3_factors(n: usize) -> Vec<f32> {

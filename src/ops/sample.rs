@@ -203,9 +203,27 @@ pub fn reference(row: &[f32], params: &SampleParams, u: f32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::params_layout::{assert_matches_wgsl, rust_params};
     use crate::ops::testing::{ctx, random_f32, rng};
     use crate::ops::Elem;
     use rand::RngExt;
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl(
+            SHADER,
+            &[],
+            rust_params!(Params {
+                row,
+                cols,
+                slot,
+                top_k,
+                top_p,
+                temperature,
+                u
+            }),
+        );
+    }
 
     /// How close (as a share of the mass) u or top_p may come to a cumulative boundary
     /// before f32 sums on the GPU may legitimately round to the other side.

@@ -83,7 +83,13 @@ pub fn reference(gate: &[f32], up: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::params_layout::{assert_matches_wgsl, rust_params};
     use crate::ops::testing::{assert_close, ctx, random_f32, rng};
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl(SHADER, &[], rust_params!(Params { len }));
+    }
 
     fn run(ctx: &Context, shape: &[usize], gate: &[f32], up: &[f32]) -> Vec<f32> {
         let g = Tensor::from_f32(ctx, "gate", shape, gate).unwrap();

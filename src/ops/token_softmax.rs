@@ -132,8 +132,14 @@ pub fn reference(row: &[f32], ids: &[u32]) -> (Vec<f32>, Vec<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::params_layout::{assert_matches_wgsl, rust_params};
     use crate::ops::testing::{assert_close, ctx, random_f32, rng};
     use rand::RngExt;
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl(SHADER, &[], rust_params!(Params { row, cols, count }));
+    }
 
     fn run(logits: &[f32], shape: &[usize], row: usize, ids: &[u32]) -> (Vec<f32>, Vec<f32>) {
         let ctx = ctx();

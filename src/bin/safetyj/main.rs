@@ -15,6 +15,7 @@ mod head;
 mod judge;
 mod models;
 mod quantize;
+mod runtime_dir;
 mod synth;
 mod terminal;
 
@@ -70,6 +71,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    runtime_dir::ensure();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices => devices::run(),
