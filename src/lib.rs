@@ -9,6 +9,8 @@ pub mod eval;
 pub mod fetch;
 pub mod formats;
 pub mod gpu;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod journal;
 pub mod judge;
 pub mod model;
 pub mod ops;
