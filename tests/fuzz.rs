@@ -22,11 +22,26 @@ use safetyj::judge::{JudgeProtocol, Label, Lang, Mode};
 use safetyj::tokenizer::{GgufVocab, Tokenizer, MAX_VOCAB_SIZE};
 
 fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)).unwrap()
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(path),
+    )
+    .unwrap()
 }
 
 /// Values that break length and count fields.
-const EXTREMES: [u64; 9] = [0, 1, 7, 255, 1 << 31, u32::MAX as u64, 1 << 40, i64::MAX as u64, u64::MAX];
+const EXTREMES: [u64; 9] = [
+    0,
+    1,
+    7,
+    255,
+    1 << 31,
+    u32::MAX as u64,
+    1 << 40,
+    i64::MAX as u64,
+    u64::MAX,
+];
 
 /// One mutation: (kind, position, value).
 fn mutations() -> impl Strategy<Value = Vec<(u8, usize, u64)>> {
@@ -38,7 +53,11 @@ fn mutations() -> impl Strategy<Value = Vec<(u8, usize, u64)>> {
 fn mutate(seed: &[u8], ops: &[(u8, usize, u64)]) -> Vec<u8> {
     let mut bytes = seed.to_vec();
     for &(kind, pos, value) in ops {
-        let at = if bytes.is_empty() { 0 } else { pos % bytes.len() };
+        let at = if bytes.is_empty() {
+            0
+        } else {
+            pos % bytes.len()
+        };
         match kind {
             0 if !bytes.is_empty() => bytes[at] = value as u8,
             1 => bytes.insert(at, value as u8),
@@ -65,7 +84,10 @@ fn mutate(seed: &[u8], ops: &[(u8, usize, u64)]) -> Vec<u8> {
 
 fn config(cases: u32) -> Config {
     Config {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(cases),
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(cases),
         ..Config::default()
     }
 }
@@ -179,9 +201,15 @@ proptest! {
 }
 
 /// A tokenizer.json of byte-level BPE with the given vocabulary, added tokens and merges.
-fn tokenizer_json(vocab: &[(String, u64)], added: &[(u64, String, bool)], merges: &[String]) -> Vec<u8> {
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        vocab.iter().map(|(t, id)| (t.clone(), (*id).into())).collect();
+fn tokenizer_json(
+    vocab: &[(String, u64)],
+    added: &[(u64, String, bool)],
+    merges: &[String],
+) -> Vec<u8> {
+    let vocab: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .map(|(t, id)| (t.clone(), (*id).into()))
+        .collect();
     let added: Vec<_> = added
         .iter()
         .map(|(id, content, special)| serde_json::json!({"id": id, "content": content, "special": special}))
@@ -197,7 +225,12 @@ fn tokenizer_json(vocab: &[(String, u64)], added: &[(u64, String, bool)], merges
 }
 
 fn small_id() -> impl Strategy<Value = u64> {
-    prop_oneof![0u64..64, prop::sample::select(EXTREMES.to_vec()), Just(MAX_VOCAB_SIZE as u64 - 1), Just(MAX_VOCAB_SIZE as u64)]
+    prop_oneof![
+        0u64..64,
+        prop::sample::select(EXTREMES.to_vec()),
+        Just(MAX_VOCAB_SIZE as u64 - 1),
+        Just(MAX_VOCAB_SIZE as u64)
+    ]
 }
 
 proptest! {

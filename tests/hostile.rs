@@ -332,3 +332,54 @@ fn batch_rerun_on_an_edited_input_names_the_changed_line() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A GGUF header of a llama model with the given block count and head count.
+fn llama_header(block_count: u64, heads: u64) -> Vec<u8> {
+    use safetyj::formats::gguf::{GgufPlan, MetadataValue};
+    use safetyj::quant::DType;
+    let mut plan = GgufPlan::new();
+    let meta = [
+        (
+            "general.architecture",
+            MetadataValue::String("llama".into()),
+        ),
+        ("llama.block_count", MetadataValue::U64(block_count)),
+        ("llama.embedding_length", MetadataValue::U64(64)),
+        ("llama.attention.head_count", MetadataValue::U64(heads)),
+        ("llama.attention.key_length", MetadataValue::U64(1 << 16)),
+        ("llama.feed_forward_length", MetadataValue::U64(128)),
+        ("llama.context_length", MetadataValue::U64(256)),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            MetadataValue::F32(1e-5),
+        ),
+    ];
+    for (key, value) in meta {
+        plan.add_metadata(key, value).unwrap();
+    }
+    plan.add_tensor("token_embd.weight", &[64, 32], DType::F32)
+        .unwrap();
+    plan.header_bytes()
+}
+
+/// Configs had lower bounds only: a billion layers would be looped over, and
+/// heads × head dim was multiplied unchecked. Both are refused before any weight.
+#[test]
+fn absurd_model_configs_are_refused_before_anything_is_built() {
+    let config = |blocks, heads| {
+        let file = GgufFile::read_header_only(&MemorySource::new(
+            "absurd.gguf",
+            llama_header(blocks, heads),
+        ))
+        .unwrap();
+        safetyj::model::load::gguf_config(&file, None)
+    };
+    let message = format_message(config(1_000_000_000, 2));
+    assert!(
+        message.contains("1000000000 layers") && message.contains("limit"),
+        "{message}"
+    );
+    let message = format_message(config(2, 1 << 20));
+    assert!(message.contains("heads × head dim"), "{message}");
+    assert!(config(2, 2).is_ok());
+}
