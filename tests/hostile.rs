@@ -383,3 +383,19 @@ fn absurd_model_configs_are_refused_before_anything_is_built() {
     assert!(message.contains("heads × head dim"), "{message}");
     assert!(config(2, 2).is_ok());
 }
+
+/// Found by tests/fuzz.rs: a merge whose result is longer than every token made the
+/// `tokenizers` BPE builder panic (index out of range) instead of failing.
+#[test]
+fn a_merge_longer_than_every_token_is_an_error_not_a_panic() {
+    let json = br#"{"model": {"type": "BPE", "vocab": {"\u0120\u0120": 2}, "merges": ["\u0120\u0120 \u0120\u0120"]},
+        "decoder": {"type": "ByteLevel"}, "pre_tokenizer": {"type": "ByteLevel"}, "added_tokens": []}"#;
+    let vocab = GgufVocab::from_tokenizer_json(json, 0).unwrap();
+    let err = safetyj::tokenizer::Tokenizer::from_gguf_vocab(&vocab)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::Tokenizer(m) if m.contains("not in the vocabulary")),
+        "{err}"
+    );
+}

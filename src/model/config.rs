@@ -97,9 +97,8 @@ impl ModelConfig {
                 self.rope_dims, self.head_dim
             ));
         }
-        if !(self.rms_eps > 0.0 && self.rms_eps.is_finite())
-            || !(self.rope_base > 0.0 && self.rope_base.is_finite())
-        {
+        let positive_finite = |v: f32| v > 0.0 && v.is_finite();
+        if !positive_finite(self.rms_eps) || !positive_finite(self.rope_base) {
             return fail(format!(
                 "rms eps {} and rope base {} must be positive",
                 self.rms_eps, self.rope_base

@@ -35,6 +35,17 @@ pub(super) fn byte_level_bpe(vocab: &GgufVocab, types: &[i32]) -> Result<tokeniz
                 })
         })
         .collect::<Result<Vec<_>>>()?;
+    // Checked here because the `tokenizers` BPE builder (0.23) panics, rather than
+    // failing, on a merge whose result is longer than every token in the vocabulary
+    // (found by tests/fuzz.rs).
+    if let Some((left, right)) = merges
+        .iter()
+        .find(|(left, right)| !ids.contains_key(&format!("{left}{right}")))
+    {
+        return Err(tokenizer_error(format!(
+            "GGUF merge \"{left} {right}\" makes \"{left}{right}\", which is not in the vocabulary"
+        )));
+    }
     let bpe = BPE::builder()
         .vocab_and_merges(ids, merges)
         .build()
