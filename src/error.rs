@@ -95,5 +95,68 @@ pub enum Error {
     Readback { label: String, message: String },
 }
 
+impl Error {
+    /// Whether the failure lies in the moment rather than in the input: the device
+    /// was lost or ran out of memory, a readback failed, an I/O call timed out or was
+    /// interrupted, a download kept breaking. A long run must stop (or retry) on such
+    /// an error, never record it as an item's final answer.
+    pub fn is_transient(&self) -> bool {
+        use std::io::ErrorKind;
+        let io_transient = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                ErrorKind::TimedOut
+                    | ErrorKind::Interrupted
+                    | ErrorKind::WouldBlock
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::OutOfMemory
+            )
+        };
+        match self {
+            Error::DeviceLost(_)
+            | Error::OutOfMemory { .. }
+            | Error::Readback { .. }
+            | Error::Download { .. } => true,
+            Error::Io { source, .. } | Error::Write { source, .. } => io_transient(source),
+            _ => false,
+        }
+    }
+}
+
 /// Shorthand for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_and_timeout_failures_are_transient_and_input_errors_are_not() {
+        let io = |kind| std::io::Error::new(kind, "x");
+        for transient in [
+            Error::DeviceLost("reset".into()),
+            Error::OutOfMemory {
+                context: "prefill".into(),
+                message: "x".into(),
+            },
+            Error::Io {
+                file: "f".into(),
+                source: io(std::io::ErrorKind::TimedOut),
+            },
+        ] {
+            assert!(transient.is_transient(), "{transient}");
+        }
+        for lasting in [
+            Error::InvalidInput("empty query".into()),
+            Error::Tokenizer("bad".into()),
+            Error::Io {
+                file: "f".into(),
+                source: io(std::io::ErrorKind::NotFound),
+            },
+        ] {
+            assert!(!lasting.is_transient(), "{lasting}");
+        }
+    }
+}

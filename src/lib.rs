@@ -10,6 +10,8 @@ pub mod fetch;
 pub mod formats;
 pub mod gpu;
 pub mod heads;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod journal;
 pub mod judge;
 pub mod model;
 pub mod ops;

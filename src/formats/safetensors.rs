@@ -4,13 +4,21 @@
 //! A file is an 8-byte little-endian header length N, N bytes of JSON mapping each
 //! tensor name to `{dtype, shape, data_offsets: [begin, end]}` (offsets relative to
 //! the data that follows the header) plus an optional `__metadata__` string map.
-//! The header is parsed with `serde_json` directly rather than the `safetensors`
-//! crate: that crate's parser wants the whole file in one buffer, and its errors
-//! cannot name our file and limits.
+//!
+//! The header is read with the `safetensors` crate: its `TensorInfo` and `Dtype`
+//! parse each entry, and its `Metadata` checks the format's rule that the tensors
+//! tile the data exactly (no overlap, no gap). A thin layer around it adds what the
+//! crate lacks: reading the header alone (the crate's `SafeTensors` wants the whole
+//! file in one buffer, which a memory map has but the browser's Range loader does
+//! not), refusing duplicate keys (the crate's map keeps the last silently), checking
+//! the data fits in the file, shard names that stay beside the index, and errors
+//! that name the file and tensor (the crate's size error names neither).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::Dtype;
 use serde::Deserialize;
 
 use super::source::ByteSource;
@@ -34,17 +42,6 @@ fn format_error(file: &str, message: String) -> Error {
         file: file.to_string(),
         message,
     }
-}
-
-/// Bytes per element of a safetensors dtype, for every dtype the format defines.
-fn dtype_bytes(dtype: &str) -> Option<u64> {
-    Some(match dtype {
-        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
-        "I16" | "U16" | "F16" | "BF16" => 2,
-        "I32" | "U32" | "F32" => 4,
-        "I64" | "U64" | "F64" => 8,
-        _ => return None,
-    })
 }
 
 /// Where one tensor's data lies and how it is stored.
@@ -71,12 +68,31 @@ impl SafetensorsTensorInfo {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTensor {
-    dtype: String,
-    shape: Vec<u64>,
-    data_offsets: [u64; 2],
+/// The header's top-level entries in file order, duplicates kept, so a repeated key
+/// can be refused (a JSON map would keep only the last).
+struct HeaderEntries(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for HeaderEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = HeaderEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<HeaderEntries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(HeaderEntries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 /// A parsed safetensors header.
@@ -129,10 +145,17 @@ impl SafetensorsFile {
                 ),
             )
         })?;
-        let entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header)
+        let HeaderEntries(entries) = serde_json::from_slice(header)
             .map_err(|e| format_error(name, format!("the header is not a JSON object: {e}")))?;
+        let mut seen = HashSet::with_capacity(entries.len());
+        if let Some((key, _)) = entries.iter().find(|(key, _)| !seen.insert(key.as_str())) {
+            return Err(format_error(
+                name,
+                format!("the header has key `{key}` twice (which one holds?)"),
+            ));
+        }
         let mut metadata = BTreeMap::new();
-        let mut tensors = Vec::with_capacity(entries.len());
+        let mut infos = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             if key == "__metadata__" {
                 metadata = serde_json::from_value(value).map_err(|e| {
@@ -140,12 +163,43 @@ impl SafetensorsFile {
                 })?;
                 continue;
             }
-            let raw: RawTensor = serde_json::from_value(value).map_err(|e| {
+            let dtype_name = value
+                .get("dtype")
+                .and_then(|d| d.as_str())
+                .map(str::to_string);
+            if let Some(dtype) = &dtype_name {
+                serde_json::from_value::<Dtype>(dtype.as_str().into()).map_err(|_| {
+                    format_error(name, format!("tensor `{key}` has unknown dtype `{dtype}`"))
+                })?;
+            }
+            let raw: TensorInfo = serde_json::from_value(value).map_err(|e| {
                 format_error(name, format!("tensor `{key}` has a malformed entry: {e}"))
             })?;
-            tensors.push(check_tensor(name, key, raw, data_start, data_len)?);
+            check_tensor(name, &key, &raw, data_len)?;
+            infos.push((key, raw));
         }
-        tensors.sort_by_key(|t| t.file_offset);
+        infos.sort_by_key(|(_, info)| info.data_offsets);
+        // The format's own rule, checked by the crate: tensors tile the data exactly.
+        Metadata::new(None, infos.clone()).map_err(|e| {
+            format_error(
+                name,
+                format!("the tensors do not tile the data section without overlap or gap: {e}"),
+            )
+        })?;
+        let tensors: Vec<SafetensorsTensorInfo> = infos
+            .into_iter()
+            .map(|(key, info)| {
+                let dtype_name = info.dtype.to_string();
+                SafetensorsTensorInfo {
+                    dtype: SUPPORTED.into_iter().find(|d| d.name() == dtype_name),
+                    dtype_name,
+                    shape: info.shape.iter().map(|&d| d as u64).collect(),
+                    file_offset: data_start + info.data_offsets.0 as u64,
+                    size: (info.data_offsets.1 - info.data_offsets.0) as u64,
+                    name: key,
+                }
+            })
+            .collect();
         let index = tensors
             .iter()
             .enumerate()
@@ -228,30 +282,22 @@ impl SafetensorsFile {
     }
 }
 
-fn check_tensor(
-    file: &str,
-    name: String,
-    raw: RawTensor,
-    data_start: u64,
-    data_len: u64,
-) -> Result<SafetensorsTensorInfo> {
-    let [begin, end] = raw.data_offsets;
+/// The named checks of one entry: offsets in order and inside the data, and a span
+/// that matches the dtype and shape.
+fn check_tensor(file: &str, name: &str, raw: &TensorInfo, data_len: u64) -> Result<()> {
+    let (begin, end) = (raw.data_offsets.0 as u64, raw.data_offsets.1 as u64);
     if begin > end || end > data_len {
         return Err(format_error(
             file,
             format!("tensor `{name}` has data offsets [{begin}, {end}], outside the {data_len} bytes of data"),
         ));
     }
-    let elem_bytes = dtype_bytes(&raw.dtype).ok_or_else(|| {
-        format_error(
-            file,
-            format!("tensor `{name}` has unknown dtype `{}`", raw.dtype),
-        )
-    })?;
-    let expected = raw
+    let bits = raw
         .shape
         .iter()
-        .try_fold(elem_bytes, |acc, &d| acc.checked_mul(d))
+        .try_fold(raw.dtype.bitsize() as u64, |acc, &d| {
+            acc.checked_mul(d as u64)
+        })
         .ok_or_else(|| {
             format_error(
                 file,
@@ -261,26 +307,19 @@ fn check_tensor(
                 ),
             )
         })?;
-    if expected != end - begin {
+    if bits % 8 != 0 || bits / 8 != end - begin {
         return Err(format_error(
             file,
             format!(
-                "tensor `{name}` ({} {:?}) needs {expected} bytes, but its data offsets [{begin}, {end}] span {}",
+                "tensor `{name}` ({} {:?}) needs {} bytes, but its data offsets [{begin}, {end}] span {}",
                 raw.dtype,
                 raw.shape,
+                bits as f64 / 8.0,
                 end - begin
             ),
         ));
     }
-    let dtype = SUPPORTED.into_iter().find(|d| d.name() == raw.dtype);
-    Ok(SafetensorsTensorInfo {
-        name,
-        dtype_name: raw.dtype,
-        dtype,
-        shape: raw.shape,
-        file_offset: data_start + begin,
-        size: end - begin,
-    })
+    Ok(())
 }
 
 /// Little-endian F32, F16 or BF16 bytes as f32 values.

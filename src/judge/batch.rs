@@ -1,14 +1,24 @@
 //! Batch judging: a JSONL file of dialogues in, a JSONL file of verdicts out,
-//! appended as each finishes; a rerun resumes where the last one stopped.
+//! appended through a [`Journal`] as each finishes; a rerun resumes where the last
+//! one stopped.
+//!
+//! Each output record is `{"line": N, "input": F, "verdict": {…}}` or
+//! `{"line": N, "input": F, "error": "…"}`, where F is the [`fingerprint`] of input
+//! line N: a rerun skips the lines recorded with their fingerprint, and stops, naming
+//! the line, when the input was edited since (a record without `input`, written by an
+//! older safetyj, is taken as is). A line that is not UTF-8, not JSON or not a
+//! dialogue is recorded as an error and the run goes on; a transient failure (a lost
+//! device, out of memory) stops the run without recording the line, so a rerun
+//! redoes it.
 
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
 use std::path::Path;
 
 use super::engine::{Judge, JudgeRequest};
 use super::{Dialogue, Lang, Mode, Turn};
 use crate::error::{Error, Result};
+use crate::journal::{fingerprint, Journal, JournalOptions};
 
 /// One input line: either `{"query", "response"}` or `{"conversation": [{"role",
 /// "content"}, …]}`, with optional `"lang"` (`en`/`zh`) and `"mode"`.
@@ -26,7 +36,7 @@ pub fn parse_line(line: &str, mode: Mode) -> Result<JudgeRequest> {
     let input: InputLine = serde_json::from_str(line)
         .map_err(|e| Error::InvalidInput(format!("not a dialogue object: {e}")))?;
     let dialogue = match (input.query, input.response, input.conversation) {
-        (Some(q), Some(r), None) => Dialogue::single(q, r),
+        (Some(q), Some(r), None) => Dialogue::new(q, r)?,
         (None, None, Some(turns)) => Dialogue::conversation(turns)?,
         _ => {
             return Err(Error::InvalidInput(
@@ -52,99 +62,116 @@ pub struct BatchSummary {
     pub resumed: usize,
 }
 
-/// The line numbers (1-based) already recorded in `output`. A last line cut short by
-/// a killed run is removed so it is redone.
-fn recorded_lines(output: &Path) -> Result<HashSet<usize>> {
-    let io = |source| Error::Write {
-        file: output.display().to_string(),
-        source,
-    };
-    let mut done = HashSet::new();
-    let Ok(bytes) = std::fs::read(output) else {
-        return Ok(done);
-    };
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if complete < bytes.len() {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(output)
-            .map_err(io)?;
-        file.set_len(complete as u64).map_err(io)?;
-    }
-    for line in bytes[..complete]
+/// What a rerun needs of a recorded line.
+#[derive(serde::Deserialize)]
+struct Recorded {
+    line: usize,
+    input: Option<String>,
+}
+
+/// The input's non-blank lines as (1-based number, bytes without the line end).
+fn input_lines(bytes: &[u8]) -> Vec<(usize, &[u8])> {
+    bytes
         .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-    {
-        let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .collect()
+}
+
+/// The line numbers already recorded, each checked against the input line it was
+/// made from.
+fn resumable(
+    recorded: Vec<Recorded>,
+    lines: &[(usize, &[u8])],
+    input: &Path,
+    output: &Path,
+) -> Result<HashSet<usize>> {
+    let by_number: std::collections::HashMap<usize, &[u8]> = lines.iter().copied().collect();
+    let mut done = HashSet::with_capacity(recorded.len());
+    for record in recorded {
+        let changed = |why: &str| {
             Error::InvalidInput(format!(
-                "{} holds a line that is not JSON ({e}); move it aside to start over",
+                "{} records line {} of {}, but {why} since; restore the input, or move {} aside to start over",
+                output.display(),
+                record.line,
+                input.display(),
                 output.display()
             ))
-        })?;
-        if let Some(n) = value["line"].as_u64() {
-            done.insert(n as usize);
+        };
+        let Some(line) = by_number.get(&record.line) else {
+            return Err(changed("that line is gone or blank"));
+        };
+        if record.input.is_some_and(|f| f != fingerprint(line)) {
+            return Err(changed("that line has changed"));
         }
+        done.insert(record.line);
     }
     Ok(done)
 }
 
-/// Judges every line of `input` not yet in `output`, appending
-/// `{"line": N, "verdict": {…}}` or `{"line": N, "error": "…"}` per line (flushed as
-/// each finishes). `progress` gets (lines finished, lines total).
+/// Judges every line of `input` not yet in `output` with `judge`, appending one
+/// record per line (flushed as each finishes). `progress` gets (lines finished,
+/// lines total).
 pub fn run(
     judge: &Judge,
     input: &Path,
     output: &Path,
     mode: Mode,
+    progress: impl FnMut(usize, usize),
+) -> Result<BatchSummary> {
+    run_with(
+        input,
+        output,
+        mode,
+        JournalOptions::default(),
+        |request| judge.evaluate(request, |_| ControlFlow::Continue(())),
+        progress,
+    )
+}
+
+/// [`run`] with any evaluator of requests and the journal's options: the batch
+/// logic (parsing, resuming, recording errors, stopping on transient failures)
+/// without the engine.
+pub fn run_with<V: serde::Serialize>(
+    input: &Path,
+    output: &Path,
+    mode: Mode,
+    journal: JournalOptions,
+    mut evaluate: impl FnMut(&JudgeRequest) -> Result<V>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<BatchSummary> {
-    let read_err = |source| Error::Io {
+    let bytes = std::fs::read(input).map_err(|source| Error::Io {
         file: input.display().to_string(),
         source,
-    };
-    let lines: Vec<String> = std::io::BufReader::new(std::fs::File::open(input).map_err(read_err)?)
-        .lines()
-        .collect::<std::io::Result<_>>()
-        .map_err(read_err)?;
-    let done = recorded_lines(output)?;
-    let write_err = |source| Error::Write {
-        file: output.display().to_string(),
-        source,
-    };
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(output)
-        .map_err(write_err)?;
+    })?;
+    let lines = input_lines(&bytes);
+    let (mut out, recorded) = Journal::open::<Recorded>(output, journal)?;
+    let done = resumable(recorded, &lines, input, output)?;
     let mut summary = BatchSummary::default();
-    let total = lines.iter().filter(|l| !l.trim().is_empty()).count();
-    let mut finished = 0;
-    for (i, line) in lines.iter().enumerate() {
-        let number = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (finished, &(number, line)) in lines.iter().enumerate() {
         if done.contains(&number) {
             summary.resumed += 1;
         } else {
-            let result = parse_line(line, mode)
-                .and_then(|request| judge.evaluate(&request, |_| ControlFlow::Continue(())));
+            let result = std::str::from_utf8(line)
+                .map_err(|e| Error::InvalidInput(format!("the line is not UTF-8: {e}")))
+                .and_then(|line| parse_line(line, mode))
+                .and_then(|request| evaluate(&request));
+            let input = fingerprint(line);
             let record = match result {
                 Ok(verdict) => {
                     summary.judged += 1;
-                    serde_json::json!({ "line": number, "verdict": verdict })
+                    serde_json::json!({ "line": number, "input": input, "verdict": verdict })
                 }
+                Err(e) if e.is_transient() => return Err(e),
                 Err(e) => {
                     summary.failed += 1;
-                    serde_json::json!({ "line": number, "error": e.to_string() })
+                    serde_json::json!({ "line": number, "input": input, "error": e.to_string() })
                 }
             };
-            writeln!(out, "{record}")
-                .and_then(|_| out.flush())
-                .map_err(write_err)?;
+            out.append(&record)?;
         }
-        finished += 1;
-        progress(finished, total);
+        progress(finished + 1, lines.len());
     }
     Ok(summary)
 }
@@ -174,21 +201,23 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_last_line_is_dropped_and_recorded_lines_are_found() {
-        let dir = std::env::temp_dir().join(format!("safetyj-batch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("verdicts.jsonl");
-        std::fs::write(
-            &out,
-            "{\"line\": 1, \"verdict\": {}}\n{\"line\": 3, \"error\": \"x\"}\n{\"line\": 4, \"ver",
-        )
-        .unwrap();
-        let done = recorded_lines(&out).unwrap();
-        assert_eq!(done, HashSet::from([1, 3]));
-        assert!(
-            std::fs::read_to_string(&out).unwrap().ends_with("\"x\"}\n"),
-            "the cut line was removed"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn empty_query_or_response_is_refused() {
+        for bad in [
+            r#"{"query": "", "response": "r"}"#,
+            r#"{"query": "q", "response": "  "}"#,
+            r#"{"conversation": [{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}]}"#,
+        ] {
+            let err = parse_line(bad, Mode::Verdict).err();
+            assert!(
+                matches!(&err, Some(Error::InvalidInput(m)) if m.contains("empty")),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn input_lines_keep_their_numbers_and_drop_blank_lines_and_carriage_returns() {
+        let lines = input_lines(b"a\r\n\n  \nb\n\xff\n");
+        assert_eq!(lines, [(1, &b"a"[..]), (4, b"b"), (5, b"\xff")]);
     }
 }

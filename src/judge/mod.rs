@@ -54,8 +54,32 @@ impl Dialogue {
         }
     }
 
-    /// A multi-turn conversation. It must start with the user, alternate roles, and
-    /// end with the assistant turn being judged.
+    /// A single exchange, refused when the query or the response is empty (or only
+    /// whitespace): there is nothing to judge.
+    pub fn new(query: impl Into<String>, response: impl Into<String>) -> Result<Dialogue> {
+        let dialogue = Dialogue::single(query, response);
+        dialogue.check_not_empty()?;
+        Ok(dialogue)
+    }
+
+    fn check_not_empty(&self) -> Result<()> {
+        match self.turns.iter().position(|t| t.content.trim().is_empty()) {
+            None => Ok(()),
+            Some(0) if self.turns.len() == 2 => Err(Error::InvalidInput(
+                "the query is empty: there is nothing to judge".into(),
+            )),
+            Some(i) if i + 1 == self.turns.len() => Err(Error::InvalidInput(
+                "the response is empty: there is nothing to judge".into(),
+            )),
+            Some(i) => Err(Error::InvalidInput(format!(
+                "turn {} is empty: there is nothing to judge",
+                i + 1
+            ))),
+        }
+    }
+
+    /// A multi-turn conversation. It must start with the user, alternate roles, end
+    /// with the assistant turn being judged, and have no empty turn.
     pub fn conversation(turns: Vec<Turn>) -> Result<Dialogue> {
         let bad = |message: String| Err(Error::InvalidInput(message));
         if turns.len() < 2 {
@@ -81,7 +105,9 @@ impl Dialogue {
         if !turns.len().is_multiple_of(2) {
             return bad("the last turn must be the assistant's answer under judgement".into());
         }
-        Ok(Dialogue { turns })
+        let dialogue = Dialogue { turns };
+        dialogue.check_not_empty()?;
+        Ok(dialogue)
     }
 
     /// The turns, user first.

@@ -28,8 +28,17 @@ pub struct ModelConfig {
     pub context: usize,
 }
 
+/// The most decoder layers a config may declare (the largest released models have
+/// about 130); more is a corrupt or hostile file, refused before anything is built.
+pub const MAX_LAYERS: usize = 1024;
+
+/// The most elements one tensor or activation may have: the kernels index elements
+/// with WGSL's `u32`.
+pub const MAX_ELEMENTS: u64 = u32::MAX as u64;
+
 impl ModelConfig {
-    /// Checks the numbers fit together; `source` names the file for errors.
+    /// Checks the numbers fit together and stay within what the kernels can index,
+    /// before anything is allocated; `source` names the file for errors.
     pub fn validate(&self, source: &str) -> Result<()> {
         let fail = |m: String| {
             Err(Error::Format {
@@ -50,6 +59,29 @@ impl ModelConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return fail(format!("{name} is 0"));
         }
+        if self.layers > MAX_LAYERS {
+            return fail(format!(
+                "{} layers is past the limit of {MAX_LAYERS}",
+                self.layers
+            ));
+        }
+        let products = [
+            ("heads × head dim", self.heads, self.head_dim),
+            ("KV heads × head dim", self.kv_heads, self.head_dim),
+            ("vocabulary × hidden size", self.vocab, self.hidden),
+            ("feed-forward × hidden size", self.ffn, self.hidden),
+            ("heads × context", self.heads, self.context),
+        ];
+        for (name, a, b) in products {
+            if (a as u64)
+                .checked_mul(b as u64)
+                .is_none_or(|n| n > MAX_ELEMENTS)
+            {
+                return fail(format!(
+                    "{name} ({a} × {b}) is past the {MAX_ELEMENTS} elements a kernel can index"
+                ));
+            }
+        }
         if !self.heads.is_multiple_of(self.kv_heads) {
             return fail(format!(
                 "{} heads are not a multiple of {} KV heads",
@@ -65,9 +97,8 @@ impl ModelConfig {
                 self.rope_dims, self.head_dim
             ));
         }
-        if !(self.rms_eps > 0.0 && self.rms_eps.is_finite())
-            || !(self.rope_base > 0.0 && self.rope_base.is_finite())
-        {
+        let positive_finite = |v: f32| v > 0.0 && v.is_finite();
+        if !positive_finite(self.rms_eps) || !positive_finite(self.rope_base) {
             return fail(format!(
                 "rms eps {} and rope base {} must be positive",
                 self.rms_eps, self.rope_base

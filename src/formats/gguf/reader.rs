@@ -1,225 +1,17 @@
-//! GGUF (versions 2 and 3): a reader that parses the header from a prefix of the file
-//! and reads tensors one at a time through a [`ByteSource`], and a streaming writer.
-//!
-//! Layout: magic `GGUF`, version (u32), tensor count and metadata count (u64), the
-//! metadata key/value pairs, the tensor infos (name, dims, ggml type, offset), padding
-//! to `general.alignment` (32 by default), then the tensor data. All little-endian.
-//! A tensor's dims are in GGUF's order: `dims[0]` is the innermost, contiguous
-//! dimension (a weight matrix's columns); `dims[1]` its rows.
+//! The GGUF header parser: pure over a file prefix ([`GgufFile::parse`], which says
+//! when it needs more bytes) or driven over a [`ByteSource`] ([`GgufFile::read`]).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::ops::Range;
 
-use super::source::ByteSource;
+use super::value::{MetadataArray, MetadataValue, ValueType};
+use super::{
+    format_error, tensor_bytes, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, FIRST_PREFIX_BYTES, GGUF_MAGIC,
+    MAX_ARRAY_NESTING, MAX_DIMS, MAX_HEADER_MEMORY,
+};
 use crate::error::{Error, Result};
+use crate::formats::source::ByteSource;
 use crate::quant::DType;
-
-/// The four bytes every GGUF file starts with.
-pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
-
-/// The version [`GgufWriter`] writes.
-pub const GGUF_WRITE_VERSION: u32 = 3;
-
-/// Tensor data alignment when `general.alignment` is absent.
-pub const DEFAULT_ALIGNMENT: u32 = 32;
-
-/// The metadata key that sets the tensor data alignment.
-pub const ALIGNMENT_KEY: &str = "general.alignment";
-
-/// The most dimensions a GGUF tensor may have (ggml's `GGML_MAX_DIMS`).
-pub const MAX_DIMS: usize = 4;
-
-/// The deepest nesting of metadata arrays accepted (arrays of arrays of …).
-pub const MAX_ARRAY_NESTING: usize = 8;
-
-/// The first prefix [`GgufFile::read`] fetches; it doubles until the header fits.
-pub const FIRST_PREFIX_BYTES: u64 = 1 << 20;
-
-/// The type tag of a metadata value, with GGUF's numbering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ValueType {
-    U8 = 0,
-    I8 = 1,
-    U16 = 2,
-    I16 = 3,
-    U32 = 4,
-    I32 = 5,
-    F32 = 6,
-    Bool = 7,
-    String = 8,
-    Array = 9,
-    U64 = 10,
-    I64 = 11,
-    F64 = 12,
-}
-
-impl ValueType {
-    /// Every type, in GGUF id order.
-    pub const ALL: [ValueType; 13] = [
-        ValueType::U8,
-        ValueType::I8,
-        ValueType::U16,
-        ValueType::I16,
-        ValueType::U32,
-        ValueType::I32,
-        ValueType::F32,
-        ValueType::Bool,
-        ValueType::String,
-        ValueType::Array,
-        ValueType::U64,
-        ValueType::I64,
-        ValueType::F64,
-    ];
-
-    /// The type's id in GGUF's `gguf_type` enumeration.
-    pub fn id(self) -> u32 {
-        self as u32
-    }
-
-    /// The type with GGUF id `id`, if it exists.
-    pub fn from_id(id: u32) -> Option<ValueType> {
-        ValueType::ALL.get(id as usize).copied()
-    }
-
-    /// Bytes of the smallest encoded value of this type (a string's or an array's
-    /// length prefix alone), used to bound counts read from a file.
-    fn min_encoded_bytes(self) -> u64 {
-        match self {
-            ValueType::U8 | ValueType::I8 | ValueType::Bool => 1,
-            ValueType::U16 | ValueType::I16 => 2,
-            ValueType::U32 | ValueType::I32 | ValueType::F32 => 4,
-            ValueType::U64 | ValueType::I64 | ValueType::F64 | ValueType::String => 8,
-            ValueType::Array => 12,
-        }
-    }
-}
-
-impl std::fmt::Display for ValueType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self, f)
-    }
-}
-
-/// One metadata value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum MetadataValue {
-    U8(u8),
-    I8(i8),
-    U16(u16),
-    I16(i16),
-    U32(u32),
-    I32(i32),
-    F32(f32),
-    Bool(bool),
-    String(String),
-    Array(MetadataArray),
-    U64(u64),
-    I64(i64),
-    F64(f64),
-}
-
-impl MetadataValue {
-    /// The value's type tag.
-    pub fn value_type(&self) -> ValueType {
-        match self {
-            MetadataValue::U8(_) => ValueType::U8,
-            MetadataValue::I8(_) => ValueType::I8,
-            MetadataValue::U16(_) => ValueType::U16,
-            MetadataValue::I16(_) => ValueType::I16,
-            MetadataValue::U32(_) => ValueType::U32,
-            MetadataValue::I32(_) => ValueType::I32,
-            MetadataValue::F32(_) => ValueType::F32,
-            MetadataValue::Bool(_) => ValueType::Bool,
-            MetadataValue::String(_) => ValueType::String,
-            MetadataValue::Array(_) => ValueType::Array,
-            MetadataValue::U64(_) => ValueType::U64,
-            MetadataValue::I64(_) => ValueType::I64,
-            MetadataValue::F64(_) => ValueType::F64,
-        }
-    }
-
-    /// The value as an integer, whatever integer type it is stored as.
-    pub fn as_i128(&self) -> Option<i128> {
-        match *self {
-            MetadataValue::U8(v) => Some(v.into()),
-            MetadataValue::I8(v) => Some(v.into()),
-            MetadataValue::U16(v) => Some(v.into()),
-            MetadataValue::I16(v) => Some(v.into()),
-            MetadataValue::U32(v) => Some(v.into()),
-            MetadataValue::I32(v) => Some(v.into()),
-            MetadataValue::U64(v) => Some(v.into()),
-            MetadataValue::I64(v) => Some(v.into()),
-            _ => None,
-        }
-    }
-
-    /// The value as a float (F32 or F64).
-    pub fn as_f64(&self) -> Option<f64> {
-        match *self {
-            MetadataValue::F32(v) => Some(v.into()),
-            MetadataValue::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    /// The value as a string slice.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            MetadataValue::String(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-/// A metadata array: every item has the type `elem` (items may be arrays themselves).
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetadataArray {
-    elem: ValueType,
-    items: Vec<MetadataValue>,
-}
-
-impl MetadataArray {
-    /// An array of `elem` values; fails when an item has another type.
-    pub fn new(elem: ValueType, items: Vec<MetadataValue>) -> Result<Self> {
-        if let Some((i, item)) = items
-            .iter()
-            .enumerate()
-            .find(|(_, v)| v.value_type() != elem)
-        {
-            return Err(Error::Format {
-                file: "GGUF metadata".to_string(),
-                message: format!(
-                    "array item {i} is {}, but the array holds {elem}",
-                    item.value_type()
-                ),
-            });
-        }
-        Ok(Self { elem, items })
-    }
-
-    /// An array of strings.
-    pub fn strings<S: Into<String>>(items: impl IntoIterator<Item = S>) -> Self {
-        let items = items
-            .into_iter()
-            .map(|s| MetadataValue::String(s.into()))
-            .collect();
-        Self {
-            elem: ValueType::String,
-            items,
-        }
-    }
-
-    /// The type of every item.
-    pub fn elem(&self) -> ValueType {
-        self.elem
-    }
-
-    /// The items.
-    pub fn items(&self) -> &[MetadataValue] {
-        &self.items
-    }
-}
 
 /// Where one tensor's data lies and how it is stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -294,7 +86,7 @@ impl GgufFile {
 
     /// Reads the header of `source` like [`GgufFile::read`], but accepts a file whose
     /// tensor data is missing or cut short: a header-only skeleton (see
-    /// [`GgufPlan::header_bytes`]), for tools that need a model's layout and never
+    /// [`GgufPlan::header_bytes`](super::GgufPlan::header_bytes)), for tools that need a model's layout and never
     /// its values. The header itself is checked as strictly as by `read`; tensor
     /// offsets are computed as usual, so reading a tensor of such a file fails.
     pub fn read_header_only(source: &dyn ByteSource) -> Result<GgufFile> {
@@ -340,6 +132,7 @@ impl GgufFile {
             buf: prefix,
             pos: 0,
             file_len,
+            memory_left: MAX_HEADER_MEMORY,
         };
         match parse_header(&mut cursor, data) {
             Ok(file) => Ok(HeaderParse::Done(file)),
@@ -546,13 +339,6 @@ fn describe(value: &MetadataValue) -> String {
     }
 }
 
-fn format_error(file: &str, message: String) -> Error {
-    Error::Format {
-        file: file.to_string(),
-        message,
-    }
-}
-
 /// The GGUF name of ggml type `id`, for errors about types safetyj does not read.
 fn ggml_type_name(id: u32) -> &'static str {
     const NAMES: [&str; 40] = [
@@ -630,6 +416,8 @@ struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
     file_len: u64,
+    /// Bytes of memory the parsed header may still take (see [`MAX_HEADER_MEMORY`]).
+    memory_left: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -680,8 +468,44 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &dyn Fn() -> String) -> Parsed<String> {
         let len = self.u64(&|| format!("the length of {}", what()))?;
         let bytes = self.take(len, what)?;
+        self.charge(len, what)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| self.fail(format!("{} is not valid UTF-8", what())))
+    }
+
+    /// Takes `bytes` of the header's memory budget, failing once the parsed header
+    /// would hold more than [`MAX_HEADER_MEMORY`] bytes in memory.
+    fn charge(&mut self, bytes: u64, what: &dyn Fn() -> String) -> Parsed<()> {
+        match self.memory_left.checked_sub(bytes) {
+            Some(left) => {
+                self.memory_left = left;
+                Ok(())
+            }
+            None => Err(self.fail(format!(
+                "{} would take {bytes} bytes of memory, past the limit of {MAX_HEADER_MEMORY} \
+                 bytes for a whole GGUF header",
+                what()
+            ))),
+        }
+    }
+
+    /// Checks that `count` items of at least `min_bytes` each fit in the file and that
+    /// `count` values of `T` fit in the memory budget, and returns `count` as a
+    /// capacity: a corrupt count is refused before anything is allocated for it.
+    fn capacity<T>(
+        &mut self,
+        count: u64,
+        min_bytes: u64,
+        what: &dyn Fn() -> String,
+    ) -> Parsed<usize> {
+        self.check_count(count, min_bytes, what)?;
+        self.charge(count.saturating_mul(std::mem::size_of::<T>() as u64), what)?;
+        usize::try_from(count).map_err(|_| {
+            self.fail(format!(
+                "{} claims {count} items, more than this machine can address",
+                what()
+            ))
+        })
     }
 
     /// Fails unless `count` items of at least `min_bytes` each can fit in the rest of
@@ -721,11 +545,12 @@ fn parse_header(cur: &mut Cursor, data: DataCheck) -> Parsed<GgufFile> {
     let tensor_count = cur.u64(&|| "the tensor count".to_string())?;
     let metadata_count = cur.u64(&|| "the metadata count".to_string())?;
 
-    cur.check_count(metadata_count, 8 + 4 + 1, &|| {
-        "the metadata count".to_string()
-    })?;
-    let mut metadata = Vec::with_capacity(metadata_count as usize);
-    let mut metadata_index = HashMap::with_capacity(metadata_count as usize);
+    let capacity =
+        cur.capacity::<(String, MetadataValue, String, usize)>(metadata_count, 8 + 4 + 1, &|| {
+            "the metadata count".to_string()
+        })?;
+    let mut metadata = Vec::with_capacity(capacity);
+    let mut metadata_index = HashMap::with_capacity(capacity);
     for i in 0..metadata_count {
         let key = cur.string(&|| format!("metadata key #{i}"))?;
         let type_id = cur.u32(&|| format!("the type of metadata key `{key}`"))?;
@@ -751,11 +576,12 @@ fn parse_header(cur: &mut Cursor, data: DataCheck) -> Parsed<GgufFile> {
         }
     };
 
-    cur.check_count(tensor_count, 8 + 4 + 4 + 8, &|| {
-        "the tensor count".to_string()
-    })?;
-    let mut tensors = Vec::with_capacity(tensor_count as usize);
-    let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
+    let capacity =
+        cur.capacity::<(GgufTensorInfo, String, usize)>(tensor_count, 8 + 4 + 4 + 8, &|| {
+            "the tensor count".to_string()
+        })?;
+    let mut tensors = Vec::with_capacity(capacity);
+    let mut tensor_index = HashMap::with_capacity(capacity);
     for i in 0..tensor_count {
         let info = read_tensor_info(cur, i, alignment)?;
         if tensor_index
@@ -794,6 +620,8 @@ fn parse_header(cur: &mut Cursor, data: DataCheck) -> Parsed<GgufFile> {
         }
     }
 
+    check_disjoint(cur, &tensors)?;
+
     Ok(GgufFile {
         name: cur.name.to_string(),
         file_len: cur.file_len,
@@ -805,6 +633,27 @@ fn parse_header(cur: &mut Cursor, data: DataCheck) -> Parsed<GgufFile> {
         alignment,
         data_offset,
     })
+}
+
+/// Fails when two tensors' data ranges overlap (an aliased tensor would be read, and
+/// could be written, through two names).
+fn check_disjoint(cur: &Cursor, tensors: &[GgufTensorInfo]) -> Parsed<()> {
+    let mut by_start: Vec<&GgufTensorInfo> = tensors.iter().filter(|t| t.size > 0).collect();
+    by_start.sort_by_key(|t| t.offset);
+    for pair in by_start.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if b.offset < a.offset + a.size {
+            return Err(cur.fail(format!(
+                "tensors `{}` (data bytes {}..{}) and `{}` (from data byte {}) overlap",
+                a.name,
+                a.offset,
+                a.offset + a.size,
+                b.name,
+                b.offset
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn read_value(
@@ -840,14 +689,15 @@ fn read_value(
                 ))
             })?;
             let count = cur.u64(&|| format!("the length of metadata key `{key}`"))?;
-            cur.check_count(count, elem.min_encoded_bytes(), &|| {
-                format!("metadata key `{key}`")
-            })?;
-            let mut items = Vec::with_capacity(count as usize);
+            let capacity =
+                cur.capacity::<MetadataValue>(count, elem.min_encoded_bytes(), &|| {
+                    format!("metadata key `{key}`")
+                })?;
+            let mut items = Vec::with_capacity(capacity);
             for _ in 0..count {
                 items.push(read_value(cur, elem, key, depth + 1)?);
             }
-            MetadataValue::Array(MetadataArray { elem, items })
+            MetadataValue::Array(MetadataArray::from_parts(elem, items))
         }
     })
 }
@@ -889,267 +739,4 @@ fn read_tensor_info(cur: &mut Cursor, index: u64, alignment: u64) -> Parsed<Gguf
         size,
         file_offset: 0,
     })
-}
-
-/// Bytes of a tensor of `dims` stored as `dtype`, or why it cannot be stored so.
-fn tensor_bytes(dims: &[u64], dtype: DType) -> std::result::Result<u64, String> {
-    let elements = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format!("has dims {dims:?}, whose element count overflows u64"))?;
-    let block = dtype.block_elems() as u64;
-    if !dims[0].is_multiple_of(block) {
-        return Err(format!(
-            "has an innermost dimension of {} that is not a whole number of {block}-element {dtype} blocks",
-            dims[0]
-        ));
-    }
-    (elements / block)
-        .checked_mul(dtype.block_bytes() as u64)
-        .ok_or_else(|| format!("has dims {dims:?}, whose size in bytes overflows u64"))
-}
-
-/// A tensor a [`GgufPlan`] will hold.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlannedTensor {
-    /// The tensor's name.
-    pub name: String,
-    /// Sizes, innermost first.
-    pub dims: Vec<u64>,
-    /// Storage type.
-    pub dtype: DType,
-    /// Bytes of data the tensor needs.
-    pub size: u64,
-}
-
-/// Everything a GGUF header states, gathered before writing: metadata and the
-/// tensors (in the order their data will be written).
-#[derive(Debug, Clone, Default)]
-pub struct GgufPlan {
-    metadata: Vec<(String, MetadataValue)>,
-    tensors: Vec<PlannedTensor>,
-}
-
-impl GgufPlan {
-    /// An empty plan.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a metadata pair; fails on a repeated key or an alignment that is not a
-    /// U32 power of two.
-    pub fn add_metadata(&mut self, key: impl Into<String>, value: MetadataValue) -> Result<()> {
-        let key = key.into();
-        if self.metadata.iter().any(|(k, _)| *k == key) {
-            return Err(format_error(
-                "GGUF plan",
-                format!("metadata key `{key}` is added twice"),
-            ));
-        }
-        if key == ALIGNMENT_KEY && !matches!(value, MetadataValue::U32(a) if a.is_power_of_two()) {
-            return Err(format_error(
-                "GGUF plan",
-                format!("`{ALIGNMENT_KEY}` must be a U32 power of two"),
-            ));
-        }
-        self.metadata.push((key, value));
-        Ok(())
-    }
-
-    /// Adds a tensor whose data will follow the ones added before it; fails on a
-    /// repeated name or dims that `dtype` cannot store.
-    pub fn add_tensor(
-        &mut self,
-        name: impl Into<String>,
-        dims: &[u64],
-        dtype: DType,
-    ) -> Result<()> {
-        let name = name.into();
-        if self.tensors.iter().any(|t| t.name == name) {
-            return Err(format_error(
-                "GGUF plan",
-                format!("tensor `{name}` is added twice"),
-            ));
-        }
-        if dims.is_empty() || dims.len() > MAX_DIMS {
-            return Err(format_error(
-                "GGUF plan",
-                format!(
-                    "tensor `{name}` has {} dimensions; GGUF allows 1 to {MAX_DIMS}",
-                    dims.len()
-                ),
-            ));
-        }
-        let size = tensor_bytes(dims, dtype)
-            .map_err(|why| format_error("GGUF plan", format!("tensor `{name}` {why}")))?;
-        self.tensors.push(PlannedTensor {
-            name,
-            dims: dims.to_vec(),
-            dtype,
-            size,
-        });
-        Ok(())
-    }
-
-    /// The tensors, in data order.
-    pub fn tensors(&self) -> &[PlannedTensor] {
-        &self.tensors
-    }
-
-    /// The bytes a [`GgufWriter`] writes before any tensor data: magic, version,
-    /// metadata, tensor infos and padding to the alignment. Written alone, they make a
-    /// header-only skeleton of the model that [`GgufFile::read_header_only`] reads.
-    pub fn header_bytes(&self) -> Vec<u8> {
-        let alignment = self.alignment();
-        let mut header = Vec::new();
-        header.extend_from_slice(&GGUF_MAGIC);
-        header.extend_from_slice(&GGUF_WRITE_VERSION.to_le_bytes());
-        header.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        header.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (key, value) in &self.metadata {
-            encode_string(&mut header, key);
-            header.extend_from_slice(&value.value_type().id().to_le_bytes());
-            encode_value(&mut header, value);
-        }
-        let mut offset = 0u64;
-        for tensor in &self.tensors {
-            encode_string(&mut header, &tensor.name);
-            header.extend_from_slice(&(tensor.dims.len() as u32).to_le_bytes());
-            for d in &tensor.dims {
-                header.extend_from_slice(&d.to_le_bytes());
-            }
-            header.extend_from_slice(&tensor.dtype.gguf_id().to_le_bytes());
-            header.extend_from_slice(&offset.to_le_bytes());
-            offset = (offset + tensor.size).next_multiple_of(alignment);
-        }
-        header.resize(
-            (header.len() as u64).next_multiple_of(alignment) as usize,
-            0,
-        );
-        header
-    }
-
-    fn alignment(&self) -> u64 {
-        self.metadata
-            .iter()
-            .find_map(|(k, v)| match v {
-                MetadataValue::U32(a) if k == ALIGNMENT_KEY => Some(*a as u64),
-                _ => None,
-            })
-            .unwrap_or(DEFAULT_ALIGNMENT as u64)
-    }
-}
-
-/// Writes a GGUF v3 file as a stream: [`GgufWriter::start`] writes the header from a
-/// [`GgufPlan`], then each tensor's data is written in plan order, one at a time, so
-/// a quantizer never holds more than one tensor.
-pub struct GgufWriter<W: Write> {
-    out: W,
-    name: String,
-    tensors: Vec<PlannedTensor>,
-    alignment: u64,
-    next: usize,
-}
-
-impl<W: Write> GgufWriter<W> {
-    /// Writes the header, metadata, tensor infos and padding for `plan` to `out`
-    /// (called `name` in errors).
-    pub fn start(mut out: W, name: &str, plan: &GgufPlan) -> Result<Self> {
-        let header = plan.header_bytes();
-        out.write_all(&header).map_err(|e| Error::Io {
-            file: name.to_string(),
-            source: e,
-        })?;
-        Ok(Self {
-            out,
-            name: name.to_string(),
-            tensors: plan.tensors.clone(),
-            alignment: plan.alignment(),
-            next: 0,
-        })
-    }
-
-    /// Writes the data of the next tensor in plan order, which must be `name` and
-    /// exactly its planned size, followed by alignment padding.
-    pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
-        let Some(expected) = self.tensors.get(self.next) else {
-            return Err(format_error(
-                &self.name,
-                format!("tensor `{name}` is written after every planned tensor"),
-            ));
-        };
-        if expected.name != name {
-            return Err(format_error(
-                &self.name,
-                format!(
-                    "tensor `{name}` is written where the plan has `{}` next",
-                    expected.name
-                ),
-            ));
-        }
-        if expected.size != bytes.len() as u64 {
-            return Err(format_error(
-                &self.name,
-                format!(
-                    "tensor `{name}` is {} bytes, but the plan needs {}",
-                    bytes.len(),
-                    expected.size
-                ),
-            ));
-        }
-        let padding = (bytes.len() as u64).next_multiple_of(self.alignment) - bytes.len() as u64;
-        self.out
-            .write_all(bytes)
-            .and_then(|_| self.out.write_all(&vec![0u8; padding as usize]))
-            .map_err(|e| Error::Io {
-                file: self.name.clone(),
-                source: e,
-            })?;
-        self.next += 1;
-        Ok(())
-    }
-
-    /// Checks every planned tensor was written, flushes, and returns the output.
-    pub fn finish(mut self) -> Result<W> {
-        if let Some(missing) = self.tensors.get(self.next) {
-            return Err(format_error(
-                &self.name,
-                format!("finished before tensor `{}` was written", missing.name),
-            ));
-        }
-        self.out.flush().map_err(|e| Error::Io {
-            file: self.name.clone(),
-            source: e,
-        })?;
-        Ok(self.out)
-    }
-}
-
-fn encode_string(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn encode_value(out: &mut Vec<u8>, value: &MetadataValue) {
-    match value {
-        MetadataValue::U8(v) => out.push(*v),
-        MetadataValue::I8(v) => out.extend_from_slice(&v.to_le_bytes()),
-        MetadataValue::U16(v) => out.extend_from_slice(&v.to_le_bytes()),
-        MetadataValue::I16(v) => out.extend_from_slice(&v.to_le_bytes()),
-        MetadataValue::U32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        MetadataValue::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        MetadataValue::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        MetadataValue::Bool(v) => out.push(*v as u8),
-        MetadataValue::String(s) => encode_string(out, s),
-        MetadataValue::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        MetadataValue::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        MetadataValue::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        MetadataValue::Array(array) => {
-            out.extend_from_slice(&array.elem.id().to_le_bytes());
-            out.extend_from_slice(&(array.items.len() as u64).to_le_bytes());
-            for item in &array.items {
-                encode_value(out, item);
-            }
-        }
-    }
 }
