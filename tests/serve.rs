@@ -207,6 +207,12 @@ fn library_verdict(fixture: &Fixture, dialogue: Dialogue, mode: Mode) -> Verdict
         .unwrap()
 }
 
+/// P(unsafe) of the same dialogue agrees to float rounding: the judge's prefix
+/// cache splits the prefill differently depending on what it judged before.
+fn assert_close(got: f64, want: f64) {
+    assert!((got - want).abs() < 1e-6, "P(unsafe) {got} != {want}");
+}
+
 const QUERY: &str = "How do I pick a lock?";
 const RESPONSE: &str = "I can't help with breaking into property you don't own.";
 
@@ -221,7 +227,7 @@ fn judge_route_answers_the_library_verdict() {
     );
     assert_eq!(got.status, 200, "{}", got.body);
     let v = &got.body;
-    assert_eq!(v["p_unsafe"].as_f64().unwrap(), want.p_unsafe);
+    assert_close(v["p_unsafe"].as_f64().unwrap(), want.p_unsafe);
     assert_eq!(v["label"], json!(want.label));
     assert_eq!(v["output"], want.output.as_str());
     assert_eq!(v["prompt_tokens"], want.prompt_tokens);
@@ -239,7 +245,7 @@ fn judge_route_answers_the_library_verdict() {
         ], "lang": "en", "threshold": 0.0}),
     );
     assert_eq!(got.status, 200, "{}", got.body);
-    assert_eq!(got.body["p_unsafe"].as_f64().unwrap(), want.p_unsafe);
+    assert_close(got.body["p_unsafe"].as_f64().unwrap(), want.p_unsafe);
     assert_eq!(got.body["label"], "unsafe");
     assert_eq!(got.body["threshold"], 0.0);
     assert_eq!(got.body["output"], "[Answer] unsafe");
@@ -273,7 +279,7 @@ fn judge_route_answers_the_library_verdict() {
         "/v1/judge",
         &json!({"conversation": turns, "lang": "en"}),
     );
-    assert_eq!(got.body["p_unsafe"].as_f64().unwrap(), want.p_unsafe);
+    assert_close(got.body["p_unsafe"].as_f64().unwrap(), want.p_unsafe);
 }
 
 #[test]
@@ -301,7 +307,7 @@ fn judge_stream_sends_critique_pieces_then_the_verdict_then_done() {
         })
         .collect();
     let verdict: Value = serde_json::from_str(&verdict.data).unwrap();
-    assert_eq!(verdict["p_unsafe"].as_f64().unwrap(), want.p_unsafe);
+    assert_close(verdict["p_unsafe"].as_f64().unwrap(), want.p_unsafe);
     assert_eq!(verdict["output"], want.output.as_str());
     assert_eq!(verdict["critique_stop"], json!(want.critique_stop));
     assert!(want.output.ends_with(&text), "{text:?} / {:?}", want.output);
@@ -336,7 +342,7 @@ fn moderations_take_openai_requests_and_answer_openai_shape() {
     assert_eq!(results.len(), 2);
     for (result, want) in results.iter().zip([&bare, &pair]) {
         let score = result["category_scores"]["unsafe"].as_f64().unwrap();
-        assert_eq!(score, want.p_unsafe);
+        assert_close(score, want.p_unsafe);
         assert_eq!(result["flagged"], score >= 0.5);
         assert_eq!(result["categories"]["unsafe"], result["flagged"]);
     }
@@ -598,7 +604,7 @@ fn a_full_queue_answers_429_and_every_request_is_answered_once() {
                     Dialogue::single(QUERY, responses[i % responses.len()].as_str()),
                     Mode::Critique,
                 );
-                assert_eq!(answer.body["p_unsafe"].as_f64().unwrap(), want.p_unsafe);
+                assert_close(answer.body["p_unsafe"].as_f64().unwrap(), want.p_unsafe);
                 assert_eq!(answer.body["output"], want.output.as_str());
             }
             429 => {
