@@ -580,6 +580,15 @@ fn a_full_queue_answers_429_and_every_request_is_answered_once() {
             ..Default::default()
         },
     ));
+    // Keep the judge busy: a long sampled chat (a random model seldom samples its
+    // end token), streaming, so its first piece shows it has started.
+    let mut busy = stream_post(
+        &url,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Talk."}], "max_tokens": 300,
+                "temperature": 2, "seed": 7, "stream": true}),
+    );
+    busy.nth(1).expect("a first piece");
     let responses: Vec<String> = (0..8).map(|i| format!("Answer number {i}: no.")).collect();
     let answers: Vec<(usize, Answer)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..24)
@@ -615,8 +624,10 @@ fn a_full_queue_answers_429_and_every_request_is_answered_once() {
             other => panic!("request {i}: {other} {}", answer.body),
         }
     }
+    drop(busy);
     assert_eq!(ok + full, 24);
-    assert!(ok >= 3, "{ok} answered");
+    // The two that fitted in the queue were answered after the chat.
+    assert!(ok >= 2, "{ok} answered");
     assert!(full >= 1, "no request was refused");
     assert_eq!(send(&url, "/health", None, None).status, 200);
 }
