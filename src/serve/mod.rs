@@ -208,7 +208,15 @@ pub fn run(options: &ServeOptions) -> Result<()> {
             let model = options.model.clone();
             let judge_options = options.judge.clone();
             std::thread::spawn(move || {
-                match Judge::load(&model, judge_options.clone(), |line| eprintln!("{line}")) {
+                // Progress lines, at most twice a second.
+                let mut shown: Option<std::time::Instant> = None;
+                let progress = |line: &str| {
+                    if shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
+                        shown = Some(std::time::Instant::now());
+                        eprintln!("{line}");
+                    }
+                };
+                match Judge::load(&model, judge_options.clone(), progress) {
                     Ok((judge, stand_in)) => {
                         if let Some(notice) = judge.context().software_notice() {
                             eprintln!("{notice}");

@@ -130,7 +130,8 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
         Ok(loaded) => json_body(&serde_json::json!({
             "status": "ok",
             "model": loaded.model.name,
-            "stand_in": loaded.model.stand_in,
+            "stand_in": loaded.model.stand_in.is_some(),
+            "notice": loaded.model.stand_in,
         }))
         .into_response(),
         Err(e) => e.into_response(),
