@@ -16,6 +16,8 @@ pub mod judge;
 pub mod model;
 pub mod ops;
 pub mod quant;
+#[cfg(all(feature = "serve", not(target_arch = "wasm32")))]
+pub mod serve;
 pub mod tokenizer;
 #[cfg(all(target_arch = "wasm32", feature = "web"))]
 pub mod web;

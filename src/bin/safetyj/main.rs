@@ -15,6 +15,7 @@ mod head;
 mod judge;
 mod models;
 mod quantize;
+mod serve;
 mod runtime_dir;
 mod synth;
 mod terminal;
@@ -65,6 +66,9 @@ enum Command {
     /// does not depend on the values), or with --header-only the header alone: a
     /// few MB that stand in for the real file as --like wherever it cannot travel.
     Synth(synth::SynthArgs),
+    /// Serve the judge over HTTP: /v1/judge, OpenAI-compatible /v1/moderations and
+    /// /v1/chat/completions, /v1/models, /health. Loads the model once.
+    Serve(serve::ServeArgs),
     /// Convert a Hugging Face checkpoint (bf16/f16/f32 safetensors) into a quantized
     /// GGUF file with its config, tokenizer and chat template in the metadata.
     Quantize(quantize::QuantizeArgs),
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
