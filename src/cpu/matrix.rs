@@ -3,19 +3,33 @@
 //!
 //! Every safetyj weight type maps to a candle `GgmlDType` with the identical block
 //! layout (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32), so the bytes of
-//! a GGUF tensor are used as they are; nothing is converted at load. Like llama.cpp,
-//! candle quantizes the activations for the dot product (to Q8_0 blocks for the
-//! 32-element types, Q8_K for the k-quants, f16/bf16 for those float types), so
-//! results differ from the GPU's f32 products by that rounding: about 1e-3 relative.
+//! a GGUF tensor are used as they are; nothing is converted at load.
+//!
+//! Two ways to multiply, chosen by the caller:
+//! - Quantized (decode): candle's quantized dot products. Like llama.cpp, they round
+//!   the activations too (to Q8_0 blocks for the 32-element types, Q8_K for the
+//!   k-quants, f16/bf16 for those float types): about 1% of an output's typical size,
+//!   which moves a 0.5B model's logits by a few tenths.
+//! - Exact (prefill, where the judge reads its verdict): the weights are decoded to
+//!   f32 a slice of rows at a time and multiplied in f32 (candle's gemm), as the GPU
+//!   does; decoding costs about what a quantized product does, so it pays once a step
+//!   has [`EXACT_ROWS`] rows to share it.
 
 use std::borrow::Cow;
 
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::load::StoredMatrix;
 use crate::quant::{self, DType};
+
+/// Steps of at least this many tokens multiply exactly (see the module docs).
+pub const EXACT_ROWS: usize = 4;
+
+/// Weight elements decoded to f32 at a time by the f32 path (16 MiB).
+const DECODED_ELEMS: usize = 1 << 22;
 
 /// A `rows` × `cols` weight matrix (rows are output features), stored quantized.
 pub struct QuantMatrix {
@@ -79,9 +93,11 @@ impl QuantMatrix {
             aligned = words;
             &bytemuck::cast_slice::<u64, u8>(&aligned)[..m.bytes.len()]
         };
-        let storage = QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, candle_dtype(m.dtype))
-            .map_err(candle_error("cpu weights"))?;
-        let tensor = QTensor::new(storage, (m.rows, m.cols)).map_err(candle_error("cpu weights"))?;
+        let storage =
+            QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, candle_dtype(m.dtype))
+                .map_err(candle_error("cpu weights"))?;
+        let tensor =
+            QTensor::new(storage, (m.rows, m.cols)).map_err(candle_error("cpu weights"))?;
         Ok(QuantMatrix {
             tensor,
             dtype: m.dtype,
@@ -96,8 +112,15 @@ impl QuantMatrix {
     }
 
     /// `input` (`m` rows of `cols`) times the transposed matrix, plus `bias` (one
-    /// value per output feature) when given: `m` rows of `rows` values.
-    pub fn matmul(&self, input: &[f32], m: usize, bias: Option<&[f32]>) -> Result<Vec<f32>> {
+    /// value per output feature) when given: `m` rows of `rows` values; `exact`
+    /// multiplies in f32 on decoded weights, otherwise activations are quantized.
+    pub fn matmul(
+        &self,
+        input: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+        exact: bool,
+    ) -> Result<Vec<f32>> {
         if input.len() != m * self.cols || bias.is_some_and(|b| b.len() != self.rows) {
             return Err(Error::Shape {
                 op: "cpu matmul",
@@ -112,11 +135,45 @@ impl QuantMatrix {
         }
         let err = candle_error("cpu matmul");
         let x = Tensor::from_slice(input, (m, self.cols), &Device::Cpu).map_err(&err)?;
-        let y = x.apply_op1_no_bwd(&self.tensor).map_err(&err)?;
-        let mut out = y.flatten_all().and_then(|y| y.to_vec1::<f32>()).map_err(&err)?;
+        let mut out = if exact {
+            self.matmul_decoded(&x, m)?
+        } else {
+            let y = x.apply_op1_no_bwd(&self.tensor).map_err(&err)?;
+            y.flatten_all()
+                .and_then(|y| y.to_vec1::<f32>())
+                .map_err(&err)?
+        };
         if let Some(bias) = bias {
             for row in out.chunks_exact_mut(self.rows) {
                 row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `x` (`m` × `cols`) times the transposed matrix in f32: weights decoded a slice
+    /// of rows at a time (in parallel), each slice one gemm.
+    fn matmul_decoded(&self, x: &Tensor, m: usize) -> Result<Vec<f32>> {
+        let err = candle_error("cpu matmul");
+        let row_bytes = self.dtype.row_bytes(self.cols)?;
+        let data = self.tensor.data().map_err(&err)?;
+        let slice_rows = (DECODED_ELEMS / self.cols).clamp(1, self.rows);
+        let mut out = vec![0.0; m * self.rows];
+        let mut decoded = vec![0.0; slice_rows * self.cols];
+        for first in (0..self.rows).step_by(slice_rows) {
+            let n = slice_rows.min(self.rows - first);
+            let w = &mut decoded[..n * self.cols];
+            w.par_chunks_mut(self.cols)
+                .zip(data[first * row_bytes..(first + n) * row_bytes].par_chunks(row_bytes))
+                .try_for_each(|(w, bytes)| quant::dequantize(self.dtype, bytes, w))?;
+            let w = Tensor::from_slice(w, (n, self.cols), &Device::Cpu).map_err(&err)?;
+            let y = x
+                .matmul(&w.t().map_err(&err)?)
+                .and_then(|y| y.flatten_all())
+                .and_then(|y| y.to_vec1::<f32>())
+                .map_err(&err)?;
+            for (out, y) in out.chunks_exact_mut(self.rows).zip(y.chunks_exact(n)) {
+                out[first..first + n].copy_from_slice(y);
             }
         }
         Ok(out)
@@ -144,7 +201,8 @@ mod tests {
     /// Every weight type against the f64 reference of the GPU matmul, for one row
     /// (decode) and several (prefill), with a bias. The tolerance covers candle's
     /// quantization of the activations (Q8_0/Q8_K blocks, f16 or bf16 for those
-    /// weight types): 4% of the outputs' root mean square (seen: up to 2.1%, Q4_K).
+    /// weight types): 4% of the outputs' root mean square (seen: up to 2.1%, Q4_K);
+    /// the exact path agrees to f32 rounding.
     #[test]
     fn every_weight_type_matches_the_reference_matmul() {
         let mut rng = rng(14);
@@ -162,14 +220,14 @@ mod tests {
                 },
             )
             .unwrap();
-            for m in [1, 5, 40] {
+            for (m, exact) in [(1, false), (5, false), (40, false), (1, true), (40, true)] {
                 let x = random_f32(&mut rng, m * k, 1.0);
-                let got = matrix.matmul(&x, m, Some(&bias)).unwrap();
+                let got = matrix.matmul(&x, m, Some(&bias), exact).unwrap();
                 let want =
                     crate::ops::matmul::reference(&x, m, k, dtype, &bytes, n, Some(&bias)).unwrap();
                 let scale = (want.iter().map(|v| v * v).sum::<f32>() / want.len() as f32).sqrt();
-                let tolerance = match dtype {
-                    DType::F32 => 1e-5,
+                let tolerance = match (dtype, exact) {
+                    (DType::F32, _) | (_, true) => 1e-5,
                     _ => 4e-2,
                 } * scale;
                 let diff = got
@@ -179,16 +237,23 @@ mod tests {
                     .fold(0.0, f32::max);
                 assert!(
                     diff <= tolerance,
-                    "{dtype}, {m} rows: max |diff| {diff} over {tolerance}"
+                    "{dtype}, {m} rows, exact {exact}: max |diff| {diff} over {tolerance}"
                 );
             }
             let mut row = vec![0.0; k];
             matrix.row(n - 1, &mut row).unwrap();
             let mut want = vec![0.0; k];
-            crate::quant::dequantize(dtype, &bytes[(n - 1) * dtype.row_bytes(k).unwrap()..], &mut want)
-                .unwrap();
+            crate::quant::dequantize(
+                dtype,
+                &bytes[(n - 1) * dtype.row_bytes(k).unwrap()..],
+                &mut want,
+            )
+            .unwrap();
             assert_eq!(row, want, "{dtype}: last row decoded");
-            assert!(matrix.row(n, &mut row).is_err(), "{dtype}: row past the end");
+            assert!(
+                matrix.row(n, &mut row).is_err(),
+                "{dtype}: row past the end"
+            );
         }
     }
 
@@ -208,8 +273,10 @@ mod tests {
         };
         assert!(make(4).is_err(), "too few bytes for 4 rows");
         let m = make(3).unwrap();
-        assert!(m.matmul(&[0.0; 63], 1, None).is_err());
-        assert!(m.matmul(&[0.0; 64], 1, Some(&[0.0; 2])).is_err());
-        assert_eq!(m.matmul(&[0.0; 64], 1, None).unwrap(), vec![0.0; 3]);
+        for exact in [false, true] {
+            assert!(m.matmul(&[0.0; 63], 1, None, exact).is_err());
+            assert!(m.matmul(&[0.0; 64], 1, Some(&[0.0; 2]), exact).is_err());
+            assert_eq!(m.matmul(&[0.0; 64], 1, None, exact).unwrap(), vec![0.0; 3]);
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! `crate::model::forward` step for step.
 
 use super::kernels::{self, AttentionShape, KvCache, RopeTable};
-use super::matrix::QuantMatrix;
+use super::matrix::{QuantMatrix, EXACT_ROWS};
 use crate::error::{Error, Result};
 use crate::model::arch::Weight;
 use crate::model::load::{check_finite, needed_weights, WeightKind, WeightSource};
@@ -327,6 +327,8 @@ impl CpuModel {
         let shape = self.attention_shape(session.capacity);
         let table = RopeTable::new(&self.rope, first, t);
         let scale = 1.0 / (c.head_dim as f32).sqrt();
+        // A prefill multiplies exactly, its logits (a verdict's) included.
+        let exact = t >= EXACT_ROWS;
         let mut x = vec![0.0; t * c.hidden];
         for (&id, row) in tokens.iter().zip(x.chunks_exact_mut(c.hidden)) {
             self.token_embedding.row(id as usize, row)?;
@@ -336,19 +338,19 @@ impl CpuModel {
         let mut hidden = None;
         for (i, (layer, cache)) in self.layers.iter().zip(&mut session.caches).enumerate() {
             kernels::rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut normed);
-            let mut q = layer.q.matmul(&normed, t, layer.q_bias.as_deref())?;
-            let mut k = layer.k.matmul(&normed, t, layer.k_bias.as_deref())?;
-            let v = layer.v.matmul(&normed, t, layer.v_bias.as_deref())?;
+            let mut q = layer.q.matmul(&normed, t, layer.q_bias.as_deref(), exact)?;
+            let mut k = layer.k.matmul(&normed, t, layer.k_bias.as_deref(), exact)?;
+            let v = layer.v.matmul(&normed, t, layer.v_bias.as_deref(), exact)?;
             table.apply(&self.rope, &mut q, c.heads);
             table.apply(&self.rope, &mut k, c.kv_heads);
             cache.append(shape, &k, &v, first);
             kernels::attention(shape, cache, &q, first, scale, &mut attn);
-            add(&mut x, &layer.attn_output.matmul(&attn, t, None)?);
+            add(&mut x, &layer.attn_output.matmul(&attn, t, None, exact)?);
             kernels::rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut normed);
-            let mut gate = layer.ffn_gate.matmul(&normed, t, None)?;
-            let up = layer.ffn_up.matmul(&normed, t, None)?;
+            let mut gate = layer.ffn_gate.matmul(&normed, t, None, exact)?;
+            let up = layer.ffn_up.matmul(&normed, t, None, exact)?;
             kernels::silu_mul(&mut gate, &up);
-            add(&mut x, &layer.ffn_down.matmul(&gate, t, None)?);
+            add(&mut x, &layer.ffn_down.matmul(&gate, t, None, exact)?);
             if hidden_layer == Some(i + 1) {
                 hidden = Some(x[(t - 1) * c.hidden..].to_vec());
             }
@@ -361,7 +363,7 @@ impl CpuModel {
         let normed = &mut normed[..rows * c.hidden];
         kernels::rms_norm(last, &self.output_norm, c.rms_eps, normed);
         let output = self.output.as_ref().unwrap_or(&self.token_embedding);
-        let logits = output.matmul(normed, rows, None)?;
+        let logits = output.matmul(normed, rows, None, exact)?;
         session.len += t;
         Ok(CpuStep { logits, hidden })
     }
