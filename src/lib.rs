@@ -3,6 +3,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+pub mod cpu;
 pub mod error;
 pub mod eval;
 #[cfg(not(target_arch = "wasm32"))]

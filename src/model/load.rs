@@ -659,7 +659,11 @@ impl Model {
 
 /// Fails when a weight's stored values include NaN or infinity: the f16 scales of
 /// quantized blocks, or the elements of float types.
-fn check_finite(name: &str, dtype: DType, bytes: &[u8]) -> std::result::Result<(), String> {
+pub(crate) fn check_finite(
+    name: &str,
+    dtype: DType,
+    bytes: &[u8],
+) -> std::result::Result<(), String> {
     let f16_at = |i: usize| half::f16::from_le_bytes([bytes[i], bytes[i + 1]]).to_f32();
     let bad = |index: usize| {
         Err(format!(

@@ -47,12 +47,14 @@ pub struct RopeConfig {
 
 impl RopeConfig {
     /// The rotation of frequency `i` per position, in radians, computed in f64.
-    fn inv_freq(&self, i: usize) -> f64 {
+    pub fn inv_freq(&self, i: usize) -> f64 {
         let factor = self.freq_factors.as_ref().map_or(1.0, |f| f[i] as f64);
         self.base.powf(-((2 * i) as f64) / self.rotary_dim as f64) / factor
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Fails unless the settings fit together (even rotary dims within the head, a
+    /// positive base, one positive factor per frequency).
+    pub fn validate(&self) -> Result<()> {
         let fail = |message: String| {
             Err(Error::Shape {
                 op: "rope",

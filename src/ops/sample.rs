@@ -58,7 +58,8 @@ struct Params {
 }
 
 impl SampleParams {
-    fn validate(&self, u: f32) -> Result<()> {
+    /// Fails unless the temperature, top_p and the uniform number `u` are in range.
+    pub fn validate(&self, u: f32) -> Result<()> {
         let fail = |message: String| {
             Err(Error::Parameter {
                 op: "sample",
