@@ -4,6 +4,8 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod cpu;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod device;
 pub mod error;
 pub mod eval;
 #[cfg(not(target_arch = "wasm32"))]

@@ -80,7 +80,7 @@ fn tiny_checkpoints_match_the_gpu_and_transformers_at_every_position() {
         let (prompt, reference) = expected(name.trim_end_matches(" (GGUF)"));
         let mut session = cpu.new_session(64).unwrap();
         let got = cpu
-            .forward(&mut session, &prompt, Logits::All, None)
+            .forward(&mut session, &prompt, Logits::All, &[])
             .unwrap();
         let mut gpu_session = gpu.new_session(ctx, 64).unwrap();
         let want = gpu
@@ -99,7 +99,7 @@ fn tiny_checkpoints_match_the_gpu_and_transformers_at_every_position() {
             "{name}: CPU and transformers differ by {diff}"
         );
         assert_eq!(session.len(), prompt.len());
-        assert!(got.hidden.is_none());
+        assert!(got.hidden.is_empty());
     }
 }
 
@@ -111,7 +111,7 @@ fn prefill_then_decode_and_truncate_then_rerun_equal_one_prefill() {
         let (prompt, _) = expected(name);
         let mut session = cpu.new_session(prompt.len()).unwrap();
         let all = cpu
-            .forward(&mut session, &prompt, Logits::All, None)
+            .forward(&mut session, &prompt, Logits::All, &[])
             .unwrap()
             .logits;
         let row = |i: usize| &all[i * vocab..(i + 1) * vocab];
@@ -119,7 +119,7 @@ fn prefill_then_decode_and_truncate_then_rerun_equal_one_prefill() {
         // Prefill of 12 (its last row), then one token at a time.
         let mut session = cpu.new_session(prompt.len()).unwrap();
         let last = cpu
-            .forward(&mut session, &prompt[..12], Logits::Last, None)
+            .forward(&mut session, &prompt[..12], Logits::Last, &[])
             .unwrap();
         assert!(
             max_diff(&last.logits, row(11)) < TOLERANCE,
@@ -127,7 +127,7 @@ fn prefill_then_decode_and_truncate_then_rerun_equal_one_prefill() {
         );
         for (i, &token) in prompt.iter().enumerate().skip(12) {
             let step = cpu
-                .forward(&mut session, &[token], Logits::Last, None)
+                .forward(&mut session, &[token], Logits::Last, &[])
                 .unwrap();
             let diff = max_diff(&step.logits, row(i));
             assert!(
@@ -141,7 +141,7 @@ fn prefill_then_decode_and_truncate_then_rerun_equal_one_prefill() {
         session.truncate(7).unwrap();
         assert_eq!(session.len(), 7);
         let rerun = cpu
-            .forward(&mut session, &prompt[7..], Logits::All, None)
+            .forward(&mut session, &prompt[7..], Logits::All, &[])
             .unwrap();
         let diff = max_diff(&rerun.logits, &all[7 * vocab..]);
         assert!(
@@ -198,9 +198,9 @@ fn hidden_state_after_each_layer_gives_the_logits_of_that_many_layers_on_the_gpu
         for n in 1..=c.layers {
             let mut session = cpu.new_session(32).unwrap();
             let step = cpu
-                .forward(&mut session, &prompt, Logits::Last, Some(n))
+                .forward(&mut session, &prompt, Logits::Last, &[n])
                 .unwrap();
-            let hidden = step.hidden.expect("asked for a hidden state");
+            let hidden = step.hidden.into_iter().next().expect("asked for a hidden state");
             assert_eq!(hidden.len(), c.hidden);
             let normed = ops::rms_norm::reference(&hidden, &norm, c.hidden, c.rms_eps);
             let logits = ops::matmul::reference(
@@ -245,27 +245,27 @@ fn bad_input_is_a_clear_error() {
     assert!(cpu.new_session(c.context + 1).is_err());
     let mut session = cpu.new_session(4).unwrap();
     let err = cpu
-        .forward(&mut session, &[1, c.vocab as u32], Logits::Last, None)
+        .forward(&mut session, &[1, c.vocab as u32], Logits::Last, &[])
         .err()
         .unwrap();
     assert!(message(err).contains("outside the vocabulary"));
     let err = cpu
-        .forward(&mut session, &[], Logits::Last, None)
+        .forward(&mut session, &[], Logits::Last, &[])
         .err()
         .unwrap();
     assert!(message(err).contains("at least one token"));
     for layer in [0, c.layers + 1] {
         let err = cpu
-            .forward(&mut session, &[1], Logits::Last, Some(layer))
+            .forward(&mut session, &[1], Logits::Last, &[layer])
             .err()
             .unwrap();
         assert!(message(err).contains("layer"), "hidden layer {layer}");
     }
     assert_eq!(session.len(), 0, "failed steps leave the session as it was");
-    cpu.forward(&mut session, &[1, 2, 3], Logits::Last, None)
+    cpu.forward(&mut session, &[1, 2, 3], Logits::Last, &[])
         .unwrap();
     let err = cpu
-        .forward(&mut session, &[4, 5], Logits::Last, None)
+        .forward(&mut session, &[4, 5], Logits::Last, &[])
         .err()
         .unwrap();
     assert!(message(err).contains("exceed its capacity"));
@@ -382,7 +382,7 @@ fn check_real(model_file: &str, fixture_name: &str) {
         .collect();
     let mut session = cpu.new_session(prompt.len() + GREEDY_STEPS).unwrap();
     let mut step = cpu
-        .forward(&mut session, &prompt, Logits::Last, None)
+        .forward(&mut session, &prompt, Logits::Last, &[])
         .unwrap();
     let diff = max_diff(&step.logits, &reference);
     eprintln!("{fixture_name}: first-step logits max |diff| {diff}");
@@ -401,7 +401,7 @@ fn check_real(model_file: &str, fixture_name: &str) {
         assert_eq!(next, *expected, "{fixture_name}: greedy token {i}");
         if i + 1 < GREEDY_STEPS {
             step = cpu
-                .forward(&mut session, &[next], Logits::Last, None)
+                .forward(&mut session, &[next], Logits::Last, &[])
                 .unwrap();
         }
     }

@@ -8,10 +8,12 @@
 //! simd128 on wasm32), splits each product over its own thread pool natively, and builds
 //! for wasm32 without features.
 
+mod generate;
 mod kernels;
 mod matrix;
 mod model;
 mod pick;
 
+pub use generate::generate;
 pub use model::{CpuModel, CpuSession, CpuStep};
 pub use pick::pick;

@@ -50,8 +50,9 @@ pub struct CpuStep {
     /// `rows × vocab`: the last token's logits ([`Logits::Last`]) or every token's
     /// ([`Logits::All`]).
     pub logits: Vec<f32>,
-    /// The residual stream at the step's last token after the asked number of blocks.
-    pub hidden: Option<Vec<f32>>,
+    /// The residual stream at the step's last token after each asked number of
+    /// blocks, in the order asked.
+    pub hidden: Vec<Vec<f32>>,
 }
 
 impl CpuSession {
@@ -227,6 +228,15 @@ impl CpuModel {
         })
     }
 
+    /// Every norm vector: each block's attention and feed-forward norms, then the
+    /// output norm (what [`crate::model::Engine::fingerprint`] hashes).
+    pub fn norm_weights(&self) -> impl Iterator<Item = &[f32]> {
+        self.layers
+            .iter()
+            .flat_map(|l| [l.attn_norm.as_slice(), l.ffn_norm.as_slice()])
+            .chain([self.output_norm.as_slice()])
+    }
+
     /// Bytes the weights occupy in memory (matrices as stored, vectors as f32).
     pub fn weight_bytes(&self) -> u64 {
         let vec_bytes = |v: &Vec<f32>| 4 * v.len() as u64;
@@ -290,7 +300,7 @@ impl CpuModel {
 
     /// Runs `tokens` at the session's next positions, appending them to its cache.
     /// The logits are `1 × vocab` for [`Logits::Last`] and `tokens × vocab` for
-    /// [`Logits::All`]. With `hidden_layer = Some(n)` (1 ..= layers) the step also
+    /// [`Logits::All`]. For each `n` of `hidden_layers` (1 ..= layers) the step also
     /// returns the residual stream after `n` blocks at its last token (for
     /// `n = layers`, before the output norm).
     pub fn forward(
@@ -298,7 +308,7 @@ impl CpuModel {
         session: &mut CpuSession,
         tokens: &[u32],
         which: Logits,
-        hidden_layer: Option<usize>,
+        hidden_layers: &[usize],
     ) -> Result<CpuStep> {
         let c = &self.config;
         let t = tokens.len();
@@ -313,13 +323,11 @@ impl CpuModel {
                 session.len, session.capacity, c.context
             )));
         }
-        if let Some(n) = hidden_layer {
-            if n == 0 || n > c.layers {
-                return Err(Error::InvalidInput(format!(
-                    "hidden state after layer {n} asked of a model of {} layers (valid: 1 to {})",
-                    c.layers, c.layers
-                )));
-            }
+        if let Some(n) = hidden_layers.iter().find(|&&n| n == 0 || n > c.layers) {
+            return Err(Error::InvalidInput(format!(
+                "hidden state after layer {n} asked of a model of {} layers (valid: 1 to {})",
+                c.layers, c.layers
+            )));
         }
         crate::ops::embedding::check_ids(tokens, c.vocab)?;
 
@@ -335,7 +343,7 @@ impl CpuModel {
         }
         let mut normed = vec![0.0; t * c.hidden];
         let mut attn = vec![0.0; t * c.heads * c.head_dim];
-        let mut hidden = None;
+        let mut hidden = vec![Vec::new(); hidden_layers.len()];
         for (i, (layer, cache)) in self.layers.iter().zip(&mut session.caches).enumerate() {
             kernels::rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut normed);
             let mut q = layer.q.matmul(&normed, t, layer.q_bias.as_deref(), exact)?;
@@ -351,8 +359,10 @@ impl CpuModel {
             let up = layer.ffn_up.matmul(&normed, t, None, exact)?;
             kernels::silu_mul(&mut gate, &up);
             add(&mut x, &layer.ffn_down.matmul(&gate, t, None, exact)?);
-            if hidden_layer == Some(i + 1) {
-                hidden = Some(x[(t - 1) * c.hidden..].to_vec());
+            for (slot, &n) in hidden_layers.iter().enumerate() {
+                if n == i + 1 {
+                    hidden[slot] = x[(t - 1) * c.hidden..].to_vec();
+                }
             }
         }
         let rows = match which {

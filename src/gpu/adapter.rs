@@ -39,6 +39,9 @@ pub struct AdapterSummary {
     pub driver: String,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// A software rasteriser (lavapipe, SwiftShader, WARP): exact but slower than
+    /// the CPU engine, so `--device auto` does not choose it.
+    pub software: bool,
 }
 
 /// How to choose the adapter. Defaults come from the environment:
@@ -142,6 +145,7 @@ fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
             .to_string(),
         limits: adapter.limits(),
         features: adapter.features(),
+        software: info.device_type == wgpu::DeviceType::Cpu,
     }
 }
 

@@ -195,20 +195,31 @@ impl Judge {
 
     /// Loads a judge by preset name (`safety-j-v5`, `qwen2.5-coder-0.5b`, …; fetched
     /// into the cache on first use), GGUF file or Hugging Face folder, speaking the
-    /// Safety-J protocol. `progress` receives one-line status texts (downloads, then
-    /// tensors loaded). Returns the judge and, when a stand-in preset was named, the
-    /// notice to show with its verdicts. Native only: the browser streams a file
-    /// by URL instead (`crate::web`).
+    /// Safety-J protocol, on the device `SAFETYJ_DEVICE` names (auto: the GPU when a
+    /// hardware one exists, else the CPU). `progress` receives one-line status texts
+    /// (downloads, then tensors loaded). Returns the judge and, when a stand-in
+    /// preset was named, the notice to show with its verdicts. Native only: the
+    /// browser streams a file by URL instead (`crate::web`).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(
         model: &str,
         options: JudgeOptions,
         progress: impl FnMut(&str),
     ) -> Result<(Judge, Option<String>)> {
-        let ctx = Context::new_blocking()?;
-        let (model, tokenizer, stand_in) = crate::model::open::open_named(&ctx, model, progress)?;
+        Judge::load_on(model, crate::device::Device::from_env()?, options, progress)
+    }
+
+    /// [`Judge::load`] on a chosen device.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_on(
+        model: &str,
+        device: crate::device::Device,
+        options: JudgeOptions,
+        progress: impl FnMut(&str),
+    ) -> Result<(Judge, Option<String>)> {
+        let (engine, tokenizer, stand_in) = crate::device::open_named(model, device, progress)?;
         let judge = Judge::new(
-            Engine::gpu(ctx, model),
+            engine,
             tokenizer,
             Box::new(super::safety_j::SafetyJ),
             options,

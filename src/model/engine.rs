@@ -9,6 +9,7 @@ use super::config::ModelConfig;
 use super::forward::{Logits, Model, Session};
 use super::generate::{self, GenerateOptions, Generation};
 use super::score;
+use crate::cpu::{CpuModel, CpuSession};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::tokenizer::Tokenizer;
@@ -17,12 +18,16 @@ use crate::tokenizer::Tokenizer;
 pub enum Engine {
     /// WGSL kernels on a wgpu adapter, weights in GPU buffers.
     Gpu { ctx: Context, model: Model },
+    /// Quantized SIMD kernels on the CPU's cores, weights in memory.
+    Cpu(CpuModel),
 }
 
 /// A conversation's KV cache on its engine.
 pub enum EngineSession {
     /// Keys and values in GPU buffers.
     Gpu(Session),
+    /// Keys and values in memory.
+    Cpu(CpuSession),
 }
 
 /// What [`Engine::score`] returns.
@@ -41,6 +46,7 @@ impl EngineSession {
     pub fn len(&self) -> usize {
         match self {
             EngineSession::Gpu(s) => s.len(),
+            EngineSession::Cpu(s) => s.len(),
         }
     }
 
@@ -53,6 +59,7 @@ impl EngineSession {
     pub fn capacity(&self) -> usize {
         match self {
             EngineSession::Gpu(s) => s.capacity(),
+            EngineSession::Cpu(s) => s.capacity(),
         }
     }
 
@@ -60,6 +67,7 @@ impl EngineSession {
     pub fn truncate(&mut self, len: usize) -> Result<()> {
         match self {
             EngineSession::Gpu(s) => s.truncate(len),
+            EngineSession::Cpu(s) => s.truncate(len),
         }
     }
 }
@@ -74,6 +82,7 @@ impl Engine {
     pub fn config(&self) -> &ModelConfig {
         match self {
             Engine::Gpu { model, .. } => &model.config,
+            Engine::Cpu(model) => &model.config,
         }
     }
 
@@ -81,6 +90,7 @@ impl Engine {
     pub fn gpu_context(&self) -> Option<&Context> {
         match self {
             Engine::Gpu { ctx, .. } => Some(ctx),
+            Engine::Cpu(_) => None,
         }
     }
 
@@ -89,6 +99,7 @@ impl Engine {
     pub fn gpu_model(&self) -> Option<(&Context, &Model)> {
         match self {
             Engine::Gpu { ctx, model } => Some((ctx, model)),
+            Engine::Cpu(_) => None,
         }
     }
 
@@ -126,6 +137,11 @@ impl Engine {
                     hasher.update(bytemuck::cast_slice::<f32, u8>(&values));
                 }
             }
+            Engine::Cpu(model) => {
+                for values in model.norm_weights() {
+                    hasher.update(bytemuck::cast_slice::<f32, u8>(values));
+                }
+            }
         }
         Ok(hasher
             .finalize()
@@ -138,6 +154,7 @@ impl Engine {
     pub fn new_session(&self, capacity: usize) -> Result<EngineSession> {
         match self {
             Engine::Gpu { ctx, model } => Ok(EngineSession::Gpu(model.new_session(ctx, capacity)?)),
+            Engine::Cpu(model) => Ok(EngineSession::Cpu(model.new_session(capacity)?)),
         }
     }
 
@@ -151,6 +168,10 @@ impl Engine {
                 model.forward_then(ctx, session, ids, Logits::Last, |_, _| Ok(()))?;
                 ctx.check_alive()
             }
+            (Engine::Cpu(model), EngineSession::Cpu(session)) => {
+                model.forward(session, ids, Logits::Last, &[]).map(|_| ())
+            }
+            _ => Err(mismatch()),
         }
     }
 
@@ -195,6 +216,10 @@ impl Engine {
             (Engine::Gpu { ctx, model }, EngineSession::Gpu(session)) => {
                 score::score_gpu(ctx, model, session, prefix, continuations, hidden_layers).await
             }
+            (Engine::Cpu(model), EngineSession::Cpu(session)) => {
+                score::score_cpu(model, session, prefix, continuations, hidden_layers)
+            }
+            _ => Err(mismatch()),
         }
     }
 
@@ -213,6 +238,26 @@ impl Engine {
                 generate::generate_async(ctx, model, tokenizer, session, prompt, options, on_text)
                     .await
             }
+            (Engine::Cpu(model), EngineSession::Cpu(session)) => {
+                crate::cpu::generate(model, tokenizer, session, prompt, options, on_text)
+            }
+            _ => Err(mismatch()),
         }
     }
+
+    /// Which engine runs, for people: `gpu (<adapter>)` or `cpu (<n> threads)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Engine::Gpu { ctx, .. } => format!("gpu ({})", ctx.info.name),
+            Engine::Cpu(_) => format!(
+                "cpu ({} threads)",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            ),
+        }
+    }
+}
+
+/// A session used with an engine that did not make it.
+fn mismatch() -> Error {
+    Error::InvalidInput("a session of one engine was used with another".into())
 }

@@ -61,11 +61,20 @@ pub struct Generation {
 }
 
 /// A small xorshift generator: reproducible uniform numbers for sampling, identical
-/// on every platform.
-struct Uniform(u64);
+/// on every platform (and on every engine: each pick takes the next number).
+pub(crate) struct Uniform(u64);
 
 impl Uniform {
-    fn next(&mut self) -> f32 {
+    /// The generator `sampling` starts from (its seed; a fixed one for greedy).
+    pub(crate) fn for_sampling(sampling: Sampling) -> Uniform {
+        Uniform(match sampling {
+            Sampling::Random { seed, .. } => seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            Sampling::Greedy => 1,
+        })
+    }
+
+    /// The next number in [0, 1).
+    pub(crate) fn next(&mut self) -> f32 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -114,21 +123,8 @@ pub async fn generate_async(
     options: &GenerateOptions,
     mut on_text: impl FnMut(&str) -> ControlFlow<()>,
 ) -> Result<Generation> {
-    if prompt.is_empty() {
-        return Err(Error::InvalidInput("the prompt is empty".into()));
-    }
-    if session.len() + prompt.len() > session.capacity() {
-        return Err(Error::InvalidInput(format!(
-            "the prompt has {} tokens but only {} of the context's {} positions are free",
-            prompt.len(),
-            session.capacity() - session.len(),
-            session.capacity()
-        )));
-    }
-    let mut uniform = Uniform(match options.sampling {
-        Sampling::Random { seed, .. } => seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
-        Sampling::Greedy => 1,
-    });
+    check_prompt(session.len(), session.capacity(), prompt)?;
+    let mut uniform = Uniform::for_sampling(options.sampling);
     let started = web_time::Instant::now();
     // One submit per step: the forward pass, the pick (into the session's picked
     // token, which the next step reads on the GPU) and the copy of the token.
@@ -185,13 +181,7 @@ pub async fn generate_async(
             None => break StopReason::ContextFull,
         }
     };
-    if stop != StopReason::StopString {
-        let rest = decoder.finish();
-        if !rest.is_empty() {
-            text.push_str(&rest);
-            let _ = on_text(&rest);
-        }
-    }
+    finish_text(stop, decoder, &mut text, &mut on_text);
     Ok(Generation {
         tokens,
         text,
@@ -201,9 +191,41 @@ pub async fn generate_async(
     })
 }
 
+/// Fails when `prompt` is empty or does not fit the `capacity - len` free positions.
+pub(crate) fn check_prompt(len: usize, capacity: usize, prompt: &[u32]) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(Error::InvalidInput("the prompt is empty".into()));
+    }
+    if len + prompt.len() > capacity {
+        return Err(Error::InvalidInput(format!(
+            "the prompt has {} tokens but only {} of the context's {capacity} positions are free",
+            prompt.len(),
+            capacity - len,
+        )));
+    }
+    Ok(())
+}
+
+/// Flushes what the stream decoder still holds into `text` (unless a stop string cut
+/// the text).
+pub(crate) fn finish_text(
+    stop: StopReason,
+    decoder: crate::tokenizer::StreamDecoder<'_>,
+    text: &mut String,
+    on_text: &mut impl FnMut(&str) -> ControlFlow<()>,
+) {
+    if stop != StopReason::StopString {
+        let rest = decoder.finish();
+        if !rest.is_empty() {
+            text.push_str(&rest);
+            let _ = on_text(&rest);
+        }
+    }
+}
+
 /// Takes `next` into the generation: `Some` reason to stop for a stop token (not
 /// taken), a stop string (the text is cut before it) or a cancel from `on_text`.
-fn accept(
+pub(crate) fn accept(
     next: u32,
     options: &GenerateOptions,
     decoder: &mut crate::tokenizer::StreamDecoder,

@@ -1,11 +1,13 @@
-//! Opening a model file or checkpoint folder: weights onto the GPU and the matching
-//! tokenizer, in one call.
+//! Opening a model file or checkpoint folder (files only; names and downloads are
+//! resolved above this layer): weights onto the GPU or into memory for the CPU, and
+//! the matching tokenizer, in one call.
 
 use std::path::Path;
 
 use super::convert::quantize_checkpoint;
 use super::forward::Model;
 use super::load::GgufWeights;
+use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
 use crate::formats::MmapSource;
 use crate::gpu::Context;
@@ -23,6 +25,28 @@ pub fn open(
     hf_dtype: DType,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(Model, Tokenizer)> {
+    let (weights, tokenizer) = open_weights(path, hf_dtype, &mut progress)?;
+    let model = Model::load(ctx, &weights, progress)?;
+    Ok((model, tokenizer))
+}
+
+/// [`open`] for the CPU engine: the same file or folder, weights kept in memory.
+pub fn open_cpu(
+    path: &Path,
+    hf_dtype: DType,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(CpuModel, Tokenizer)> {
+    let (weights, tokenizer) = open_weights(path, hf_dtype, &mut progress)?;
+    let model = CpuModel::load(&weights, progress)?;
+    Ok((model, tokenizer))
+}
+
+/// The GGUF weights of `path` (a folder quantized once first) and its tokenizer.
+fn open_weights(
+    path: &Path,
+    hf_dtype: DType,
+    progress: &mut impl FnMut(usize, usize),
+) -> Result<(GgufWeights, Tokenizer)> {
     let gguf = if path.is_dir() {
         let cached = path.join(format!("safetyj-{}.gguf", hf_dtype.name().to_lowercase()));
         if !cached.exists() {
@@ -41,39 +65,5 @@ pub fn open(
     };
     let weights = GgufWeights::new(Box::new(MmapSource::open(&gguf)?))?;
     let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(weights.file())?)?;
-    let model = Model::load(ctx, &weights, progress)?;
-    Ok((model, tokenizer))
-}
-
-/// Loads a model by preset name (fetched into the cache on first use), GGUF file or
-/// Hugging Face folder; Hugging Face weights become Q4_K. `progress` receives
-/// one-line status texts (downloads, then tensors loaded). Also returns the notice
-/// to show when a stand-in preset (not Safety-J) was named.
-pub fn open_named(
-    ctx: &Context,
-    model: &str,
-    mut progress: impl FnMut(&str),
-) -> Result<(Model, Tokenizer, Option<String>)> {
-    use crate::fetch::{resolve, ModelKind, Progress};
-    let resolved = resolve(model, &mut |p: Progress| {
-        progress(&match p.total {
-            Some(total) => format!(
-                "downloading {}: {} / {} MiB",
-                p.file,
-                p.done >> 20,
-                total >> 20
-            ),
-            None => format!("downloading {}: {} MiB", p.file, p.done >> 20),
-        })
-    })?;
-    let path = match &resolved.kind {
-        ModelKind::Gguf(path) | ModelKind::HfDir(path) => path.clone(),
-    };
-    let (model, tokenizer) = open(ctx, &path, DType::Q4_K, |done, total| {
-        progress(&format!(
-            "loading {}: {done}/{total} tensors",
-            path.display()
-        ))
-    })?;
-    Ok((model, tokenizer, resolved.stand_in_notice()))
+    Ok((weights, tokenizer))
 }

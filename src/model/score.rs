@@ -1,8 +1,9 @@
-//! Scoring continuations on the GPU: the log-probability of token sequences after a
-//! shared prefix (a judge's label words), with the residual stream at a layer read
-//! from the same pass.
+//! Scoring continuations: the log-probability of token sequences after a shared
+//! prefix (a judge's label words), with the residual stream at chosen layers read
+//! from the same pass, on the GPU and on the CPU.
 
 use super::engine::Scored;
+use crate::cpu::{CpuModel, CpuSession};
 use super::forward::{Logits, Model, Session};
 use crate::error::Result;
 use crate::gpu::{Context, Readback};
@@ -110,4 +111,37 @@ async fn rest_log_prob(
         total += read_f32(ctx, readback).await?[0] as f64;
     }
     Ok(total)
+}
+
+/// [`score_gpu`] on the CPU engine: the same passes, log-softmax by the f64
+/// reference of `ops::token_softmax`.
+pub(super) fn score_cpu(
+    model: &CpuModel,
+    session: &mut CpuSession,
+    prefix: &[u32],
+    continuations: &[&[u32]],
+    hidden_layers: &[usize],
+) -> Result<Scored> {
+    let step = model.forward(session, prefix, Logits::Last, hidden_layers)?;
+    let base = session.len();
+    let firsts: Vec<u32> = continuations.iter().map(|c| c[0]).collect();
+    let (first, _) = ops::token_softmax::reference(&step.logits, &firsts);
+    let vocab = model.config.vocab;
+    let mut log_probs = Vec::with_capacity(continuations.len());
+    for (tokens, first) in continuations.iter().zip(first) {
+        let mut total = first as f64;
+        if tokens.len() >= 2 {
+            let rest = model.forward(session, &tokens[..tokens.len() - 1], Logits::All, &[]);
+            session.truncate(base)?;
+            let rest = rest?;
+            for (row, &token) in rest.logits.chunks_exact(vocab).zip(&tokens[1..]) {
+                total += ops::token_softmax::reference(row, &[token]).0[0] as f64;
+            }
+        }
+        log_probs.push(total);
+    }
+    Ok(Scored {
+        log_probs,
+        hidden: step.hidden,
+    })
 }

@@ -136,6 +136,8 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// The judge's settings (threshold, critique cap, context).
     pub judge: JudgeOptions,
+    /// Where the model runs.
+    pub device: crate::device::Device,
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -207,6 +209,7 @@ pub fn run(options: &ServeOptions) -> Result<()> {
             let load_error = load_error.clone();
             let model = options.model.clone();
             let judge_options = options.judge.clone();
+            let device = options.device;
             std::thread::spawn(move || {
                 // Progress lines, at most twice a second.
                 let mut shown: Option<std::time::Instant> = None;
@@ -216,7 +219,7 @@ pub fn run(options: &ServeOptions) -> Result<()> {
                         eprintln!("{line}");
                     }
                 };
-                match Judge::load(&model, judge_options.clone(), progress) {
+                match Judge::load_on(&model, device, judge_options.clone(), progress) {
                     Ok((judge, stand_in)) => {
                         if let Some(notice) = judge.context().and_then(|ctx| ctx.software_notice()) {
                             eprintln!("{notice}");

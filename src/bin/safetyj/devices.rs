@@ -13,7 +13,8 @@ pub fn gpu_context() -> safetyj::Result<Context> {
     Ok(ctx)
 }
 
-/// Lists the adapters with their limits and features, then the one safetyj picks.
+/// Lists the adapters with their limits and features, the one safetyj picks, the
+/// CPU engine, and which engine `--device auto` runs.
 pub fn run() -> safetyj::Result<()> {
     let options = ContextOptions::from_env();
     let adapters = Context::adapters(&options);
@@ -51,10 +52,20 @@ pub fn run() -> safetyj::Result<()> {
             .collect();
         println!("    features: {}", features.join(", "));
     }
-    let ctx = pollster::block_on(Context::new(&options))?;
-    println!("selected: {} ({:?})", ctx.info.name, ctx.info.backend);
-    if let Some(notice) = ctx.software_notice() {
-        println!("{notice}");
+    if !adapters.is_empty() {
+        let ctx = pollster::block_on(Context::new(&options))?;
+        println!("selected GPU: {} ({:?})", ctx.info.name, ctx.info.backend);
+        if let Some(notice) = ctx.software_notice() {
+            println!("{notice}");
+        }
     }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("cpu engine: {threads} threads (quantized SIMD kernels; --device cpu)");
+    let device = safetyj::device::Device::from_env()?;
+    println!(
+        "--device {} (SAFETYJ_DEVICE) runs on: {}",
+        device.name(),
+        device.resolve().name()
+    );
     Ok(())
 }

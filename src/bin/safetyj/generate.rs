@@ -1,6 +1,5 @@
 //! `safetyj generate`: text from a model, streamed to stdout.
 
-use crate::devices::gpu_context;
 use crate::models::ModelArg;
 use crate::terminal::status_line;
 
@@ -34,11 +33,10 @@ pub struct GenerateArgs {
 
 /// Streams the generated text to stdout and the speeds to stderr.
 pub fn run(args: GenerateArgs) -> safetyj::Result<()> {
-    use safetyj::model::generate::{generate, GenerateOptions, Sampling};
+    use safetyj::model::generate::{GenerateOptions, Sampling};
     use std::io::Write;
-    let ctx = gpu_context()?;
-    let (model, tokenizer, _) =
-        safetyj::model::open::open_named(&ctx, &args.model.model, status_line())?;
+    let (engine, tokenizer, _) =
+        safetyj::device::open_named(&args.model.model, args.model.device()?, status_line())?;
     eprintln!();
     let mut ids = Vec::new();
     if args.chat {
@@ -69,13 +67,11 @@ pub fn run(args: GenerateArgs) -> safetyj::Result<()> {
         stop_tokens,
         stop_strings: Vec::new(),
     };
-    let capacity = (ids.len() + args.max_tokens + 1).min(model.config.context);
-    let mut session = model.new_session(&ctx, capacity)?;
-    let generation = generate(
-        &ctx,
-        &model,
-        &tokenizer,
+    let capacity = (ids.len() + args.max_tokens + 1).min(engine.config().context);
+    let mut session = engine.new_session(capacity)?;
+    let generation = pollster::block_on(engine.generate(
         &mut session,
+        &tokenizer,
         &ids,
         &options,
         |piece| {
@@ -83,7 +79,7 @@ pub fn run(args: GenerateArgs) -> safetyj::Result<()> {
             let _ = std::io::stdout().flush();
             std::ops::ControlFlow::Continue(())
         },
-    )?;
+    ))?;
     println!();
     let tokens = generation.tokens.len();
     eprintln!(

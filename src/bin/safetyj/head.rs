@@ -93,12 +93,14 @@ fn load_items(files: &[PathBuf]) -> safetyj::Result<Vec<LabelItem>> {
     Ok(items)
 }
 
-fn load_judge(model: &str) -> safetyj::Result<(Judge, String)> {
-    let (judge, stand_in) = Judge::load(model, JudgeOptions::default(), status_line())?;
+fn load_judge(model: &ModelArg) -> safetyj::Result<(Judge, String)> {
+    let options = JudgeOptions::default();
+    let (judge, stand_in) = Judge::load_on(&model.model, model.device()?, options, status_line())?;
     eprintln!();
     if let Some(notice) = judge.context().and_then(|ctx| ctx.software_notice()) {
         eprintln!("{notice}");
     }
+    eprintln!("running on {}", judge.engine().describe());
     if let Some(notice) = &stand_in {
         eprintln!("{notice}");
     }
@@ -120,7 +122,7 @@ fn train(args: TrainArgs) -> safetyj::Result<()> {
         args.train_per_class,
         args.heldout_per_class,
     );
-    let (judge, fingerprint) = load_judge(&args.model.model)?;
+    let (judge, fingerprint) = load_judge(&args.model)?;
     let config = judge.config().clone();
     let layers = match args.layer.as_str() {
         "auto" => candidate_layers(config.layers),
@@ -230,7 +232,7 @@ fn eval(args: EvalArgs) -> safetyj::Result<()> {
         .into_iter()
         .filter(|s| s.heldout)
         .collect();
-    let (mut judge, fingerprint) = load_judge(&args.model.model)?;
+    let (mut judge, fingerprint) = load_judge(&args.model)?;
     head.check_base(
         &fingerprint,
         judge.config().arch.gguf_name(),

@@ -57,7 +57,8 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         max_critique_tokens: args.max_critique_tokens,
         ..Default::default()
     };
-    let (mut judge, stand_in) = Judge::load(&args.model.model, options, status_line())?;
+    let device = args.model.device()?;
+    let (mut judge, stand_in) = Judge::load_on(&args.model.model, device, options, status_line())?;
     eprintln!();
     if let Some(path) = &args.head {
         judge.set_head(Some(safetyj::judge::head::VerdictHead::load(path)?))?;

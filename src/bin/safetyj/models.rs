@@ -9,6 +9,20 @@ pub struct ModelArg {
     /// GGUF file, Hugging Face checkpoint folder, or preset name from models/presets.json.
     #[arg(long, default_value = "qwen2.5-coder-0.5b")]
     pub model: String,
+    /// Where the model runs: auto (a hardware GPU if there is one, else the CPU), cpu
+    /// or gpu. Default: SAFETYJ_DEVICE, else auto.
+    #[arg(long)]
+    pub device: Option<safetyj::device::Device>,
+}
+
+impl ModelArg {
+    /// The device asked for: `--device`, else SAFETYJ_DEVICE, else auto.
+    pub fn device(&self) -> safetyj::Result<safetyj::device::Device> {
+        match self.device {
+            Some(device) => Ok(device),
+            None => safetyj::device::Device::from_env(),
+        }
+    }
 }
 
 /// The GGUF file `model` names: a path, or a preset with a GGUF file (downloaded into

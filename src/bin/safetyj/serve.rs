@@ -36,8 +36,8 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The service options these flags ask for.
-    pub fn options(&self) -> safetyj::serve::ServeOptions {
-        safetyj::serve::ServeOptions {
+    pub fn options(&self) -> safetyj::Result<safetyj::serve::ServeOptions> {
+        Ok(safetyj::serve::ServeOptions {
             model: self.model.model.clone(),
             host: self.host.clone(),
             port: self.port,
@@ -45,16 +45,17 @@ impl ServeArgs {
             max_queue: self.max_queue,
             max_body: self.max_body,
             request_timeout: std::time::Duration::from_secs(self.request_timeout_s),
+            device: self.model.device()?,
             judge: safetyj::judge::engine::JudgeOptions {
                 threshold: self.threshold,
                 max_critique_tokens: self.max_critique_tokens,
                 ..Default::default()
             },
-        }
+        })
     }
 }
 
 /// Loads the model once and serves until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> safetyj::Result<()> {
-    safetyj::serve::run(&args.options())
+    safetyj::serve::run(&args.options()?)
 }
