@@ -143,10 +143,18 @@ fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<
 #endif
 
 #ifdef Q4_K
+// 144-byte blocks of 256: f16 d, f16 dmin, 12 bytes of scales/mins, 128 bytes of
+// nibbles; 64-element chunk c takes low then high nibbles of bytes 32c..32c+32.
 #define K_SCALES
+#define K_BLOCK_WORDS 36u
+#define K_NIBBLES_WORD 4u
 #endif
 #ifdef Q5_K
+// 176-byte blocks of 256: like Q4_K plus 32 bytes of fifth bits (bit j of byte l
+// belongs to element l of sub-block j) before the nibbles.
 #define K_SCALES
+#define K_BLOCK_WORDS 44u
+#define K_NIBBLES_WORD 12u
 #endif
 
 #ifdef K_SCALES
@@ -163,48 +171,29 @@ fn k_scale_min(s0: u32, s1: u32, s2: u32, j: u32) -> vec2<f32> {
     return vec2<f32>(f32((packed & 0xfu) | ((low >> 6u) << 4u)),
                      f32((packed >> 4u) | ((high >> 6u) << 4u)));
 }
-#endif
 
-#ifdef Q4_K
-// 144-byte blocks of 256: f16 d, f16 dmin, 12 bytes of scales/mins, 128 bytes of
-// nibbles; 64-element chunk c takes low then high nibbles of bytes 32c..32c+32.
-// Blocks are 36 words and rows start on a word, so every field is read as words.
+// Q4_K and Q5_K: group `group` is sub-block `group % 8` of its block, scaled by
+// d * scale and shifted by dmin * min. Blocks are K_BLOCK_WORDS words and rows start
+// on a word, so every field is read as words.
 fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
-    let first = (row_byte >> 2u) + (group / 8u) * 36u;
+    let first = (row_byte >> 2u) + (group / 8u) * K_BLOCK_WORDS;
     let sub = group % 8u;
     let d_dmin = unpack2x16float(weights[first]);
     let sm = k_scale_min(weights[first + 1u], weights[first + 2u], weights[first + 3u], sub);
     let scale = d_dmin.x * sm.x;
     let offset = d_dmin.y * sm.y;
-    let qs = first + 4u + 8u * (sub / 2u);
+    let qs = first + K_NIBBLES_WORD + 8u * (sub / 2u);
     let shift = 4u * (sub % 2u);
     for (var w = 0u; w < 8u; w++) {
         let word = weights[qs + w] >> shift;
-        for (var b = 0u; b < 4u; b++) {
-            (*out)[4u * w + b] = scale * f32((word >> (8u * b)) & 0xfu) - offset;
-        }
-    }
-}
-#endif
-
 #ifdef Q5_K
-// 176-byte blocks of 256: like Q4_K plus 32 bytes of fifth bits (bit j of byte l
-// belongs to element l of sub-block j) before the nibbles. Blocks are 44 words and
-// rows start on a word, so every field is read as words.
-fn dequant_group(row_byte: u32, group: u32, cols: u32, out: ptr<function, array<f32, 32>>) {
-    let first = (row_byte >> 2u) + (group / 8u) * 44u;
-    let sub = group % 8u;
-    let d_dmin = unpack2x16float(weights[first]);
-    let sm = k_scale_min(weights[first + 1u], weights[first + 2u], weights[first + 3u], sub);
-    let scale = d_dmin.x * sm.x;
-    let offset = d_dmin.y * sm.y;
-    let qs = first + 12u + 8u * (sub / 2u);
-    let shift = 4u * (sub % 2u);
-    for (var w = 0u; w < 8u; w++) {
-        let word = weights[qs + w] >> shift;
-        let high = weights[first + 4u + w] >> sub;
+        let fifth = weights[first + 4u + w] >> sub;
+#endif
         for (var b = 0u; b < 4u; b++) {
-            let q = ((word >> (8u * b)) & 0xfu) | (((high >> (8u * b)) & 1u) << 4u);
+            var q = (word >> (8u * b)) & 0xfu;
+#ifdef Q5_K
+            q |= ((fifth >> (8u * b)) & 1u) << 4u;
+#endif
             (*out)[4u * w + b] = scale * f32(q) - offset;
         }
     }

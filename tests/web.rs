@@ -4,14 +4,13 @@
 //! Run with `.ci/web-tests.sh`. Natively this file compiles to nothing.
 #![cfg(target_arch = "wasm32")]
 
-use half::{bf16, f16};
 use safetyj::gpu::{Context, ContextOptions};
 use safetyj::ops::attention::{self, Kernel};
 use safetyj::ops::kv_append::KvCache;
 use safetyj::ops::matmul::{self, Path};
 use safetyj::ops::rope::{self, Rope, RopeConfig, RopePairing};
 use safetyj::ops::{embedding, rms_norm, Elem, Position, Tensor, WeightMatrix};
-use safetyj::quant::{self, DType};
+use safetyj::quant::{self, random_weights, DType, WeightRng};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -23,91 +22,17 @@ async fn ctx() -> Context {
         .expect("a WebGPU adapter (Chromium needs --enable-unsafe-webgpu)")
 }
 
-/// A seeded SplitMix64 generator, so a failure reproduces (no OS randomness needed).
-struct Rng(u64);
+/// Panics unless every `got[i]` is within `atol + rtol * |want[i]|` of `want[i]`:
+/// the native kernel tests' comparison, shared as a file (this crate's unit-test
+/// harness is not part of its public API).
+#[path = "../src/ops/close.rs"]
+mod close;
+use close::assert_close;
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// `n` values uniform in [-scale, scale], none exactly zero.
-    fn f32s(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| match (self.unit() * 2.0 - 1.0) * scale {
-                0.0 => scale * 0.5,
-                v => v,
-            })
-            .collect()
-    }
-
-    /// `rows` × `cols` weights in `dtype`'s block layout: random quant bits with
-    /// small finite scales of either sign, so every code path of a format runs.
-    fn weights(&mut self, dtype: DType, rows: usize, cols: usize) -> Vec<u8> {
-        let elems = rows * cols;
-        match dtype {
-            DType::F32 => return bytemuck::cast_slice(&self.f32s(elems, 1.0)).to_vec(),
-            DType::F16 => {
-                return self
-                    .f32s(elems, 1.0)
-                    .iter()
-                    .flat_map(|&v| f16::from_f32(v).to_le_bytes())
-                    .collect()
-            }
-            DType::BF16 => {
-                return self
-                    .f32s(elems, 1.0)
-                    .iter()
-                    .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
-                    .collect()
-            }
-            _ => {}
-        }
-        let block_bytes = dtype.block_bytes();
-        let blocks = elems / dtype.block_elems();
-        let mut bytes: Vec<u8> = (0..blocks * block_bytes)
-            .map(|_| self.next_u64() as u8)
-            .collect();
-        // Where each block keeps its f16 scale (and minimum): random bits there could
-        // be NaN or huge.
-        let scale_offsets: &[usize] = match dtype {
-            DType::Q4_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
-            DType::Q6_K => &[208],
-            _ => &[0],
-        };
-        for block in bytes.chunks_exact_mut(block_bytes) {
-            for &offset in scale_offsets {
-                let magnitude = 0.001 + 0.019 * self.unit();
-                let sign = if self.next_u64() & 1 == 0 { 1.0 } else { -1.0 };
-                let scale = f16::from_f32(magnitude * sign);
-                block[offset..offset + 2].copy_from_slice(&scale.to_le_bytes());
-            }
-        }
-        bytes
-    }
-}
-
-/// Panics unless every `got[i]` is within `atol + rtol * |want[i]|` of `want[i]`
-/// (NaN never passes), naming the first bad index.
-#[track_caller]
-fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs();
-        assert!(
-            err <= atol + rtol * w.abs(),
-            "{what}: element {i} is {g}, expected {w} (|err| {err} > atol {atol} + rtol {rtol})"
-        );
-    }
+/// `rows` × `cols` seeded random weights in `dtype`'s block layout: the library's
+/// generator, the one the native kernel tests and `safetyj synth` use.
+fn weights(rng: &mut WeightRng, dtype: DType, rows: usize, cols: usize) -> Vec<u8> {
+    random_weights(rng, dtype, rows * cols).expect("test weights are whole blocks")
 }
 
 /// An inner dimension of whole blocks that is no multiple of the kernels' 32-element
@@ -124,7 +49,7 @@ fn inner_dim(dtype: DType) -> usize {
 /// `chunk_rows` rows when given, compared with `matmul::reference`.
 async fn check_matmul(
     ctx: &Context,
-    rng: &mut Rng,
+    rng: &mut WeightRng,
     dtype: DType,
     path: Path,
     (m, n): (usize, usize),
@@ -132,9 +57,9 @@ async fn check_matmul(
     chunk_rows: Option<usize>,
 ) {
     let k = inner_dim(dtype);
-    let x = rng.f32s(m * k, 2.0);
-    let bytes = rng.weights(dtype, n, k);
-    let b = rng.f32s(n, 1.0);
+    let x = rng.values(m * k, 0.0, 2.0);
+    let bytes = weights(rng, dtype, n, k);
+    let b = rng.values(n, 0.0, 1.0);
     let row_bytes = dtype.row_bytes(k).unwrap();
     let max_chunk = chunk_rows.map_or(u64::MAX, |rows| (rows * row_bytes + 8) as u64);
     let weight = WeightMatrix::upload_split(ctx, "w", dtype, n, k, &bytes, max_chunk).unwrap();
@@ -184,7 +109,7 @@ async fn context_runs_on_browser_webgpu_with_its_real_limits() {
 async fn gemv_matches_reference_for_every_dtype() {
     let ctx = ctx().await;
     for (i, dtype) in DType::ALL.into_iter().enumerate() {
-        let mut rng = Rng(100 + i as u64);
+        let mut rng = WeightRng::new(100 + i as u64);
         check_matmul(&ctx, &mut rng, dtype, Path::Gemv, (1, 7), true, None).await;
         check_matmul(&ctx, &mut rng, dtype, Path::Gemv, (3, 70), false, Some(32)).await;
     }
@@ -196,7 +121,7 @@ async fn gemv_matches_reference_for_every_dtype() {
 async fn check_gemm(dtypes: &[DType]) {
     let ctx = ctx().await;
     for &dtype in dtypes {
-        let mut rng = Rng(200 + dtype.gguf_id() as u64);
+        let mut rng = WeightRng::new(200 + dtype.gguf_id() as u64);
         check_matmul(&ctx, &mut rng, dtype, Path::Gemm, (33, 70), true, Some(32)).await;
     }
 }
@@ -222,7 +147,7 @@ async fn gemm_matches_reference_for_32_element_block_dtypes() {
 #[wasm_bindgen_test]
 async fn embedding_matches_reference_for_every_dtype_across_chunks() {
     let ctx = ctx().await;
-    let mut rng = Rng(11);
+    let mut rng = WeightRng::new(11);
     let vocab = 37;
     // First and last rows, both sides of every chunk boundary, repeats.
     let ids = [0, 36, 9, 10, 19, 20, 29, 30, 5, 5, 36, 0, 17];
@@ -232,7 +157,7 @@ async fn embedding_matches_reference_for_every_dtype_across_chunks() {
             32 => 96,
             _ => 512,
         };
-        let bytes = rng.weights(dtype, vocab, cols);
+        let bytes = weights(&mut rng, dtype, vocab, cols);
         let row_bytes = dtype.row_bytes(cols).unwrap();
         let table = WeightMatrix::upload_split(
             &ctx,
@@ -268,10 +193,10 @@ async fn embedding_matches_reference_for_every_dtype_across_chunks() {
 #[wasm_bindgen_test]
 async fn rms_norm_matches_reference() {
     let ctx = ctx().await;
-    let mut rng = Rng(7);
+    let mut rng = WeightRng::new(7);
     for (rows, cols) in [(1, 1), (7, 33), (5, 896), (3, 1757)] {
-        let x = rng.f32s(rows * cols, 3.0);
-        let w = rng.f32s(cols, 1.5);
+        let x = rng.values(rows * cols, 0.0, 3.0);
+        let w = rng.values(cols, 0.0, 1.5);
         let input = Tensor::from_f32(&ctx, "x", &[rows, cols], &x).unwrap();
         let weight = Tensor::from_f32(&ctx, "w", &[cols], &w).unwrap();
         let output = Tensor::new(&ctx, "y", &[rows, cols], Elem::F32).unwrap();
@@ -293,7 +218,7 @@ async fn rms_norm_matches_reference() {
 #[wasm_bindgen_test]
 async fn rope_matches_reference_for_both_pairings() {
     let ctx = ctx().await;
-    let mut rng = Rng(31);
+    let mut rng = WeightRng::new(31);
     // (heads, head_dim, rotary_dim, base, Llama-3-style frequency factors)
     let settings = [
         (14, 64, 64, 1e6, false),      // Qwen2.5-0.5B queries
@@ -317,7 +242,7 @@ async fn rope_matches_reference_for_both_pairings() {
             };
             let rope = Rope::new(&ctx, config).unwrap();
             for (tokens, offset) in [(1, 0), (7, 30_000)] {
-                let x = rng.f32s(tokens * heads * head_dim, 2.0);
+                let x = rng.values(tokens * heads * head_dim, 0.0, 2.0);
                 let t = Tensor::from_f32(&ctx, "x", &[tokens, heads * head_dim], &x).unwrap();
                 let position = Position::new(&ctx, offset as usize).unwrap();
                 let mut encoder = ctx.encoder();
@@ -344,7 +269,7 @@ async fn rope_matches_reference_for_both_pairings() {
 /// past the causal limit changes the result) and compares with `attention::reference`.
 async fn check_attention(
     ctx: &Context,
-    rng: &mut Rng,
+    rng: &mut WeightRng,
     kernel: Kernel,
     (n_heads, kv_heads): (usize, usize),
     head_dim: usize,
@@ -353,9 +278,9 @@ async fn check_attention(
 ) {
     let capacity = pos_offset + queries + 3;
     let cache_shape = [kv_heads, capacity, head_dim];
-    let k_host = rng.f32s(kv_heads * capacity * head_dim, 1.0);
-    let v_host = rng.f32s(kv_heads * capacity * head_dim, 1.0);
-    let q_host = rng.f32s(queries * n_heads * head_dim, 1.0);
+    let k_host = rng.values(kv_heads * capacity * head_dim, 0.0, 1.0);
+    let v_host = rng.values(kv_heads * capacity * head_dim, 0.0, 1.0);
+    let q_host = rng.values(queries * n_heads * head_dim, 0.0, 1.0);
     let cache = KvCache {
         k: Tensor::from_f32(ctx, "k cache", &cache_shape, &k_host).unwrap(),
         v: Tensor::from_f32(ctx, "v cache", &cache_shape, &v_host).unwrap(),
@@ -396,7 +321,7 @@ async fn check_attention(
 #[wasm_bindgen_test]
 async fn attention_prefill_matches_reference() {
     let ctx = ctx().await;
-    let mut rng = Rng(41);
+    let mut rng = WeightRng::new(41);
     // Qwen2.5-0.5B's 14/2 heads of 64, Qwen2.5-1.5B's 12/2 of 128 (a smaller key
     // tile where workgroup memory is short), an odd head dim.
     check_attention(&ctx, &mut rng, Kernel::Prefill, (14, 2), 64, 7, 0).await;
@@ -407,7 +332,7 @@ async fn attention_prefill_matches_reference() {
 #[wasm_bindgen_test]
 async fn attention_decode_matches_reference() {
     let ctx = ctx().await;
-    let mut rng = Rng(42);
+    let mut rng = WeightRng::new(42);
     // One key, one split, and several splits merged by the combine pass.
     for kv_len in [1, 7, 600] {
         check_attention(&ctx, &mut rng, Kernel::Decode, (14, 2), 64, 1, kv_len - 1).await;
@@ -441,7 +366,7 @@ async fn token_softmax_matches_reference() {
     use safetyj::ops::token_softmax;
     let ctx = ctx().await;
     let (rows, vocab) = (3, 1001);
-    let logits = Rng(400).f32s(rows * vocab, 8.0);
+    let logits = WeightRng::new(400).values(rows * vocab, 0.0, 8.0);
     let chosen = [7u32, 1000, 0, 5000];
     let input = Tensor::from_f32(&ctx, "logits", &[rows, vocab], &logits).unwrap();
     let ids = Tensor::from_u32(&ctx, "ids", &[chosen.len()], &chosen).unwrap();

@@ -5,6 +5,8 @@
 pub mod add;
 pub mod argmax;
 pub mod attention;
+#[cfg(test)]
+mod close;
 pub mod embedding;
 pub mod kv_append;
 pub mod matmul;

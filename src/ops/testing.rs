@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use rand::{RngExt, SeedableRng};
 
+pub use super::close::assert_close;
 use crate::gpu::Context;
 
 /// The test binary's GPU context (lavapipe in CI), created once.
@@ -32,25 +33,6 @@ pub fn random_f32(rng: &mut rand::rngs::StdRng, n: usize, scale: f32) -> Vec<f32
             }
         })
         .collect()
-}
-
-/// Panics unless every `got[i]` is within `atol + rtol * |want[i]|` of `want[i]`
-/// (NaN never passes), naming the first bad index.
-#[track_caller]
-pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = (0usize, 0f32);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs();
-        let ok = err <= atol + rtol * w.abs();
-        assert!(
-            ok,
-            "{what}: element {i} is {g}, expected {w} (|err| {err} > atol {atol} + rtol {rtol})"
-        );
-        if err > worst.1 {
-            worst = (i, err);
-        }
-    }
 }
 
 /// `rows` × `cols` random weights in `dtype`'s block layout (see

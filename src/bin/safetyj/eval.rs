@@ -141,7 +141,7 @@ pub enum EvalCommand {
 
 /// The judge an eval runs: a chat-completions endpoint, or a model on this GPU.
 enum EvalJudge {
-    Http(safetyj::eval::http::HttpJudge),
+    Http(Box<safetyj::eval::http::HttpJudge>),
     Local(Box<safetyj::judge::engine::Judge>),
 }
 
@@ -149,11 +149,13 @@ impl EvalJudge {
     fn new(args: &EndpointArgs, run: &RunArgs, max_tokens: usize) -> safetyj::Result<EvalJudge> {
         use safetyj::judge::engine::{Judge, JudgeOptions};
         match (&args.url, &args.model, &args.local) {
-            (Some(url), Some(model), None) => Ok(EvalJudge::Http(safetyj::eval::http::HttpJudge {
-                chat: run.backend(url, model, &args.key_env)?,
-                protocol: Box::new(safetyj::judge::safety_j::SafetyJ),
-                max_tokens,
-            })),
+            (Some(url), Some(model), None) => {
+                Ok(EvalJudge::Http(Box::new(safetyj::eval::http::HttpJudge {
+                    chat: run.backend(url, model, &args.key_env)?,
+                    protocol: Box::new(safetyj::judge::safety_j::SafetyJ),
+                    max_tokens,
+                })))
+            }
             (None, _, Some(local)) => {
                 let options = JudgeOptions {
                     max_critique_tokens: max_tokens,
@@ -174,7 +176,7 @@ impl EvalJudge {
 
     fn backend(&self) -> &dyn safetyj::eval::JudgeBackend {
         match self {
-            EvalJudge::Http(judge) => judge,
+            EvalJudge::Http(judge) => judge.as_ref(),
             EvalJudge::Local(judge) => judge.as_ref(),
         }
     }
