@@ -1,7 +1,7 @@
 // End-to-end test of the web app in headless Chromium (WebGPU on SwiftShader):
 // serves www/ and the real model, loads it in the page (streamed by HTTP Range),
 // judges one English and one Chinese dialogue in verdict mode, and checks that the
-// label and P(unsafe) shown equal what the native engine (`safetyj judge`) returns
+// label and P(unsafe) shown equal what the native WGSL engine (`safetyj judge --device gpu`) returns
 // for the same input and model. Then it switches the interface to 中文, reloads,
 // checks that the second load came from Cache Storage, and streams and stops a
 // critique (on the tiny random model, for time). Screenshots and the page's console go to $SAFETYJ_ARTIFACTS (default
@@ -73,7 +73,7 @@ async function nativeVerdicts(dir) {
   const input = join(dir, "dialogues.jsonl");
   const output = join(dir, "verdicts.jsonl");
   writeFileSync(input, DIALOGUES.map(({ query, response }) => JSON.stringify({ query, response })).join("\n") + "\n");
-  const args = ["judge", "--model", join(MODELS_DIR, MODEL_FILE), "--input", input, "--output", output, "--mode", "verdict"];
+  const args = ["judge", "--device", "gpu", "--model", join(MODELS_DIR, MODEL_FILE), "--input", input, "--output", output, "--mode", "verdict"];
   console.log(`native: ${NATIVE_BIN} ${args.join(" ")}`);
   const started = Date.now();
   // The browser has neither shader-f16 nor (through wgpu) subgroups: the native run uses the same f32 kernels.
