@@ -112,7 +112,7 @@ fn parse_incrementally(bytes: &[u8], first: usize) -> safetyj::Result<GgufFile> 
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(4000))]
 
     #[test]
     fn gguf_header_never_panics_and_incremental_agrees(
@@ -234,7 +234,7 @@ fn small_id() -> impl Strategy<Value = u64> {
 }
 
 proptest! {
-    #![proptest_config(config(300))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn tokenizer_json_conversion_never_panics_and_stays_bounded(
