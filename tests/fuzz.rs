@@ -126,7 +126,8 @@ proptest! {
         match (&whole, &incremental) {
             (Ok(a), Ok(b)) => {
                 prop_assert_eq!(a.tensors(), b.tensors());
-                prop_assert_eq!(a.metadata(), b.metadata());
+                // Compared as text: a mutated float may be NaN, which equals nothing.
+                prop_assert_eq!(format!("{:?}", a.metadata()), format!("{:?}", b.metadata()));
                 // Empty tensors take no bytes, so they overlap nothing.
                 let mut ranges: Vec<_> = a.tensors().iter().map(|t| t.file_range()).filter(|r| !r.is_empty()).collect();
                 ranges.sort_by_key(|r| r.start);
