@@ -112,7 +112,7 @@ fn parse_incrementally(bytes: &[u8], first: usize) -> safetyj::Result<GgufFile> 
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(4000))]
 
     #[test]
     fn gguf_header_never_panics_and_incremental_agrees(
@@ -126,7 +126,8 @@ proptest! {
         match (&whole, &incremental) {
             (Ok(a), Ok(b)) => {
                 prop_assert_eq!(a.tensors(), b.tensors());
-                prop_assert_eq!(a.metadata(), b.metadata());
+                // Compared as text: a mutated float may be NaN, which equals nothing.
+                prop_assert_eq!(format!("{:?}", a.metadata()), format!("{:?}", b.metadata()));
                 // Empty tensors take no bytes, so they overlap nothing.
                 let mut ranges: Vec<_> = a.tensors().iter().map(|t| t.file_range()).filter(|r| !r.is_empty()).collect();
                 ranges.sort_by_key(|r| r.start);
@@ -234,7 +235,7 @@ fn small_id() -> impl Strategy<Value = u64> {
 }
 
 proptest! {
-    #![proptest_config(config(300))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn tokenizer_json_conversion_never_panics_and_stays_bounded(
