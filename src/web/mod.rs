@@ -560,7 +560,7 @@ fn parse_request(request: &JsValue) -> Result<(JudgeRequest, Option<Function>)> 
     };
     Ok((
         JudgeRequest {
-            dialogue: Dialogue::single(text("query")?, text("response")?),
+            dialogue: Dialogue::new(text("query")?, text("response")?)?,
             lang: lang.fixed(),
             mode,
         },

@@ -83,10 +83,10 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         );
         return Ok(());
     }
-    let dialogue = Dialogue::single(
+    let dialogue = Dialogue::new(
         args.query.unwrap_or_default(),
         args.response.unwrap_or_default(),
-    );
+    )?;
     let request = JudgeRequest {
         dialogue,
         lang,
