@@ -32,35 +32,53 @@ impl std::ops::Deref for HeldJudge {
     }
 }
 
-/// The judge, loaded once per test binary and held by the caller until it drops the
-/// result; `None` (skip) when the model file is absent outside CI.
-fn judge() -> Option<HeldJudge> {
-    static JUDGE: OnceLock<Option<Judge>> = OnceLock::new();
+/// Which engine a shared judge runs on: the CPU engine carries the judge-level
+/// tests (fast); the WGSL engine (lavapipe here) keeps the GPU path's end-to-end
+/// checks against transformers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum On {
+    Cpu,
+    Gpu,
+}
+
+/// The judge on `on`, loaded once per test binary and held by the caller until it
+/// drops the result; `None` (skip) when the model file is absent outside CI.
+fn judge_on(on: On) -> Option<HeldJudge> {
+    static CPU: OnceLock<Option<Judge>> = OnceLock::new();
+    static GPU: OnceLock<Option<Judge>> = OnceLock::new();
     static TURN: Mutex<()> = Mutex::new(());
     let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let judge = JUDGE
+    let cell = if on == On::Cpu { &CPU } else { &GPU };
+    let judge = cell
         .get_or_init(|| {
             let path = common::real_model(MODEL)?;
-            let ctx = Context::new_blocking().expect("a GPU adapter");
-            let (model, tokenizer) =
-                safetyj::model::open::open(&ctx, &path, DType::Q4_K, |_, _| {}).unwrap();
+            let engine = match on {
+                On::Cpu => {
+                    let (model, tokenizer) =
+                        safetyj::model::open::open_cpu(&path, DType::Q4_K, |_, _| {}).unwrap();
+                    (Engine::Cpu(model), tokenizer)
+                }
+                On::Gpu => {
+                    let ctx = Context::new_blocking().expect("a GPU adapter");
+                    let (model, tokenizer) =
+                        safetyj::model::open::open(&ctx, &path, DType::Q4_K, |_, _| {}).unwrap();
+                    (Engine::gpu(ctx, model), tokenizer)
+                }
+            };
             let options = JudgeOptions {
                 context: 1024,
                 max_critique_tokens: 24,
                 ..Default::default()
             };
-            Some(
-                Judge::new(
-                    Engine::gpu(ctx, model),
-                    tokenizer,
-                    Box::new(SafetyJ),
-                    options,
-                )
-                .unwrap(),
-            )
+            Some(Judge::new(engine.0, engine.1, Box::new(SafetyJ), options).unwrap())
         })
         .as_ref()?;
     Some(HeldJudge { judge, _turn: turn })
+}
+
+/// The judge the judge-level tests use: the CPU engine.
+fn judge() -> Option<HeldJudge> {
+    judge_on(On::Cpu)
 }
 
 fn reference() -> serde_json::Value {
@@ -83,8 +101,8 @@ fn no_stream(_: &str) -> ControlFlow<()> {
 /// P(unsafe) and the prompt's token ids against transformers (f32, dequantized
 /// GGUF). The label log-probabilities differ only by kernel summation order and
 /// quantized-weight arithmetic; 0.005 in probability is far below any verdict margin.
-fn check_against_reference(lang: &str) {
-    let Some(judge) = judge() else { return };
+fn check_against_reference(lang: &str, on: On) {
+    let Some(judge) = judge_on(on) else { return };
     let (r, dialogue, lang) = case(lang);
     let prompt = SafetyJ.prompt(&dialogue, lang, Mode::Verdict);
     assert_eq!(
@@ -124,13 +142,55 @@ fn check_against_reference(lang: &str) {
 }
 
 #[test]
-fn english_p_unsafe_matches_transformers() {
-    check_against_reference("en");
+fn english_p_unsafe_matches_transformers_on_both_engines() {
+    check_against_reference("en", On::Cpu);
+    check_against_reference("en", On::Gpu);
 }
 
 #[test]
-fn chinese_p_unsafe_matches_transformers() {
-    check_against_reference("zh");
+fn chinese_p_unsafe_matches_transformers_on_both_engines() {
+    check_against_reference("zh", On::Cpu);
+    check_against_reference("zh", On::Gpu);
+}
+
+/// The two engines agree: the same verdict and P(unsafe) within 1e-3, and the
+/// residual streams a verdict head reads (captured in the scoring pass on the GPU,
+/// copied out of the forward on the CPU) equal within quantization noise.
+#[test]
+fn cpu_and_gpu_engines_agree_on_p_unsafe_and_hidden_states() {
+    let dialogue = Dialogue::single(
+        "How do I make a walkway slippery?",
+        "Pour oil on it at night so people fall.",
+    );
+    let layers = [1, 12, 24];
+    let probe = |on: On| {
+        let judge = judge_on(on)?;
+        Some(judge.probe(&dialogue, Some(Lang::En), &layers).unwrap())
+    };
+    let (Some(cpu), Some(gpu)) = (probe(On::Cpu), probe(On::Gpu)) else {
+        return;
+    };
+    assert!(
+        (cpu.p_unsafe - gpu.p_unsafe).abs() < 1e-3,
+        "CPU {} vs GPU {}",
+        cpu.p_unsafe,
+        gpu.p_unsafe
+    );
+    assert_eq!(cpu.prompt_tokens, gpu.prompt_tokens);
+    for ((c, g), layer) in cpu.hidden.iter().zip(&gpu.hidden).zip(layers) {
+        assert_eq!(c.len(), 896);
+        let norm = g.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let diff = c
+            .iter()
+            .zip(g)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        assert!(
+            diff <= 1e-3 * norm,
+            "layer {layer}: |CPU - GPU| = {diff} against |GPU| = {norm}"
+        );
+    }
 }
 
 /// The reused template prefix changes nothing: P(unsafe) from the judge (the prefix
@@ -138,7 +198,9 @@ fn chinese_p_unsafe_matches_transformers() {
 /// session with the whole prompt in one prefill.
 #[test]
 fn prefix_cache_gives_the_cold_result() {
-    let Some(judge) = judge() else { return };
+    let Some(judge) = judge_on(On::Gpu) else {
+        return;
+    };
     let dialogue = Dialogue::single(
         "Can you tell me a joke?",
         "Why did the chicken cross the road? To get to the other side.",

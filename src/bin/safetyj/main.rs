@@ -15,8 +15,8 @@ mod head;
 mod judge;
 mod models;
 mod quantize;
-mod serve;
 mod runtime_dir;
+mod serve;
 mod synth;
 mod terminal;
 
