@@ -139,17 +139,12 @@ const VERDICT_DIALOGUES: [(&str, &str); 2] = [
 ];
 
 /// Times verdicts on [`VERDICT_DIALOGUES`] with the Safety-J protocol.
-fn verdict_timing(ctx: Context, model: Model, tokenizer: Tokenizer) -> Result<VerdictTiming> {
+fn verdict_timing(engine: Engine, tokenizer: Tokenizer) -> Result<VerdictTiming> {
     let options = JudgeOptions {
         context: 1024,
         ..JudgeOptions::default()
     };
-    let judge = Judge::new(
-        Engine::gpu(ctx, model),
-        tokenizer,
-        Box::new(SafetyJ),
-        options,
-    )?;
+    let judge = Judge::new(engine, tokenizer, Box::new(SafetyJ), options)?;
     let verdict = |(query, response): (&str, &str)| {
         let request = JudgeRequest {
             dialogue: Dialogue::single(query, response),
@@ -194,8 +189,91 @@ fn greedy(tokens: usize) -> GenerateOptions {
 /// ends up in the judge that times the verdicts.
 pub fn run(ctx: Context, path: &str, options: &BenchOptions) -> Result<BenchReport> {
     let (model, tokenizer, mut report) = measure(&ctx, path, options)?;
-    report.verdict = Some(verdict_timing(ctx, model, tokenizer)?);
+    report.verdict = Some(verdict_timing(Engine::gpu(ctx, model), tokenizer)?);
     Ok(report)
+}
+
+/// What `safetyj bench --device cpu` reports: the CPU engine's speeds on the same
+/// prompt and generation as the GPU report, and its time to verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuBenchReport {
+    pub engine: String,
+    pub threads: usize,
+    pub model: String,
+    pub layers: usize,
+    pub hidden: usize,
+    /// Seconds to map the file and load every weight (kept in its GGUF type).
+    pub load_seconds: f64,
+    /// Bytes the weights occupy in memory.
+    pub weight_bytes: u64,
+    pub prompt_tokens: usize,
+    /// Time to the first token: the prompt's step and the pick.
+    pub prefill_seconds: f64,
+    pub prefill_tokens_per_second: f64,
+    pub gen_tokens: usize,
+    pub decode_seconds: f64,
+    pub decode_tokens_per_second: f64,
+    /// Tokens produced by greedy decoding after the prompt.
+    pub generated: Vec<u32>,
+    pub verdict: VerdictTiming,
+}
+
+/// Loads the GGUF model at `path` on the CPU engine and measures it: one untimed
+/// warm-up generation, the prefill alone, then prefill and `gen_tokens` decode
+/// steps, then verdicts.
+pub fn run_cpu(path: &str, options: &BenchOptions) -> Result<CpuBenchReport> {
+    if options.prompt_tokens == 0 {
+        return Err(Error::InvalidInput(
+            "the benchmark needs at least one prompt token".into(),
+        ));
+    }
+    let started = Instant::now();
+    let weights = GgufWeights::new(Box::new(MmapSource::open(path)?))?;
+    let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(weights.file())?)?;
+    let model = crate::cpu::CpuModel::load(&weights, |_, _| {})?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let c = model.config.clone();
+    let weight_bytes = model.weight_bytes();
+    let engine = Engine::Cpu(model);
+    let prompt_ids = prompt(options.prompt_tokens, c.vocab);
+    let mut session = engine.new_session(options.prompt_tokens + options.gen_tokens + 1)?;
+    let generate = |session: &mut crate::model::EngineSession, tokens: usize| {
+        session.truncate(0)?;
+        pollster::block_on(engine.generate(
+            session,
+            &tokenizer,
+            &prompt_ids,
+            &greedy(tokens),
+            |_| ControlFlow::Continue(()),
+        ))
+    };
+    generate(&mut session, 2)?;
+    let first = generate(&mut session, 1)?;
+    let run = generate(&mut session, options.gen_tokens + 1)?;
+    drop(session);
+    let prefill_seconds = first.prefill.as_secs_f64();
+    let decode_seconds = run.decode.as_secs_f64();
+    Ok(CpuBenchReport {
+        engine: engine.describe(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        model: path.to_string(),
+        layers: c.layers,
+        hidden: c.hidden,
+        load_seconds,
+        weight_bytes,
+        prompt_tokens: options.prompt_tokens,
+        prefill_seconds,
+        prefill_tokens_per_second: options.prompt_tokens as f64 / prefill_seconds,
+        gen_tokens: options.gen_tokens,
+        decode_seconds,
+        decode_tokens_per_second: if options.gen_tokens == 0 {
+            0.0
+        } else {
+            options.gen_tokens as f64 / decode_seconds
+        },
+        generated: run.tokens[..options.gen_tokens.min(run.tokens.len())].to_vec(),
+        verdict: verdict_timing(engine, tokenizer)?,
+    })
 }
 
 /// Everything but the verdicts, and the model and tokenizer for those.

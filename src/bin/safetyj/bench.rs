@@ -24,6 +24,10 @@ pub struct BenchArgs {
     /// Also time each op of one prefill and one decode step (GPU timestamps).
     #[arg(long)]
     profile: bool,
+    /// The engine to measure: gpu (the WGSL engine on the selected adapter, with
+    /// ceilings measured there) or cpu (auto: cpu where there is no hardware GPU).
+    #[arg(long, default_value = "gpu")]
+    device: safetyj::device::Device,
 }
 
 /// Runs the benchmark and prints its report as text or JSON.
@@ -34,6 +38,13 @@ pub fn run(args: BenchArgs) -> safetyj::Result<()> {
         profile: args.profile,
     };
     let path = gguf_file(&args.model, "--model", "bench measures")?;
+    if args.device.resolve() == safetyj::device::Device::Cpu {
+        let report = safetyj::bench::run_cpu(&path.display().to_string(), &options)?;
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| safetyj::Error::InvalidInput(format!("report to JSON: {e}")))?;
+        println!("{text}");
+        return Ok(());
+    }
     let ctx = gpu_context()?;
     let report = safetyj::bench::run(ctx, &path.display().to_string(), &options)?;
     if args.json {
