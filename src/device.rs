@@ -44,9 +44,9 @@ impl Device {
     /// `SAFETYJ_DEVICE`, or [`Device::Auto`] when unset.
     pub fn from_env() -> Result<Device> {
         match std::env::var("SAFETYJ_DEVICE") {
-            Ok(value) if !value.trim().is_empty() => value.parse().map_err(|e: Error| {
-                Error::InvalidInput(format!("SAFETYJ_DEVICE: {e}"))
-            }),
+            Ok(value) if !value.trim().is_empty() => value
+                .parse()
+                .map_err(|e: Error| Error::InvalidInput(format!("SAFETYJ_DEVICE: {e}"))),
             _ => Ok(Device::Auto),
         }
     }

@@ -200,7 +200,11 @@ fn hidden_state_after_each_layer_gives_the_logits_of_that_many_layers_on_the_gpu
             let step = cpu
                 .forward(&mut session, &prompt, Logits::Last, &[n])
                 .unwrap();
-            let hidden = step.hidden.into_iter().next().expect("asked for a hidden state");
+            let hidden = step
+                .hidden
+                .into_iter()
+                .next()
+                .expect("asked for a hidden state");
             assert_eq!(hidden.len(), c.hidden);
             let normed = ops::rms_norm::reference(&hidden, &norm, c.hidden, c.rms_eps);
             let logits = ops::matmul::reference(

@@ -168,7 +168,13 @@ impl Judge {
         session.cached.clear();
         let generation = self
             .engine()
-            .generate(&mut session.session, tokenizer, &ids[cached..], &options, on_piece)
+            .generate(
+                &mut session.session,
+                tokenizer,
+                &ids[cached..],
+                &options,
+                on_piece,
+            )
             .await?;
         let prompt_tokens = ids.len();
         session.cached = ids;

@@ -3,8 +3,8 @@
 //! from the same pass, on the GPU and on the CPU.
 
 use super::engine::Scored;
-use crate::cpu::{CpuModel, CpuSession};
 use super::forward::{Logits, Model, Session};
+use crate::cpu::{CpuModel, CpuSession};
 use crate::error::Result;
 use crate::gpu::{Context, Readback};
 use crate::ops::{self, Elem, Tensor};

@@ -69,17 +69,14 @@ pub fn run(args: GenerateArgs) -> safetyj::Result<()> {
     };
     let capacity = (ids.len() + args.max_tokens + 1).min(engine.config().context);
     let mut session = engine.new_session(capacity)?;
-    let generation = pollster::block_on(engine.generate(
-        &mut session,
-        &tokenizer,
-        &ids,
-        &options,
-        |piece| {
-            print!("{piece}");
-            let _ = std::io::stdout().flush();
-            std::ops::ControlFlow::Continue(())
-        },
-    ))?;
+    let generation =
+        pollster::block_on(
+            engine.generate(&mut session, &tokenizer, &ids, &options, |piece| {
+                print!("{piece}");
+                let _ = std::io::stdout().flush();
+                std::ops::ControlFlow::Continue(())
+            }),
+        )?;
     println!();
     let tokens = generation.tokens.len();
     eprintln!(

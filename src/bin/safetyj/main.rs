@@ -12,11 +12,12 @@ mod devices;
 mod eval;
 mod generate;
 mod head;
+mod injection;
 mod judge;
 mod models;
 mod quantize;
-mod serve;
 mod runtime_dir;
+mod serve;
 mod synth;
 mod terminal;
 
