@@ -21,10 +21,12 @@
 //!
 //! Rerunning the same command resumes: items already in `results.jsonl` are skipped.
 
+pub mod attacks;
 pub mod critique;
 pub mod datasets;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod http;
+pub mod injection;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod local;
 pub mod metrics;

@@ -150,7 +150,8 @@ pub fn critique_report(records: &[CritiqueRecord], failed_items: usize) -> Criti
     }
 }
 
-fn write_file(dir: &Path, name: &str, contents: &str) -> Result<()> {
+/// Writes `contents` to `dir/name`.
+pub(crate) fn write_file(dir: &Path, name: &str, contents: &str) -> Result<()> {
     let path = dir.join(name);
     std::fs::write(&path, contents).map_err(|source| Error::Write {
         file: path.display().to_string(),
@@ -158,7 +159,8 @@ fn write_file(dir: &Path, name: &str, contents: &str) -> Result<()> {
     })
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+/// `value` as pretty JSON.
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string_pretty(value)
         .map_err(|e| Error::InvalidInput(format!("a report cannot be written as JSON: {e}")))
 }
@@ -188,7 +190,8 @@ fn failure_note(failed_items: usize) -> String {
     }
 }
 
-fn pct(x: f64) -> String {
+/// A fraction as a percentage with one decimal.
+pub(crate) fn pct(x: f64) -> String {
     format!("{:.1}", 100.0 * x)
 }
 
@@ -237,7 +240,8 @@ fn label_rows(report: &LabelReport) -> Vec<[String; 9]> {
     rows
 }
 
-fn markdown_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+/// A Markdown table of `rows` under `header`.
+pub(crate) fn markdown_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut out = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(N));
     for row in rows {
         let _ = writeln!(out, "| {} |", row.join(" | "));

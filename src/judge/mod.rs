@@ -5,6 +5,7 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod batch;
 pub mod chat;
+pub mod defense;
 pub mod engine;
 pub mod head;
 mod lang;

@@ -137,6 +137,10 @@ pub enum EvalCommand {
         #[arg(long, default_value_t = 4096)]
         max_tokens: usize,
     },
+    /// Prompt-injection robustness of the local judge: flip rates per attack, family
+    /// and language of committed attack lists, beside clean accuracy, with and
+    /// without the defence (`--defense`).
+    Injection(crate::injection::InjectionArgs),
 }
 
 /// The judge an eval runs: a chat-completions endpoint, or a model on this GPU.
@@ -239,6 +243,7 @@ pub fn run(command: EvalCommand) -> safetyj::Result<()> {
             let report = runner::run_critique_eval(&items, &pipeline, &run.out, run.options())?;
             print!("{}", report::critique_markdown(&report));
         }
+        EvalCommand::Injection(args) => crate::injection::run(args)?,
     }
     Ok(())
 }

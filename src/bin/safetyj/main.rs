@@ -12,6 +12,7 @@ mod devices;
 mod eval;
 mod generate;
 mod head;
+mod injection;
 mod judge;
 mod models;
 mod quantize;
