@@ -41,12 +41,22 @@ fn judge(file: &str) -> Option<Judge> {
         context: 1024,
         ..Default::default()
     };
-    Some(Judge::new(Engine::gpu(ctx, model), tokenizer, Box::new(SafetyJ), options).unwrap())
+    Some(
+        Judge::new(
+            Engine::gpu(ctx, model),
+            tokenizer,
+            Box::new(SafetyJ),
+            options,
+        )
+        .unwrap(),
+    )
 }
 
-/// A cold verdict (the whole prompt prefilled) on `response`, memoized.
+/// A one-shot verdict on `response`, memoized: cold (the whole prompt prefilled)
+/// with `cold_cache`, else after whatever prefix the judge's cache shares with it.
 fn cold(
     judge: &Judge,
+    cold_cache: bool,
     memo: &mut HashMap<String, Verdict>,
     query: &str,
     response: &str,
@@ -54,7 +64,9 @@ fn cold(
 ) -> Verdict {
     memo.entry(response.to_string())
         .or_insert_with(|| {
-            judge.clear_cache().unwrap();
+            if cold_cache {
+                judge.clear_cache().unwrap();
+            }
             let request = JudgeRequest {
                 dialogue: Dialogue::single(query, response),
                 lang: Some(lang),
@@ -90,7 +102,10 @@ fn common_of(judge: &Judge, lang: Lang) -> usize {
             .unwrap()
     };
     let (safe, unsafe_) = (encode(Label::Safe), encode(Label::Unsafe));
-    safe.iter().zip(&unsafe_).take_while(|(a, b)| a == b).count()
+    safe.iter()
+        .zip(&unsafe_)
+        .take_while(|(a, b)| a == b)
+        .count()
 }
 
 /// The response's bytes cut by `sizes` (cycled): 1-byte, mid-UTF-8, mid-word.
@@ -108,13 +123,16 @@ fn chunks(text: &str, seed: u64, max: usize) -> Vec<&[u8]> {
 }
 
 /// Streams `pieces` and checks every property after each push; returns each check
-/// with the response prefix it judged.
+/// with the response prefix it judged. References are cold verdicts (`all_cold`), or
+/// only the first is and later ones reuse the judge's template prefix, which
+/// tests/judge.rs proves equal to a cold verdict.
 fn stream_checked(
     judge: &Judge,
     memo: &mut HashMap<String, Verdict>,
     (query, lang): (&str, Lang),
     pieces: &[&[u8]],
     every: usize,
+    all_cold: bool,
 ) -> Vec<(String, StreamCheck)> {
     let common = common_of(judge, lang);
     let options = StreamOptions {
@@ -144,7 +162,7 @@ fn stream_checked(
         let Some(check) = check else {
             continue;
         };
-        let want = cold(judge, memo, query, &text, lang);
+        let want = cold(judge, all_cold || memo.is_empty(), memo, query, &text, lang);
         assert!(
             (check.p_unsafe - want.p_unsafe).abs() < 1e-4,
             "{lang:?} check at {text:?}: P(unsafe) {} streamed, {} cold",
@@ -157,9 +175,11 @@ fn stream_checked(
         // The suffix: the closing template (and what of the response's tail it
         // merges with) and the answer prefix.
         assert_eq!(check.suffix_tokens, whole.len() + common - to_end.len());
-        let (grown, tail) = checks.last().map_or((check.response_tokens, head), |(_, p)| {
-            (check.response_tokens - p.response_tokens, p.pending_tokens)
-        });
+        let (grown, tail) = checks
+            .last()
+            .map_or((check.response_tokens, head), |(_, p)| {
+                (check.response_tokens - p.response_tokens, p.pending_tokens)
+            });
         assert!(
             check.prefilled_tokens <= check.suffix_tokens + grown + tail,
             "{check:?} after {:?}",
@@ -174,7 +194,7 @@ fn stream_checked(
     }
     let text = String::from_utf8(bytes).unwrap();
     let verdict = stream.finish().unwrap();
-    let want = cold(judge, memo, query, &text, lang);
+    let want = cold(judge, all_cold || memo.is_empty(), memo, query, &text, lang);
     assert!((verdict.p_unsafe - want.p_unsafe).abs() < 1e-4);
     assert_eq!(verdict.prompt_tokens, want.prompt_tokens);
     checks
@@ -193,66 +213,53 @@ fn tiny_model_checks_equal_cold_verdicts_under_every_chunking() {
         let whole = [response.as_bytes()];
         let bytes: Vec<&[u8]> = response.as_bytes().chunks(1).collect();
         let mut runs = vec![
-            stream_checked(&judge, &mut memo, (query, lang), &bytes, 4),
-            stream_checked(&judge, &mut memo, (query, lang), &whole, 4),
+            stream_checked(&judge, &mut memo, (query, lang), &bytes, 4, true),
+            stream_checked(&judge, &mut memo, (query, lang), &whole, 4, true),
         ];
-        for seed in 0..2 {
-            let pieces = chunks(response, seed, 9);
-            runs.push(stream_checked(&judge, &mut memo, (query, lang), &pieces, 4));
-        }
+        let pieces = chunks(response, 0, 9);
+        runs.push(stream_checked(
+            &judge,
+            &mut memo,
+            (query, lang),
+            &pieces,
+            4,
+            true,
+        ));
         let many = runs[0].len();
         assert!(many >= 8, "{lang:?}: only {many} checks byte by byte");
         assert!(runs[1].len() == 1, "one whole chunk makes one check");
         // The tokens a check runs stay flat as the response grows.
         let late = &runs[0][many - 1].1;
-        assert!(late.prefilled_tokens <= late.suffix_tokens + 4 + 16, "{late:?}");
+        assert!(
+            late.prefilled_tokens <= late.suffix_tokens + 4 + 16,
+            "{late:?}"
+        );
     }
 }
 
-#[test]
-fn qwen_checks_equal_cold_verdicts_in_english_and_chinese() {
+/// One check mid-way and the final verdict on Qwen (a cold verdict takes ~20 s on
+/// lavapipe, so the second reference reuses the judge's template prefix).
+fn qwen_checks(query: &str, response: &str, pieces: &[&[u8]], lang: Lang) {
     let Some(judge) = judge(QWEN) else {
         return;
     };
-    let short_en = "Sorry, I can't help with that: it is unauthorized access. Ask your neighbour politely.";
-    let short_zh = "抱歉，我不能帮你，这属于未经授权的访问。请礼貌地问邻居。";
-    for (query, response, lang) in [(QUERY_EN, short_en, Lang::En), (QUERY_ZH, short_zh, Lang::Zh)] {
-        let mut memo = HashMap::new();
-        let pieces = chunks(response, 7, 5);
-        let checks = stream_checked(&judge, &mut memo, (query, lang), &pieces, 8);
-        assert!(!checks.is_empty(), "{lang:?}: no check before the end");
-    }
+    let mut memo = HashMap::new();
+    let every = judge.tokenizer().encode_text(response).unwrap().len() * 2 / 3;
+    let checks = stream_checked(&judge, &mut memo, (query, lang), pieces, every, false);
+    assert_eq!(checks.len(), 1, "{lang:?}: {checks:?}");
 }
 
 #[test]
-fn qwen_tokenizes_any_chunking_as_one_shot() {
-    let Some(judge) = judge(QWEN) else {
-        return;
-    };
-    let never = StreamOptions {
-        check_every: usize::MAX / 2,
-        stop_at: None,
-    };
-    for (query, response, lang) in [
-        (QUERY_EN, RESPONSE_EN, Lang::En),
-        (QUERY_ZH, RESPONSE_ZH, Lang::Zh),
-    ] {
-        let (_, to_end) = one_shot(&judge, query, response, lang);
-        for seed in 0..4 {
-            let max = [1, 3, 7, 40][seed as usize];
-            let mut stream = judge
-                .moderate_stream(&Dialogue::single(query, ""), Some(lang), never)
-                .unwrap();
-            for piece in chunks(response, seed, max) {
-                assert!(stream.push_bytes(piece).unwrap().is_none());
-            }
-            assert_eq!(
-                stream.prompt_ids().unwrap(),
-                to_end,
-                "{lang:?} chunks of up to {max} bytes"
-            );
-        }
-    }
+fn qwen_checks_equal_cold_verdicts_in_english_byte_by_byte() {
+    let en = "Sorry, I can't help: it's \"unauthorized\" access — ask your neighbour (x2).";
+    let bytes: Vec<&[u8]> = en.as_bytes().chunks(1).collect();
+    qwen_checks(QUERY_EN, en, &bytes, Lang::En);
+}
+
+#[test]
+fn qwen_checks_equal_cold_verdicts_in_chinese_cut_inside_characters() {
+    let zh = "抱歉，我不能帮你，这属于未经授权的访问。请礼貌地问邻居。";
+    qwen_checks(QUERY_ZH, zh, &chunks(zh, 5, 4), Lang::Zh);
 }
 
 #[test]
@@ -289,7 +296,7 @@ fn a_stream_stops_at_the_threshold_and_follows_the_verdict_head() {
     judge.set_head(Some(head)).unwrap();
     let mut memo = HashMap::new();
     let pieces = chunks(RESPONSE_EN, 11, 12);
-    let checks = stream_checked(&judge, &mut memo, (QUERY_EN, Lang::En), &pieces, 8);
+    let checks = stream_checked(&judge, &mut memo, (QUERY_EN, Lang::En), &pieces, 8, true);
     assert!(checks.iter().all(|(_, c)| c.threshold == 0.4));
     assert!(checks.iter().any(|(_, c)| c.p_unsafe != c.model_p_unsafe));
 
@@ -311,7 +318,10 @@ fn a_stream_stops_at_the_threshold_and_follows_the_verdict_head() {
         }
     }
     let stopped = stopped.expect("a check");
-    assert!(stream.push(" more").is_err(), "a stopped stream takes no more text");
+    assert!(
+        stream.push(" more").is_err(),
+        "a stopped stream takes no more text"
+    );
     let verdict = stream.finish().unwrap();
     assert_eq!(verdict.p_unsafe, stopped.p_unsafe);
 
@@ -323,13 +333,20 @@ fn a_stream_stops_at_the_threshold_and_follows_the_verdict_head() {
         .moderate_stream(&Dialogue::single(QUERY_EN, ""), None, zero)
         .is_err());
     let mut stream = judge
-        .moderate_stream(&Dialogue::single(QUERY_EN, ""), None, StreamOptions::default())
+        .moderate_stream(
+            &Dialogue::single(QUERY_EN, ""),
+            None,
+            StreamOptions::default(),
+        )
         .unwrap();
     assert!(stream.push_bytes(&[b'a', 0xff]).is_err(), "not UTF-8");
     let mut stream = judge
-        .moderate_stream(&Dialogue::single(QUERY_EN, ""), None, StreamOptions::default())
+        .moderate_stream(
+            &Dialogue::single(QUERY_EN, ""),
+            None,
+            StreamOptions::default(),
+        )
         .unwrap();
     stream.push_bytes(&"é".as_bytes()[..1]).unwrap();
     assert!(stream.finish().is_err(), "ends inside a character");
 }
-

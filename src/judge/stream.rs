@@ -236,8 +236,10 @@ impl Judge {
 
         let answer = self.protocol().answer_prefix(lang);
         let label_ids = |label| {
-            self.tokenizer()
-                .encode_text(&format!("{answer}{}", self.protocol().label_text(lang, label)))
+            self.tokenizer().encode_text(&format!(
+                "{answer}{}",
+                self.protocol().label_text(lang, label)
+            ))
         };
         let (safe_ids, unsafe_ids) = (label_ids(Label::Safe)?, label_ids(Label::Unsafe)?);
         let common = safe_ids
@@ -297,7 +299,9 @@ impl Judge {
             )));
         }
         let fixed_ids = std::mem::take(&mut stream.ready);
-        self.engine().prefill(&mut stream.session, &fixed_ids).await?;
+        self.engine()
+            .prefill(&mut stream.session, &fixed_ids)
+            .await?;
         stream.setup_tokens = fixed_ids.len();
         stream.fed = fixed_ids;
         let first = start.response().to_string();
@@ -511,7 +515,10 @@ impl ResponseStream<'_> {
             )));
         }
         let layers: Vec<usize> = judge.head().iter().map(|h| h.meta.layer).collect();
-        let labels = [&self.safe_ids[self.common..], &self.unsafe_ids[self.common..]];
+        let labels = [
+            &self.safe_ids[self.common..],
+            &self.unsafe_ids[self.common..],
+        ];
         let scored = judge
             .engine()
             .score(&mut self.session, &prefix, &labels, &layers)
