@@ -106,7 +106,7 @@ pub struct Judge {
     engine: Engine,
     tokenizer: Tokenizer,
     protocol: Box<dyn JudgeProtocol>,
-    options: JudgeOptions,
+    pub(super) options: JudgeOptions,
     /// The verdict head that decides labels, when one is attached.
     head: Option<VerdictHead>,
     state: Mutex<JudgeState>,

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod head;
 mod lang;
 pub mod safety_j;
+pub mod stream;
 
 pub use lang::detect_language;
 

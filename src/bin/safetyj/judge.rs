@@ -14,8 +14,20 @@ pub struct JudgeArgs {
     #[arg(long, required_unless_present = "input")]
     query: Option<String>,
     /// B's message (the response being judged).
-    #[arg(long, required_unless_present = "input")]
+    #[arg(long, required_unless_present_any = ["input", "response_stdin"])]
     response: Option<String>,
+    /// Read B's response from stdin as it arrives (pipe an LLM's output in) and check
+    /// it while it is written: one line per check, exit status 3 when --stop-at ends
+    /// it.
+    #[arg(long, requires = "query", conflicts_with_all = ["response", "input"])]
+    response_stdin: bool,
+    /// With --response-stdin: check every this many response tokens (and at the end).
+    #[arg(long, default_value_t = 16, requires = "response_stdin")]
+    check_every: usize,
+    /// With --response-stdin: stop reading at the first check whose P(unsafe) reaches
+    /// this.
+    #[arg(long, requires = "response_stdin")]
+    stop_at: Option<f64>,
     /// Judge every line of a JSONL file ({"query","response"} or {"conversation":[…]}
     /// per line) instead; needs --output.
     #[arg(long, requires = "output", conflicts_with_all = ["query", "response"])]
@@ -83,6 +95,22 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         );
         return Ok(());
     }
+    if args.response_stdin {
+        if mode == Mode::Critique {
+            return Err(safetyj::Error::InvalidInput(
+                "--response-stdin checks verdicts only; drop --mode critique".into(),
+            ));
+        }
+        let query = args.query.unwrap_or_default();
+        return moderate_stdin(
+            &judge,
+            &query,
+            lang,
+            args.check_every,
+            args.stop_at,
+            args.json,
+        );
+    }
     let dialogue = Dialogue::new(
         args.query.unwrap_or_default(),
         args.response.unwrap_or_default(),
@@ -114,10 +142,7 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         }
         println!(
             "verdict: {} (P(unsafe) = {:.3}, threshold {}), lang {:?}, {} prompt tokens ({} cached), time to verdict {:.0} ms, total {:.0} ms",
-            match verdict.label {
-                safetyj::judge::Label::Safe => "safe",
-                safetyj::judge::Label::Unsafe => "unsafe",
-            },
+            label_word(verdict.label),
             verdict.p_unsafe,
             verdict.threshold,
             verdict.lang,
@@ -131,4 +156,85 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Moderates B's response as it arrives on stdin: prints each check (a JSON line with
+/// `json`) and the final verdict; exits with status 3 when `stop_at` ends the stream.
+fn moderate_stdin(
+    judge: &safetyj::judge::engine::Judge,
+    query: &str,
+    lang: Option<safetyj::judge::Lang>,
+    check_every: usize,
+    stop_at: Option<f64>,
+    json: bool,
+) -> safetyj::Result<()> {
+    use safetyj::judge::stream::{StreamCheck, StreamOptions};
+    use safetyj::judge::Dialogue;
+    use std::io::{Read, Write};
+    let options = StreamOptions {
+        check_every,
+        stop_at,
+    };
+    let mut stream = judge.moderate_stream(&Dialogue::single(query, ""), lang, options)?;
+    let show = |check: &StreamCheck| {
+        if json {
+            println!("{}", serde_json::to_value(check).expect("checks serialize"));
+        } else {
+            println!(
+                "check at {} response tokens: {} (P(unsafe) = {:.3}), {} tokens run in {:.0} ms{}",
+                check.response_tokens,
+                label_word(check.label),
+                check.p_unsafe,
+                check.prefilled_tokens,
+                check.ms,
+                if check.stopped { ", stopped" } else { "" }
+            );
+        }
+        let _ = std::io::stdout().flush();
+    };
+    let mut stdin = std::io::stdin().lock();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = stdin.read(&mut buffer).map_err(|e| {
+            safetyj::Error::InvalidInput(format!("reading the response from stdin: {e}"))
+        })?;
+        if read == 0 {
+            break;
+        }
+        if let Some(check) = stream.push_bytes(&buffer[..read])? {
+            show(&check);
+            if check.stopped {
+                let verdict = stream.finish()?;
+                print_final(&verdict, json);
+                std::process::exit(3);
+            }
+        }
+    }
+    let verdict = stream.finish()?;
+    print_final(&verdict, json);
+    Ok(())
+}
+
+fn label_word(label: safetyj::judge::Label) -> &'static str {
+    match label {
+        safetyj::judge::Label::Safe => "safe",
+        safetyj::judge::Label::Unsafe => "unsafe",
+    }
+}
+
+/// The stream's final verdict: a JSON line, or one text line.
+fn print_final(verdict: &safetyj::judge::engine::Verdict, json: bool) {
+    if json {
+        let value = serde_json::json!({"final": verdict});
+        println!("{value}");
+    } else {
+        println!(
+            "verdict: {} (P(unsafe) = {:.3}, threshold {}), lang {:?}, {} prompt tokens",
+            label_word(verdict.label),
+            verdict.p_unsafe,
+            verdict.threshold,
+            verdict.lang,
+            verdict.prompt_tokens
+        );
+    }
 }
