@@ -18,7 +18,13 @@ use safetyj::ops::sample::SampleParams;
 use safetyj::ops::{self, Elem, Tensor};
 use safetyj::quant::DType;
 
-const ARCHS: [&str; 3] = ["tiny-llama", "tiny-qwen2", "tiny-internlm2"];
+const ARCHS: [&str; 5] = [
+    "tiny-llama",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-llama3",
+    "tiny-internlm2",
+];
 
 fn fixture(name: &str) -> PathBuf {
     common::fixture_path(&format!("models/{name}"))
@@ -200,7 +206,11 @@ fn hidden_state_after_each_layer_gives_the_logits_of_that_many_layers_on_the_gpu
             let step = cpu
                 .forward(&mut session, &prompt, Logits::Last, &[n])
                 .unwrap();
-            let hidden = step.hidden.into_iter().next().expect("asked for a hidden state");
+            let hidden = step
+                .hidden
+                .into_iter()
+                .next()
+                .expect("asked for a hidden state");
             assert_eq!(hidden.len(), c.hidden);
             let normed = ops::rms_norm::reference(&hidden, &norm, c.hidden, c.rms_eps);
             let logits = ops::matmul::reference(
