@@ -18,7 +18,13 @@ use safetyj::ops::sample::SampleParams;
 use safetyj::ops::{self, Elem, Tensor};
 use safetyj::quant::DType;
 
-const ARCHS: [&str; 3] = ["tiny-llama", "tiny-qwen2", "tiny-internlm2"];
+const ARCHS: [&str; 5] = [
+    "tiny-llama",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-llama3",
+    "tiny-internlm2",
+];
 
 fn fixture(name: &str) -> PathBuf {
     common::fixture_path(&format!("models/{name}"))

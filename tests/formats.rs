@@ -1018,6 +1018,30 @@ fn hf_config_fills_hugging_face_defaults_per_architecture() {
     );
 }
 
+/// Qwen3Config's head_dim defaults to 128 (not hidden / heads), and transformers 5's
+/// `rope_parameters` carry the base and any scaling when the classic keys are absent.
+#[test]
+fn hf_config_reads_qwen3_defaults_and_transformers_5_rope_parameters() {
+    let qwen3 = br#"{"model_type": "qwen3", "hidden_size": 1024, "num_attention_heads": 16,
+        "num_key_value_heads": 8, "rope_parameters": {"rope_theta": 1000000, "rope_type": "default"}}"#;
+    let c = HfConfig::from_json("qwen3/config.json", qwen3).unwrap();
+    assert_eq!((c.head_dim, c.rope_theta), (128, 1e6));
+    assert_eq!(c.rope_scaling, None);
+    assert!(!c.attention_bias);
+    let llama3 = br#"{"model_type": "llama", "rope_parameters": {"rope_theta": 500000.0,
+        "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192}}"#;
+    let c = HfConfig::from_json("llama3/config.json", llama3).unwrap();
+    let scaling = c.rope_scaling.unwrap();
+    assert_eq!(c.rope_theta, 5e5);
+    assert_eq!(
+        (scaling.rope_type.as_str(), scaling.factor),
+        ("llama3", Some(32.0))
+    );
+    assert!(!scaling.other.contains_key("rope_theta"));
+    assert_eq!(scaling.other["high_freq_factor"], json!(4.0));
+}
+
 #[test]
 fn hf_config_errors_name_the_file_and_field() {
     let err = |json: &[u8]| {

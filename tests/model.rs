@@ -105,6 +105,20 @@ fn tiny_qwen2_with_qkv_bias_matches_transformers() {
     check_checkpoint("tiny-qwen2", "tiny-qwen2");
 }
 
+/// Qwen3: per-head q/k RMS norm before RoPE, head_dim 12 apart from hidden / heads
+/// (48 / 6), tied output.
+#[test]
+fn tiny_qwen3_with_qk_norm_matches_transformers() {
+    check_checkpoint("tiny-qwen3", "tiny-qwen3");
+}
+
+/// Llama with Llama 3's RoPE frequency scaling (rope_scaling llama3, every band of it
+/// used), tied output: ignoring the scaling moves these logits by 0.047.
+#[test]
+fn tiny_llama3_with_rope_scaling_matches_transformers() {
+    check_checkpoint("tiny-llama3", "tiny-llama3");
+}
+
 /// tiny-internlm2 is tiny-llama re-laid out in InternLM2's format (fused, per-KV-head
 /// grouped wqkv; w1/w3/w2), so it must give tiny-llama's logits exactly as
 /// transformers computed them.

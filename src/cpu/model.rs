@@ -19,6 +19,8 @@ struct Layer {
     q_bias: Option<Vec<f32>>,
     k_bias: Option<Vec<f32>>,
     v_bias: Option<Vec<f32>>,
+    /// Per-head query and key RMS norm weights (qwen3).
+    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
     attn_output: QuantMatrix,
     ffn_norm: Vec<f32>,
     ffn_gate: QuantMatrix,
@@ -208,6 +210,11 @@ impl CpuModel {
                     q_bias: w.optional_vector(Weight::QBias(i)),
                     k_bias: w.optional_vector(Weight::KBias(i)),
                     v_bias: w.optional_vector(Weight::VBias(i)),
+                    qk_norm: if config.arch.has_qk_norm() {
+                        Some((w.vector(Weight::QNorm(i))?, w.vector(Weight::KNorm(i))?))
+                    } else {
+                        None
+                    },
                     attn_output: w.matrix(Weight::AttnOutput(i))?,
                     ffn_norm: w.vector(Weight::FfnNorm(i))?,
                     ffn_gate: w.matrix(Weight::FfnGate(i))?,
@@ -259,6 +266,7 @@ impl CpuModel {
                     + [Some(&l.attn_norm), Some(&l.ffn_norm)]
                         .into_iter()
                         .chain([&l.q_bias, &l.k_bias, &l.v_bias].map(Option::as_ref))
+                        .chain(l.qk_norm.iter().flat_map(|(q, k)| [q, k]).map(Some))
                         .flatten()
                         .map(vec_bytes)
                         .sum::<u64>()
@@ -349,6 +357,11 @@ impl CpuModel {
             let mut q = layer.q.matmul(&normed, t, layer.q_bias.as_deref(), exact)?;
             let mut k = layer.k.matmul(&normed, t, layer.k_bias.as_deref(), exact)?;
             let v = layer.v.matmul(&normed, t, layer.v_bias.as_deref(), exact)?;
+            if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                // Rows of head_dim: every head of every token, as the GPU does.
+                q = per_head_rms_norm(&q, q_norm, c.rms_eps);
+                k = per_head_rms_norm(&k, k_norm, c.rms_eps);
+            }
             table.apply(&self.rope, &mut q, c.heads);
             table.apply(&self.rope, &mut k, c.kv_heads);
             cache.append(shape, &k, &v, first);
@@ -377,6 +390,13 @@ impl CpuModel {
         session.len += t;
         Ok(CpuStep { logits, hidden })
     }
+}
+
+/// Each `weight.len()`-wide row of `x` RMS-normed and scaled by `weight`.
+fn per_head_rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    kernels::rms_norm(x, weight, eps, &mut out);
+    out
 }
 
 /// `x += y`, element by element.

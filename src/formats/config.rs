@@ -53,6 +53,14 @@ impl RopeScaling {
     }
 }
 
+/// Whether transformers 5 `rope_parameters` describe a scaling (a `rope_type` other
+/// than `default`), as opposed to only the base frequency.
+fn scales_rope(parameters: &BTreeMap<String, serde_json::Value>) -> bool {
+    let kind = parameters.get("rope_type").or(parameters.get("type"));
+    kind.and_then(serde_json::Value::as_str)
+        .is_some_and(|kind| kind != "default")
+}
+
 /// One token id or several (`eos_token_id` may be either).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
@@ -100,6 +108,8 @@ struct ArchDefaults {
     rms_norm_eps: f64,
     rope_theta: f64,
     tie_word_embeddings: bool,
+    /// The class's fixed head width, when it has one (`hidden / heads` otherwise).
+    head_dim: Option<usize>,
 }
 
 fn arch_defaults(model_type: &str) -> ArchDefaults {
@@ -114,6 +124,19 @@ fn arch_defaults(model_type: &str) -> ArchDefaults {
             rms_norm_eps: 1e-6,
             rope_theta: 10000.0,
             tie_word_embeddings: false,
+            head_dim: None,
+        },
+        "qwen3" => ArchDefaults {
+            vocab_size: 151936,
+            hidden_size: 4096,
+            intermediate_size: 22016,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            max_position_embeddings: 32768,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            tie_word_embeddings: false,
+            head_dim: Some(128),
         },
         "internlm2" => ArchDefaults {
             vocab_size: 103168,
@@ -125,6 +148,7 @@ fn arch_defaults(model_type: &str) -> ArchDefaults {
             rms_norm_eps: 1e-6,
             rope_theta: 10000.0,
             tie_word_embeddings: false,
+            head_dim: None,
         },
         _ => ArchDefaults {
             vocab_size: 32000,
@@ -136,6 +160,7 @@ fn arch_defaults(model_type: &str) -> ArchDefaults {
             rms_norm_eps: 1e-6,
             rope_theta: 10000.0,
             tie_word_embeddings: false,
+            head_dim: None,
         },
     }
 }
@@ -214,7 +239,7 @@ impl HfConfig {
                 "num_attention_heads {num_attention_heads} is not a positive multiple of num_key_value_heads {num_key_value_heads}"
             )));
         }
-        let head_dim = match raw.get("head_dim")? {
+        let head_dim = match raw.get("head_dim")?.or(defaults.head_dim) {
             Some(d) => d,
             None if hidden_size.is_multiple_of(num_attention_heads) => hidden_size / num_attention_heads,
             None => {
@@ -223,6 +248,9 @@ impl HfConfig {
                 )))
             }
         };
+        // transformers 5 writes RoPE settings (theta and any scaling) under
+        // `rope_parameters`; published checkpoints use `rope_theta` / `rope_scaling`.
+        let rope_parameters = raw.get::<BTreeMap<String, serde_json::Value>>("rope_parameters")?;
         let attention_bias = match model_type.as_str() {
             "internlm2" => raw.get("bias")?.unwrap_or(true),
             "qwen2" => true,
@@ -242,10 +270,21 @@ impl HfConfig {
             num_key_value_heads,
             head_dim,
             rms_norm_eps: raw.get("rms_norm_eps")?.unwrap_or(defaults.rms_norm_eps),
-            rope_theta: raw.get("rope_theta")?.unwrap_or(defaults.rope_theta),
+            rope_theta: match raw.get("rope_theta")? {
+                Some(theta) => theta,
+                None => rope_parameters
+                    .as_ref()
+                    .and_then(|p| p.get("rope_theta"))
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(defaults.rope_theta),
+            },
             rope_scaling: raw
                 .get::<BTreeMap<String, serde_json::Value>>("rope_scaling")?
-                .map(RopeScaling::from_json)
+                .or_else(|| rope_parameters.clone().filter(scales_rope))
+                .map(|mut fields| {
+                    fields.remove("rope_theta");
+                    RopeScaling::from_json(fields)
+                })
                 .transpose()
                 .map_err(error)?,
             vocab_size: raw.get("vocab_size")?.unwrap_or(defaults.vocab_size),

@@ -9,6 +9,8 @@ pub mod defense;
 pub mod engine;
 pub mod head;
 mod lang;
+pub mod llama_guard;
+pub mod qwen3guard;
 pub mod safety_j;
 pub mod stream;
 
@@ -265,6 +267,14 @@ pub struct ParsedOutput {
     pub analysis: Option<String>,
 }
 
+/// A category of harm a judge can name: its code as the model writes it (`S1`, or
+/// the name itself where the format has no codes) and its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Category {
+    pub code: &'static str,
+    pub name: &'static str,
+}
+
 /// The format a judge model speaks. Safety-J is one; ShieldLM or Llama Guard 3 can be
 /// added as other implementations without touching the engine.
 pub trait JudgeProtocol: Send + Sync {
@@ -283,6 +293,54 @@ pub trait JudgeProtocol: Send + Sync {
     /// by default the parsed label, and unsafe when none is stated.
     fn strict_label(&self, output: &str, lang: Lang) -> Label {
         self.parse(output, lang).label.unwrap_or(Label::Unsafe)
+    }
+    /// Label words the model may write after the prefix besides the two of
+    /// [`JudgeProtocol::label_text`], each with the label it counts as (Qwen3Guard's
+    /// `Controversial`); none by default.
+    fn extra_labels(&self, _lang: Lang) -> Vec<(&'static str, Label)> {
+        Vec::new()
+    }
+    /// Every category of harm the protocol's output can name; none by default.
+    fn categories(&self) -> &'static [Category] {
+        &[]
+    }
+    /// The categories named in free-running output, in the order written, each once
+    /// (unknown names are skipped); none by default.
+    fn parse_categories(&self, _output: &str) -> Vec<Category> {
+        Vec::new()
+    }
+    /// Whether the judge was trained for dialogues in `lang`; true by default.
+    fn covers(&self, _lang: Lang) -> bool {
+        true
+    }
+}
+
+/// The judges' chat templates rendered by transformers (tests/fixtures/guards).
+#[cfg(test)]
+pub(crate) mod golden {
+    use super::{Dialogue, Role, Turn};
+
+    /// golden.json: per dialogue, its turns and each template's rendering.
+    pub fn cases() -> serde_json::Value {
+        serde_json::from_str(include_str!("../../tests/fixtures/guards/golden.json"))
+            .expect("golden.json is JSON")
+    }
+
+    /// A dialogue from golden.json's `[role, text]` pairs.
+    pub fn dialogue(pairs: &serde_json::Value) -> Dialogue {
+        let turns = pairs
+            .as_array()
+            .expect("an array of turns")
+            .iter()
+            .map(|pair| Turn {
+                role: match pair[0].as_str() {
+                    Some("user") => Role::User,
+                    _ => Role::Assistant,
+                },
+                content: pair[1].as_str().unwrap_or_default().to_string(),
+            })
+            .collect();
+        Dialogue::conversation(turns).expect("a valid dialogue")
     }
 }
 

@@ -11,6 +11,9 @@ pub enum Arch {
     Llama,
     /// Qwen2 family (Qwen2.5, Qwen2.5-Coder): Llama plus QKV bias.
     Qwen2,
+    /// Qwen3 family (Qwen3, Qwen3Guard-Gen): Llama plus a per-head RMS norm of the
+    /// queries and keys before RoPE; no QKV bias.
+    Qwen3,
     /// InternLM2 (Safety-J): fused, per-KV-head grouped `wqkv`.
     InternLm2,
 }
@@ -22,9 +25,10 @@ impl Arch {
         match name.to_ascii_lowercase().as_str() {
             "llama" | "mistral" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
+            "qwen3" => Ok(Arch::Qwen3),
             "internlm2" => Ok(Arch::InternLm2),
             other => Err(Error::Unsupported(format!(
-                "architecture \"{other}\" is not supported (supported: llama, qwen2, internlm2)"
+                "architecture \"{other}\" is not supported (supported: llama, qwen2, qwen3, internlm2)"
             ))),
         }
     }
@@ -34,8 +38,15 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
             Arch::InternLm2 => "internlm2",
         }
+    }
+
+    /// Whether each head's queries and keys are RMS-normed (weights [`Weight::QNorm`]
+    /// and [`Weight::KNorm`], `head_dim` values shared by all heads) before RoPE.
+    pub fn has_qk_norm(self) -> bool {
+        self == Arch::Qwen3
     }
 }
 
@@ -52,6 +63,10 @@ pub enum Weight {
     QBias(usize),
     KBias(usize),
     VBias(usize),
+    /// Per-head RMS norm of the queries (qwen3).
+    QNorm(usize),
+    /// Per-head RMS norm of the keys (qwen3).
+    KNorm(usize),
     AttnOutput(usize),
     FfnNorm(usize),
     FfnGate(usize),
@@ -74,6 +89,8 @@ impl Weight {
             Weight::QBias(i) => blk(i, "attn_q.bias"),
             Weight::KBias(i) => blk(i, "attn_k.bias"),
             Weight::VBias(i) => blk(i, "attn_v.bias"),
+            Weight::QNorm(i) => blk(i, "attn_q_norm.weight"),
+            Weight::KNorm(i) => blk(i, "attn_k_norm.weight"),
             Weight::AttnOutput(i) => blk(i, "attn_output.weight"),
             Weight::FfnNorm(i) => blk(i, "ffn_norm.weight"),
             Weight::FfnGate(i) => blk(i, "ffn_gate.weight"),
@@ -86,7 +103,7 @@ impl Weight {
     pub fn hf_source(self, arch: Arch) -> HfSource {
         let layer = |i: usize, s: &str| HfSource::Whole(format!("model.layers.{i}.{s}"));
         match arch {
-            Arch::Llama | Arch::Qwen2 => match self {
+            Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => match self {
                 Weight::TokenEmbedding => HfSource::Whole("model.embed_tokens.weight".into()),
                 Weight::OutputNorm => HfSource::Whole("model.norm.weight".into()),
                 Weight::Output => HfSource::Whole("lm_head.weight".into()),
@@ -97,6 +114,8 @@ impl Weight {
                 Weight::QBias(i) => layer(i, "self_attn.q_proj.bias"),
                 Weight::KBias(i) => layer(i, "self_attn.k_proj.bias"),
                 Weight::VBias(i) => layer(i, "self_attn.v_proj.bias"),
+                Weight::QNorm(i) => layer(i, "self_attn.q_norm.weight"),
+                Weight::KNorm(i) => layer(i, "self_attn.k_norm.weight"),
                 Weight::AttnOutput(i) => layer(i, "self_attn.o_proj.weight"),
                 Weight::FfnNorm(i) => layer(i, "post_attention_layernorm.weight"),
                 Weight::FfnGate(i) => layer(i, "mlp.gate_proj.weight"),
@@ -119,6 +138,9 @@ impl Weight {
                     Weight::QBias(i) => wqkv(i, QkvPart::Q, "bias"),
                     Weight::KBias(i) => wqkv(i, QkvPart::K, "bias"),
                     Weight::VBias(i) => wqkv(i, QkvPart::V, "bias"),
+                    // InternLM2 has no q/k norms (`has_qk_norm`); never looked up.
+                    Weight::QNorm(i) => layer(i, "attention.q_norm.weight"),
+                    Weight::KNorm(i) => layer(i, "attention.k_norm.weight"),
                     Weight::AttnOutput(i) => layer(i, "attention.wo.weight"),
                     Weight::FfnNorm(i) => layer(i, "ffn_norm.weight"),
                     Weight::FfnGate(i) => layer(i, "feed_forward.w1.weight"),

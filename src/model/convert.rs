@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::arch::{Arch, Weight};
 use super::config::ModelConfig;
-use super::load::{HfWeights, WeightSource};
+use super::load::{needed_weights, HfWeights, WeightKind, WeightSource, ROPE_FREQS};
 use crate::error::{Error, Result};
 use crate::formats::gguf::{GgufPlan, GgufWriter, MetadataArray, MetadataValue, ValueType};
 use crate::quant::{self, DType};
@@ -76,6 +76,10 @@ pub fn quantize_checkpoint(
     let mut plan = GgufPlan::new();
     add_model_metadata(&mut plan, &config, &model_name(source), dtype)?;
     let tokenizer = add_tokenizer_metadata(&mut plan, &dir, &weights, &config)?;
+    // Llama 3 RoPE scaling travels as llama.cpp's per-frequency divisors.
+    if let Some(factors) = &config.rope_freq_factors {
+        plan.add_tensor(ROPE_FREQS, &[factors.len() as u64], DType::F32)?;
+    }
     for p in &planned {
         let dims: Vec<u64> = if p.cols == 0 {
             vec![p.rows as u64]
@@ -97,7 +101,7 @@ pub fn quantize_checkpoint(
     })?;
     Ok(ConvertReport {
         arch: config.arch,
-        tensors: planned.len(),
+        tensors: planned.len() + usize::from(config.rope_freq_factors.is_some()),
         bytes_in: safetensors_bytes(source),
         bytes_out: std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
         tokenizer,
@@ -107,29 +111,12 @@ pub fn quantize_checkpoint(
 /// Every tensor the GGUF file will hold, with shapes from the safetensors headers
 /// checked against the configuration. Fails on a missing required tensor.
 fn plan_weights(weights: &HfWeights, c: &ModelConfig, dtype: DType) -> Result<Vec<PlannedWeight>> {
-    let (q_width, kv_width) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-    let mut wanted: Vec<(Weight, usize, usize, bool)> =
-        vec![(Weight::TokenEmbedding, c.vocab, c.hidden, true)];
-    for i in 0..c.layers {
-        wanted.extend([
-            (Weight::AttnNorm(i), c.hidden, 0, true),
-            (Weight::Q(i), q_width, c.hidden, true),
-            (Weight::K(i), kv_width, c.hidden, true),
-            (Weight::V(i), kv_width, c.hidden, true),
-            (Weight::QBias(i), q_width, 0, false),
-            (Weight::KBias(i), kv_width, 0, false),
-            (Weight::VBias(i), kv_width, 0, false),
-            (Weight::AttnOutput(i), c.hidden, q_width, true),
-            (Weight::FfnNorm(i), c.hidden, 0, true),
-            (Weight::FfnGate(i), c.ffn, c.hidden, true),
-            (Weight::FfnUp(i), c.ffn, c.hidden, true),
-            (Weight::FfnDown(i), c.hidden, c.ffn, true),
-        ]);
-    }
-    wanted.push((Weight::OutputNorm, c.hidden, 0, true));
-    wanted.push((Weight::Output, c.vocab, c.hidden, false));
-
-    let mut planned = Vec::with_capacity(wanted.len());
+    // What the model loads, with vectors as (len, 0).
+    let wanted = needed_weights(c).into_iter().map(|need| match need.kind {
+        WeightKind::Matrix { rows, cols } => (need.weight, rows, cols, !need.optional),
+        WeightKind::Vector { len } => (need.weight, len, 0, !need.optional),
+    });
+    let mut planned = Vec::new();
     for (weight, rows, cols, required) in wanted {
         if !required && !weights.has(weight) {
             continue;
@@ -183,6 +170,9 @@ fn write_tensors(
         source: e,
     })?;
     let mut writer = GgufWriter::start(BufWriter::new(file), &name, plan)?;
+    if let Some(factors) = &config.rope_freq_factors {
+        writer.write_tensor(ROPE_FREQS, &quant::quantize(DType::F32, factors)?)?;
+    }
     for (done, p) in planned.iter().enumerate() {
         let (mut values, _, _) = weights.read_f32(p.weight)?;
         if let Some(heads) = rope_permute_heads(config, p.weight) {

@@ -17,6 +17,9 @@ pub struct LayerWeights {
     pub q_bias: Option<Tensor>,
     pub k_bias: Option<Tensor>,
     pub v_bias: Option<Tensor>,
+    /// The per-head query and key RMS norm weights (`head_dim` each), for
+    /// architectures that have them (qwen3).
+    pub qk_norm: Option<(Tensor, Tensor)>,
     pub attn_output: WeightMatrix,
     pub ffn_norm: Tensor,
     pub ffn_gate: WeightMatrix,
@@ -51,6 +54,9 @@ struct Scratch {
     gate: Tensor,
     up: Tensor,
     act: Tensor,
+    /// Queries and keys before their per-head norm, for architectures that have one
+    /// (the norm writes them into `q` and `k`).
+    qk_raw: Option<(Tensor, Tensor)>,
     /// The last token's hidden state and its final norm, `[1, hidden]`, for
     /// [`Logits::Last`] steps of more than one token.
     last_row: Option<(Tensor, Tensor)>,
@@ -76,6 +82,14 @@ impl Scratch {
             gate: f("gate", c.ffn)?,
             up: f("up", c.ffn)?,
             act: f("swiglu", c.ffn)?,
+            qk_raw: if c.arch.has_qk_norm() {
+                Some((
+                    f("q before norm", c.heads * c.head_dim)?,
+                    f("k before norm", c.kv_heads * c.head_dim)?,
+                ))
+            } else {
+                None
+            },
             last_row: None,
             last_logits: None,
             all_logits: None,
@@ -86,7 +100,8 @@ impl Scratch {
         let outputs = [&self.last_logits, &self.all_logits]
             .into_iter()
             .flatten()
-            .chain(self.last_row.iter().flat_map(|(h, n)| [h, n]));
+            .chain(self.last_row.iter().flat_map(|(h, n)| [h, n]))
+            .chain(self.qk_raw.iter().flat_map(|(q, k)| [q, k]));
         [
             &self.ids,
             &self.x,
@@ -286,6 +301,8 @@ impl Model {
                     l.q_bias.as_ref(),
                     l.k_bias.as_ref(),
                     l.v_bias.as_ref(),
+                    l.qk_norm.as_ref().map(|(q, _)| q),
+                    l.qk_norm.as_ref().map(|(_, k)| k),
                 ]
             })
             .flatten()
@@ -468,13 +485,19 @@ impl Model {
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         for (index, (layer, cache)) in self.layers.iter().zip(&session.caches).enumerate() {
             ops::rms_norm::encode(ctx, &mut enc, &s.x, &layer.attn_norm, &s.normed, c.rms_eps)?;
+            // With a per-head q/k norm, the projections land in `qk_raw` and the
+            // norm (rows = tokens × heads of head_dim) writes them into q and k.
+            let (q_out, k_out) = match &s.qk_raw {
+                Some((q, k)) => (q, k),
+                None => (&s.q, &s.k),
+            };
             ops::matmul::encode(
                 ctx,
                 &mut enc,
                 &s.normed,
                 &layer.q,
                 layer.q_bias.as_ref(),
-                &s.q,
+                q_out,
             )?;
             ops::matmul::encode(
                 ctx,
@@ -482,8 +505,15 @@ impl Model {
                 &s.normed,
                 &layer.k,
                 layer.k_bias.as_ref(),
-                &s.k,
+                k_out,
             )?;
+            if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                let per_head = |x: &Tensor, heads: usize| x.reshaped(&[t * heads, c.head_dim]);
+                let (q_heads, k_heads) = (per_head(q_out, c.heads)?, per_head(k_out, c.kv_heads)?);
+                let (q, k) = (per_head(&s.q, c.heads)?, per_head(&s.k, c.kv_heads)?);
+                ops::rms_norm::encode(ctx, &mut enc, &q_heads, q_norm, &q, c.rms_eps)?;
+                ops::rms_norm::encode(ctx, &mut enc, &k_heads, k_norm, &k, c.rms_eps)?;
+            }
             ops::matmul::encode(
                 ctx,
                 &mut enc,

@@ -129,10 +129,10 @@ pub fn gguf_config(file: &GgufFile, rope_freqs: Option<&[u8]>) -> Result<ModelCo
         rope_base: f.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0),
         rope_dims: get("rope.dimension_count").unwrap_or(head_dim),
         // llama.cpp permutes Q/K rows of llama and internlm2 checkpoints for the
-        // interleaved pairing; qwen2 keeps Hugging Face's rotate-half layout.
+        // interleaved pairing; qwen2 and qwen3 keep Hugging Face's rotate-half layout.
         rope_pairing: match arch {
             Arch::Llama | Arch::InternLm2 => RopePairing::Interleaved,
-            Arch::Qwen2 => RopePairing::Neox,
+            Arch::Qwen2 | Arch::Qwen3 => RopePairing::Neox,
         },
         rope_freq_factors,
         context: get("context_length")?,
@@ -291,12 +291,11 @@ impl WeightSource for HfWeights {
                 self.name
             )));
         }
-        if c.rope_scaling.is_some() {
-            return Err(Error::Unsupported(format!(
-                "{}: rope_scaling is not supported for Hugging Face checkpoints yet",
-                self.name
-            )));
-        }
+        let rope_freq_factors = c
+            .rope_scaling
+            .as_ref()
+            .map(|s| super::rope_scaling::freq_factors(&self.name, s, c.rope_theta, c.head_dim))
+            .transpose()?;
         let config = ModelConfig {
             arch,
             layers: c.num_hidden_layers,
@@ -310,7 +309,7 @@ impl WeightSource for HfWeights {
             rope_base: c.rope_theta as f32,
             rope_dims: c.head_dim,
             rope_pairing: RopePairing::Neox,
-            rope_freq_factors: None,
+            rope_freq_factors,
             context: c.max_position_embeddings,
         };
         config.validate(&self.name)?;
@@ -393,6 +392,14 @@ pub fn needed_weights(c: &ModelConfig) -> Vec<NeededWeight> {
             bias(Weight::QBias(i), q_width),
             bias(Weight::KBias(i), kv_width),
             bias(Weight::VBias(i), kv_width),
+        ]);
+        if c.arch.has_qk_norm() {
+            needed.extend([
+                vector(Weight::QNorm(i), c.head_dim),
+                vector(Weight::KNorm(i), c.head_dim),
+            ]);
+        }
+        needed.extend([
             matrix(Weight::AttnOutput(i), c.hidden, q_width),
             vector(Weight::FfnNorm(i), c.hidden),
             matrix(Weight::FfnGate(i), c.ffn, c.hidden),
@@ -542,6 +549,14 @@ impl<'a> ModelBuilder<'a> {
                     q_bias: slots.optional_vector(Weight::QBias(i))?,
                     k_bias: slots.optional_vector(Weight::KBias(i))?,
                     v_bias: slots.optional_vector(Weight::VBias(i))?,
+                    qk_norm: if c.arch.has_qk_norm() {
+                        Some((
+                            slots.vector(Weight::QNorm(i))?,
+                            slots.vector(Weight::KNorm(i))?,
+                        ))
+                    } else {
+                        None
+                    },
                     attn_output: slots.matrix(Weight::AttnOutput(i))?,
                     ffn_norm: slots.vector(Weight::FfnNorm(i))?,
                     ffn_gate: slots.matrix(Weight::FfnGate(i))?,

@@ -12,6 +12,7 @@ pub mod generate;
 pub mod load;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod open;
+pub mod rope_scaling;
 mod score;
 pub mod stream;
 #[cfg(not(target_arch = "wasm32"))]

@@ -81,6 +81,22 @@ impl Tensor {
         self.len() / self.cols().max(1)
     }
 
+    /// A view of the same buffer as `shape` (same element count): e.g. `[tokens,
+    /// heads * head_dim]` seen as `[tokens * heads, head_dim]` for a per-head op.
+    pub fn reshaped(&self, shape: &[usize]) -> Result<Tensor> {
+        if shape.iter().product::<usize>() != self.len() {
+            return Err(Error::Shape {
+                op: "tensor view",
+                message: format!("{:?} cannot be seen as {shape:?}", self.shape),
+            });
+        }
+        Ok(Tensor {
+            buffer: self.buffer.clone(),
+            shape: shape.to_vec(),
+            elem: self.elem,
+        })
+    }
+
     /// Fails unless the element type is `elem`, naming `op` and the role of the tensor.
     pub fn expect_elem(&self, op: &'static str, role: &str, elem: Elem) -> Result<()> {
         if self.elem != elem {
@@ -144,5 +160,16 @@ mod tests {
         ctx.submit("reading ids back", encoder).unwrap();
         let bytes = pollster::block_on(ctx.finish_readback(readback)).unwrap();
         assert_eq!(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes), ids);
+    }
+
+    #[test]
+    fn a_view_shares_the_buffer_and_keeps_the_element_count() {
+        let ctx = ctx();
+        let t = Tensor::from_f32(ctx, "t", &[2, 6], &[1.0; 12]).unwrap();
+        let heads = t.reshaped(&[4, 3]).unwrap();
+        assert_eq!((heads.rows(), heads.cols()), (4, 3));
+        assert_eq!(heads.buffer, t.buffer);
+        let err = t.reshaped(&[5, 3]).err().unwrap().to_string();
+        assert!(err.contains("[2, 6] cannot be seen as [5, 3]"), "{err}");
     }
 }
