@@ -25,5 +25,6 @@ fn devices_without_xdg_runtime_dir_prints_no_runtime_dir_error() {
         !stderr.contains("XDG_RUNTIME_DIR"),
         "stderr mentions XDG_RUNTIME_DIR:\n{stderr}"
     );
-    assert!(stdout.contains("selected:"), "{stdout}");
+    assert!(stdout.contains("selected GPU:"), "{stdout}");
+    assert!(stdout.contains("runs on: "), "{stdout}");
 }
