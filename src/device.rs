@@ -100,15 +100,25 @@ pub fn open_engine(
     }
 }
 
+/// A model opened by name.
+pub struct NamedModel {
+    pub engine: Engine,
+    pub tokenizer: Tokenizer,
+    /// The notice to show with verdicts when a stand-in preset (not Safety-J) was
+    /// named.
+    pub stand_in: Option<String>,
+    /// The preset's verdict head (file name and bytes, built in), when it has one.
+    pub head: Option<(&'static str, &'static [u8])>,
+}
+
 /// Opens a model by preset name (fetched into the cache on first use), GGUF file or
 /// Hugging Face folder on `device`. `progress` receives one-line status texts
-/// (downloads, then tensors loaded). Also returns the notice to show when a
-/// stand-in preset (not Safety-J) was named.
+/// (downloads, then tensors loaded).
 pub fn open_named(
     model: &str,
     device: Device,
     mut progress: impl FnMut(&str),
-) -> Result<(Engine, Tokenizer, Option<String>)> {
+) -> Result<NamedModel> {
     use crate::fetch::{resolve, ModelKind, Progress};
     let resolved = resolve(model, &mut |p: Progress| {
         progress(&match p.total {
@@ -130,7 +140,17 @@ pub fn open_named(
             path.display()
         ))
     })?;
-    Ok((engine, tokenizer, resolved.stand_in_notice()))
+    let head = resolved
+        .preset
+        .as_ref()
+        .and_then(|p| p.head.as_deref())
+        .and_then(crate::fetch::presets::builtin_head);
+    Ok(NamedModel {
+        engine,
+        tokenizer,
+        stand_in: resolved.stand_in_notice(),
+        head,
+    })
 }
 
 #[cfg(test)]

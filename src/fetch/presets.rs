@@ -26,6 +26,10 @@ pub struct Preset {
     pub stand_in: bool,
     /// Where the weights come from.
     pub source: Source,
+    /// The verdict head that decides this preset's verdicts by default: a file of
+    /// `models/heads/`, built into the binary (see [`builtin_head`]).
+    #[serde(default)]
+    pub head: Option<String>,
 }
 
 /// Where a preset's weights are downloaded from.
@@ -137,6 +141,16 @@ impl PresetCatalog {
                 }
             }
         }
+        for preset in &catalog.presets {
+            if let Some(head) = &preset.head {
+                if builtin_head(head).is_none() {
+                    return Err(invalid(format!(
+                        "preset \"{}\": head \"{head}\" is not a head built into this binary",
+                        preset.name
+                    )));
+                }
+            }
+        }
         if !names.contains(catalog.default.as_str()) {
             return Err(invalid(format!(
                 "the default preset \"{}\" is not listed",
@@ -166,6 +180,21 @@ impl PresetCatalog {
     }
 }
 
+/// The verdict heads built into this binary, by file name in `models/heads/`.
+const BUILTIN_HEADS: [(&str, &[u8]); 1] = [(
+    "qwen2.5-coder-1.5b.safety-j.head.safetensors",
+    include_bytes!("../../models/heads/qwen2.5-coder-1.5b.safety-j.head.safetensors"),
+)];
+
+/// A head shipped in `models/heads/` by file name: the name and the bytes
+/// (compiled in, so a preset's head needs no download and no checkout).
+pub fn builtin_head(file: &str) -> Option<(&'static str, &'static [u8])> {
+    BUILTIN_HEADS
+        .iter()
+        .find(|(name, _)| *name == file)
+        .copied()
+}
+
 /// The presets built into this binary (`models/presets.json`), parsed once.
 pub fn catalog() -> Result<&'static PresetCatalog> {
     static CATALOG: OnceLock<std::result::Result<PresetCatalog, String>> = OnceLock::new();
@@ -193,11 +222,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn built_in_presets_parse_and_default_to_the_small_qwen_stand_in() {
+    fn built_in_presets_parse_and_default_to_the_qwen_stand_in_with_its_head() {
         let catalog = catalog().unwrap();
         let default = catalog.default_preset().unwrap();
-        assert_eq!(default.name, "qwen2.5-coder-0.5b");
+        assert_eq!(default.name, "qwen2.5-coder-1.5b");
         assert!(default.stand_in);
+        let (file, bytes) = builtin_head(default.head.as_deref().unwrap()).unwrap();
+        let head = crate::judge::head::VerdictHead::from_bytes(file, bytes).unwrap();
+        assert_eq!((head.meta.layer, head.meta.base_hidden), (19, 1536));
         for name in [
             "safety-j-v5",
             "safety-j-v1",

@@ -89,6 +89,9 @@ pub struct JudgeOptions {
     pub context: usize,
     /// Most tokens of a critique.
     pub max_critique_tokens: usize,
+    /// Whether [`Judge::load`] attaches the verdict head a preset ships (the
+    /// model's own label words decide otherwise).
+    pub preset_head: bool,
 }
 
 impl Default for JudgeOptions {
@@ -97,6 +100,7 @@ impl Default for JudgeOptions {
             threshold: 0.5,
             context: 4096,
             max_critique_tokens: 512,
+            preset_head: true,
         }
     }
 }
@@ -209,7 +213,8 @@ impl Judge {
         Judge::load_on(model, crate::device::Device::from_env()?, options, progress)
     }
 
-    /// [`Judge::load`] on a chosen device.
+    /// [`Judge::load`] on a chosen device; a preset's verdict head is attached unless
+    /// `options.preset_head` is false.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_on(
         model: &str,
@@ -217,14 +222,18 @@ impl Judge {
         options: JudgeOptions,
         progress: impl FnMut(&str),
     ) -> Result<(Judge, Option<String>)> {
-        let (engine, tokenizer, stand_in) = crate::device::open_named(model, device, progress)?;
-        let judge = Judge::new(
-            engine,
-            tokenizer,
+        let named = crate::device::open_named(model, device, progress)?;
+        let use_head = options.preset_head;
+        let mut judge = Judge::new(
+            named.engine,
+            named.tokenizer,
             Box::new(super::safety_j::SafetyJ),
             options,
         )?;
-        Ok((judge, stand_in))
+        if let (Some((file, bytes)), true) = (named.head, use_head) {
+            judge.set_head(Some(VerdictHead::from_bytes(file, bytes)?))?;
+        }
+        Ok((judge, named.stand_in))
     }
 
     /// Attaches `head` (checked against this model and protocol) to decide verdicts,

@@ -35,8 +35,9 @@ pub struct GenerateArgs {
 pub fn run(args: GenerateArgs) -> safetyj::Result<()> {
     use safetyj::model::generate::{GenerateOptions, Sampling};
     use std::io::Write;
-    let (engine, tokenizer, _) =
+    let named =
         safetyj::device::open_named(&args.model.model, args.model.device()?, status_line())?;
+    let (engine, tokenizer) = (named.engine, named.tokenizer);
     eprintln!();
     let mut ids = Vec::new();
     if args.chat {

@@ -52,9 +52,12 @@ pub struct JudgeArgs {
     #[arg(long)]
     json: bool,
     /// A verdict head (from `safetyj head train`) that decides the label from the
-    /// model's hidden state instead of its label words.
+    /// model's hidden state instead of its label words (replaces a preset's own head).
     #[arg(long)]
     head: Option<std::path::PathBuf>,
+    /// Decide with the model's own label words even when the preset ships a head.
+    #[arg(long, conflicts_with = "head")]
+    no_head: bool,
 }
 
 /// Judges the dialogue (streaming a critique) or the file, and prints the verdicts.
@@ -67,6 +70,7 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
     let options = JudgeOptions {
         threshold: args.threshold,
         max_critique_tokens: args.max_critique_tokens,
+        preset_head: !args.no_head,
         ..Default::default()
     };
     let device = args.model.device()?;

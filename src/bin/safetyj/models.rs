@@ -7,7 +7,7 @@ use crate::terminal::status_line;
 #[derive(clap::Args)]
 pub struct ModelArg {
     /// GGUF file, Hugging Face checkpoint folder, or preset name from models/presets.json.
-    #[arg(long, default_value = "qwen2.5-coder-0.5b")]
+    #[arg(long, default_value = "qwen2.5-coder-1.5b")]
     pub model: String,
     /// Where the model runs: auto (a hardware GPU if there is one, else the CPU), cpu
     /// or gpu. Default: SAFETYJ_DEVICE, else auto.
