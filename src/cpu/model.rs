@@ -318,6 +318,31 @@ impl CpuModel {
         which: Logits,
         hidden_layers: &[usize],
     ) -> Result<CpuStep> {
+        let exact = tokens.len() >= EXACT_ROWS;
+        self.step(session, tokens, which, hidden_layers, exact)
+    }
+
+    /// [`CpuModel::forward`] multiplying exactly (f32) however few the tokens: what
+    /// scoring uses, so that P(unsafe) never depends on how a prompt was split
+    /// into steps (a prefix-cache hit, a streaming check).
+    pub fn forward_exact(
+        &self,
+        session: &mut CpuSession,
+        tokens: &[u32],
+        which: Logits,
+        hidden_layers: &[usize],
+    ) -> Result<CpuStep> {
+        self.step(session, tokens, which, hidden_layers, true)
+    }
+
+    fn step(
+        &self,
+        session: &mut CpuSession,
+        tokens: &[u32],
+        which: Logits,
+        hidden_layers: &[usize],
+        exact: bool,
+    ) -> Result<CpuStep> {
         let c = &self.config;
         let t = tokens.len();
         if t == 0 {
@@ -343,8 +368,6 @@ impl CpuModel {
         let shape = self.attention_shape(session.capacity);
         let table = RopeTable::new(&self.rope, first, t);
         let scale = 1.0 / (c.head_dim as f32).sqrt();
-        // A prefill multiplies exactly, its logits (a verdict's) included.
-        let exact = t >= EXACT_ROWS;
         let mut x = vec![0.0; t * c.hidden];
         for (&id, row) in tokens.iter().zip(x.chunks_exact_mut(c.hidden)) {
             self.token_embedding.row(id as usize, row)?;

@@ -220,7 +220,7 @@ impl Judge {
             ));
         }
         let lang = lang.unwrap_or_else(|| detect_language(&dialogue.all_text()));
-        let start = Dialogue::conversation(dialogue.turns().to_vec())?;
+        let start = dialogue.clone();
         let parts = self.protocol().prompt(&start, lang, Mode::Verdict).parts;
         let at = parts
             .iter()

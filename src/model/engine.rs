@@ -15,6 +15,7 @@ use crate::gpu::Context;
 use crate::tokenizer::Tokenizer;
 
 /// A loaded model and the hardware that runs it.
+#[allow(clippy::large_enum_variant)] // one engine per judge; boxing buys nothing
 pub enum Engine {
     /// WGSL kernels on a wgpu adapter, weights in GPU buffers.
     Gpu { ctx: Context, model: Model },
@@ -168,9 +169,9 @@ impl Engine {
                 model.forward_then(ctx, session, ids, Logits::Last, |_, _| Ok(()))?;
                 ctx.check_alive()
             }
-            (Engine::Cpu(model), EngineSession::Cpu(session)) => {
-                model.forward(session, ids, Logits::Last, &[]).map(|_| ())
-            }
+            (Engine::Cpu(model), EngineSession::Cpu(session)) => model
+                .forward_exact(session, ids, Logits::Last, &[])
+                .map(|_| ()),
             _ => Err(mismatch()),
         }
     }

@@ -122,7 +122,7 @@ pub(super) fn score_cpu(
     continuations: &[&[u32]],
     hidden_layers: &[usize],
 ) -> Result<Scored> {
-    let step = model.forward(session, prefix, Logits::Last, hidden_layers)?;
+    let step = model.forward_exact(session, prefix, Logits::Last, hidden_layers)?;
     let base = session.len();
     let firsts: Vec<u32> = continuations.iter().map(|c| c[0]).collect();
     let (first, _) = ops::token_softmax::reference(&step.logits, &firsts);
@@ -131,7 +131,7 @@ pub(super) fn score_cpu(
     for (tokens, first) in continuations.iter().zip(first) {
         let mut total = first as f64;
         if tokens.len() >= 2 {
-            let rest = model.forward(session, &tokens[..tokens.len() - 1], Logits::All, &[]);
+            let rest = model.forward_exact(session, &tokens[..tokens.len() - 1], Logits::All, &[]);
             session.truncate(base)?;
             let rest = rest?;
             for (row, &token) in rest.logits.chunks_exact(vocab).zip(&tokens[1..]) {
