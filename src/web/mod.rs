@@ -284,6 +284,8 @@ fn settings(options: &JsValue) -> Result<Settings> {
             context: number(options, "context", 2048.0, whole.clone())? as usize,
             max_critique_tokens: number(options, "maxCritiqueTokens", 256.0, whole.clone())?
                 as usize,
+            // The browser loads a file by URL; preset heads apply to `Judge::load` only.
+            preset_head: false,
         },
         in_flight: number(options, "inFlight", 4.0, 1.0..=64.0)? as usize,
     })
