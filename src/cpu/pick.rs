@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::generate::Sampling;
-use crate::ops::sample::{SampleParams, NO_TOKEN};
+use crate::ops::sample::NO_TOKEN;
 use crate::ops::{argmax, sample};
 
 /// The next token from one row of `logits`: the largest (ties: lowest id) for
@@ -18,19 +18,9 @@ pub fn pick(logits: &[f32], sampling: Sampling, u: f32) -> Result<u32> {
             "cannot pick a token from an empty row of logits".into(),
         ));
     }
-    let token = match sampling {
-        Sampling::Greedy => argmax::reference(logits),
-        Sampling::Random {
-            temperature,
-            top_k,
-            top_p,
-            ..
-        } => {
-            let params = SampleParams {
-                temperature,
-                top_k,
-                top_p,
-            };
+    let token = match sampling.params() {
+        None => argmax::reference(logits),
+        Some(params) => {
             params.validate(u)?;
             sample::reference(logits, &params, u)
         }

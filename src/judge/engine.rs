@@ -451,6 +451,30 @@ impl Judge {
             .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))
     }
 
+    /// The answer's fixed prefix followed by each label, tokenized together so BPE
+    /// merges across the boundary are honoured, `(safe, unsafe, common)` with
+    /// `common` the length of the ids the two share. Fails when one is a prefix of
+    /// the other (they could not be scored apart).
+    pub(super) fn label_tokens(&self, lang: Lang) -> Result<(Vec<u32>, Vec<u32>, usize)> {
+        let answer = self.protocol.answer_prefix(lang);
+        let ids = |label| {
+            let text = format!("{answer}{}", self.protocol.label_text(lang, label));
+            self.tokenizer.encode_text(&text)
+        };
+        let (safe_ids, unsafe_ids) = (ids(Label::Safe)?, ids(Label::Unsafe)?);
+        let common = safe_ids
+            .iter()
+            .zip(&unsafe_ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if common == safe_ids.len() || common == unsafe_ids.len() {
+            return Err(Error::Unsupported(format!(
+                "this tokenizer encodes one label as a prefix of the other ({safe_ids:?} / {unsafe_ids:?}); they cannot be scored apart"
+            )));
+        }
+        Ok((safe_ids, unsafe_ids, common))
+    }
+
     /// Renders the verdict prompt, reuses the cached prefix, and scores both labels
     /// (and captures the residual stream at `layers`) at the label position. The
     /// session is left at the prompt plus the answer's common prefix; `reserve`
@@ -479,27 +503,8 @@ impl Judge {
         // Reuse what the cache shares with this prompt (at least the template).
         let cached = state.reuse_prefix(&ids)?;
 
-        // The answer's fixed prefix and the two labels, tokenized together so BPE
-        // merges across the boundary are honoured; teacher-force their common part.
-        let answer = self.protocol.answer_prefix(lang);
-        let safe_ids = self.tokenizer.encode_text(&format!(
-            "{answer}{}",
-            self.protocol.label_text(lang, Label::Safe)
-        ))?;
-        let unsafe_ids = self.tokenizer.encode_text(&format!(
-            "{answer}{}",
-            self.protocol.label_text(lang, Label::Unsafe)
-        ))?;
-        let common = safe_ids
-            .iter()
-            .zip(&unsafe_ids)
-            .take_while(|(a, b)| a == b)
-            .count();
-        if common == safe_ids.len() || common == unsafe_ids.len() {
-            return Err(Error::Unsupported(format!(
-                "this tokenizer encodes one label as a prefix of the other ({safe_ids:?} / {unsafe_ids:?}); they cannot be scored apart"
-            )));
-        }
+        // Teacher-force the labels' common part after the prompt.
+        let (safe_ids, unsafe_ids, common) = self.label_tokens(lang)?;
         let mut first: Vec<u32> = ids[cached..].to_vec();
         first.extend_from_slice(&safe_ids[..common]);
         let labels = [&safe_ids[common..], &unsafe_ids[common..]];

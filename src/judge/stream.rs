@@ -234,24 +234,7 @@ impl Judge {
         let fixed = &parts[..at];
         let closing = parts[at + 1..].to_vec();
 
-        let answer = self.protocol().answer_prefix(lang);
-        let label_ids = |label| {
-            self.tokenizer().encode_text(&format!(
-                "{answer}{}",
-                self.protocol().label_text(lang, label)
-            ))
-        };
-        let (safe_ids, unsafe_ids) = (label_ids(Label::Safe)?, label_ids(Label::Unsafe)?);
-        let common = safe_ids
-            .iter()
-            .zip(&unsafe_ids)
-            .take_while(|(a, b)| a == b)
-            .count();
-        if common == safe_ids.len() || common == unsafe_ids.len() {
-            return Err(Error::Unsupported(format!(
-                "this tokenizer encodes one label as a prefix of the other ({safe_ids:?} / {unsafe_ids:?}); they cannot be scored apart"
-            )));
-        }
+        let (safe_ids, unsafe_ids, common) = self.label_tokens(lang)?;
 
         let capacity = self.options.context.min(self.config().context);
         let mut stream = ResponseStream {

@@ -26,6 +26,25 @@ pub enum Sampling {
     },
 }
 
+impl Sampling {
+    /// The sampling op's parameters; `None` for greedy picking.
+    pub fn params(self) -> Option<SampleParams> {
+        match self {
+            Sampling::Greedy => None,
+            Sampling::Random {
+                temperature,
+                top_k,
+                top_p,
+                ..
+            } => Some(SampleParams {
+                temperature,
+                top_k,
+                top_p,
+            }),
+        }
+    }
+}
+
 /// What to generate and when to stop.
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -91,21 +110,9 @@ fn record_pick(
     u: f32,
     out: &Tensor,
 ) -> Result<()> {
-    match sampling {
-        Sampling::Greedy => ops::argmax::encode(ctx, encoder, logits, 0, out, 0),
-        Sampling::Random {
-            temperature,
-            top_k,
-            top_p,
-            ..
-        } => {
-            let params = SampleParams {
-                temperature,
-                top_k,
-                top_p,
-            };
-            ops::sample::encode(ctx, encoder, logits, 0, out, 0, &params, u)
-        }
+    match sampling.params() {
+        None => ops::argmax::encode(ctx, encoder, logits, 0, out, 0),
+        Some(params) => ops::sample::encode(ctx, encoder, logits, 0, out, 0, &params, u),
     }
 }
 
