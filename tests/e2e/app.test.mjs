@@ -8,7 +8,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { cp, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,7 +16,9 @@ import { chromium } from "playwright-core";
 import { serve } from "../../www/serve.mjs";
 
 const WWW = resolve(dirname(fileURLToPath(import.meta.url)), "../../www");
-const PRESET_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+const PRESETS = JSON.parse(await readFile(resolve(WWW, "../models/presets.json"), "utf8"));
+/** The default preset's GGUF file: the app preselects it. */
+const PRESET_FILE = PRESETS.presets.find((preset) => preset.name === PRESETS.default).source.file;
 const CHROMIUM = process.env.SAFETYJ_CHROMIUM ?? "/usr/bin/chromium";
 const ARGS = ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
 
