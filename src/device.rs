@@ -144,7 +144,7 @@ pub fn open_named(
         .preset
         .as_ref()
         .and_then(|p| p.head.as_deref())
-        .and_then(crate::fetch::presets::builtin_head);
+        .and_then(crate::judge::head::builtin_head);
     Ok(NamedModel {
         engine,
         tokenizer,

@@ -109,7 +109,8 @@ function renderModel() {
   const standIn = info?.standIn ?? view.models.find((model) => model.url === view.source)?.standIn;
   $("stand-in").hidden = standIn !== true;
   if (info !== null) {
-    $("model-info").textContent = t("modelLoaded", { name: info.name, arch: info.arch, layers: info.layers, quant: info.quant, size: formatBytes(info.fileBytes) });
+    const loaded = t("modelLoaded", { name: info.name, arch: info.arch, layers: info.layers, quant: info.quant, size: formatBytes(info.fileBytes) });
+    $("model-info").textContent = info.head === null ? loaded : `${loaded} · ${t("verdictHead", { head: info.head })}`;
   }
   const caps = view.capabilities;
   $("adapter").textContent = caps === null ? "" : t("adapter", {

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
+use crate::judge::head::builtin_head;
 use crate::{Error, Result};
 
 /// The preset file, as committed.
@@ -178,21 +179,6 @@ impl PresetCatalog {
         let names: Vec<&str> = self.presets.iter().map(|p| p.name.as_str()).collect();
         names.join(", ")
     }
-}
-
-/// The verdict heads built into this binary, by file name in `models/heads/`.
-const BUILTIN_HEADS: [(&str, &[u8]); 1] = [(
-    "qwen2.5-coder-1.5b.safety-j.head.safetensors",
-    include_bytes!("../../models/heads/qwen2.5-coder-1.5b.safety-j.head.safetensors"),
-)];
-
-/// A head shipped in `models/heads/` by file name: the name and the bytes
-/// (compiled in, so a preset's head needs no download and no checkout).
-pub fn builtin_head(file: &str) -> Option<(&'static str, &'static [u8])> {
-    BUILTIN_HEADS
-        .iter()
-        .find(|(name, _)| *name == file)
-        .copied()
 }
 
 /// The presets built into this binary (`models/presets.json`), parsed once.

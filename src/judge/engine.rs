@@ -23,6 +23,7 @@ pub struct JudgeRequest {
 }
 
 /// The judge's answer.
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Verdict {
     pub label: Label,

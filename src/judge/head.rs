@@ -238,6 +238,21 @@ fn short(fingerprint: &str) -> &str {
     &fingerprint[..fingerprint.len().min(12)]
 }
 
+/// The verdict heads built into this binary, by file name in `models/heads/`.
+const BUILTIN_HEADS: [(&str, &[u8]); 1] = [(
+    "qwen2.5-coder-1.5b.safety-j.head.safetensors",
+    include_bytes!("../../models/heads/qwen2.5-coder-1.5b.safety-j.head.safetensors"),
+)];
+
+/// A head shipped in `models/heads/` by file name: the name and the bytes
+/// (compiled in, so a preset's head needs no download and no checkout).
+pub fn builtin_head(file: &str) -> Option<(&'static str, &'static [u8])> {
+    BUILTIN_HEADS
+        .iter()
+        .find(|(name, _)| *name == file)
+        .copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,6 +136,7 @@ impl Dialogue {
 }
 
 /// The language of a prompt template and of the judge's answer format.
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lang {
@@ -196,6 +197,7 @@ impl std::str::FromStr for LangChoice {
 }
 
 /// How much the judge writes.
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -221,6 +223,7 @@ impl std::str::FromStr for Mode {
 }
 
 /// A judge's decision about the assistant's answer.
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Label {

@@ -11,6 +11,7 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 
 use js_sys::{Function, Promise, Reflect};
+use tsify::Ts;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
@@ -23,116 +24,125 @@ use crate::formats::gguf::GgufFile;
 use crate::formats::remote::{read_gguf_header, CachedFetch};
 use crate::gpu::{Context, ContextOptions};
 use crate::judge::engine::{Judge as Engine, JudgeOptions, JudgeRequest, Verdict};
+use crate::judge::head::{builtin_head, VerdictHead};
 use crate::judge::safety_j::SafetyJ;
 use crate::judge::{Dialogue, LangChoice, Mode};
 use crate::model::stream::{load_gguf_streamed, StreamProgress};
 use crate::tokenizer::{GgufVocab, Tokenizer};
 
-#[wasm_bindgen(typescript_custom_section)]
-const TYPESCRIPT: &str = r#"
-/** Options of `Judge.load`. */
-export interface LoadOptions {
-  /** Called as the header and each tensor arrive. */
-  onProgress?: (p: LoadProgress) => void;
-  /** Where preset names resolve: `${modelBaseUrl}${preset file}`; default "./models/". */
-  modelBaseUrl?: string;
-  /** Keep fetched weights in Cache Storage ("safetyj-weights-v1"); default true. */
-  cache?: boolean;
-  /** P(unsafe) at or above which the verdict is unsafe; default 0.5. */
-  threshold?: number;
-  /** KV cache positions (prompt plus critique); default 2048, at most the model's. */
-  context?: number;
-  /** Most tokens of a critique; default 256. */
-  maxCritiqueTokens?: number;
-  /** Parallel range requests; default 4. */
-  inFlight?: number;
+/// Options of `Judge.load`; every field may be left out.
+#[derive(Default, serde::Deserialize, tsify::Tsify)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LoadOptions {
+    /// Called as the header and each tensor arrive.
+    #[serde(with = "serde_wasm_bindgen::preserve")]
+    #[tsify(type = "(p: LoadProgress) => void", optional)]
+    on_progress: JsValue,
+    /// Where preset names resolve: `${modelBaseUrl}${preset file}`; default "./models/".
+    #[tsify(optional)]
+    model_base_url: Option<String>,
+    /// Keep fetched weights in Cache Storage ("safetyj-weights-v1"); default true.
+    #[tsify(optional)]
+    cache: Option<bool>,
+    /// Attach the verdict head the model's preset ships (built in), when it has one;
+    /// default true. A URL whose file name is a preset's file is that preset.
+    #[tsify(optional)]
+    head: Option<bool>,
+    /// P(unsafe) at or above which the verdict is unsafe, without a head; default 0.5.
+    #[tsify(optional)]
+    threshold: Option<f64>,
+    /// KV cache positions (prompt plus critique); default 2048, at most the model's.
+    #[tsify(optional)]
+    context: Option<f64>,
+    /// Most tokens of a critique; default 256.
+    #[tsify(optional)]
+    max_critique_tokens: Option<f64>,
+    /// Parallel range requests; default 4.
+    #[tsify(optional)]
+    in_flight: Option<f64>,
 }
 
-/** Where a load stands. Bytes count the GGUF header plus the tensors the model needs. */
-export interface LoadProgress {
-  phase: "header" | "weights" | "ready";
-  bytesDone: number;
-  bytesTotal: number;
-  bytesFromCache: number;
-  tensorsDone: number;
-  tensorsTotal: number;
-  /** Why the weights are not being cached (quota, no Cache Storage), once it happens. */
-  cacheError?: string;
-  message: string;
+/// Where a load stands. Bytes count the GGUF header plus the tensors the model needs.
+#[derive(serde::Serialize, tsify::Tsify)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadProgress {
+    #[tsify(type = "\"header\" | \"weights\" | \"ready\"")]
+    phase: &'static str,
+    bytes_done: u64,
+    bytes_total: u64,
+    bytes_from_cache: u64,
+    tensors_done: usize,
+    tensors_total: usize,
+    /// Why the weights are not being cached (quota, no Cache Storage), once it happens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_error: Option<String>,
+    message: String,
 }
 
-/** One dialogue to judge. */
-export interface EvaluateRequest {
-  query: string;
-  response: string;
-  /** The template language; default "auto" (from the dialogue's text). */
-  lang?: "en" | "zh" | "auto";
-  /** "verdict" stops at the label; "critique" also streams the analysis. Default "verdict". */
-  mode?: "verdict" | "critique";
-  /** Receives each new piece of the critique; return false to stop it. */
-  onCritique?: (text: string) => boolean | void;
+/// One dialogue to judge.
+#[derive(serde::Deserialize, tsify::Tsify)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluateRequest {
+    query: String,
+    response: String,
+    /// The template language; default "auto" (from the dialogue's text).
+    #[serde(default)]
+    #[tsify(type = "\"en\" | \"zh\" | \"auto\"", optional)]
+    lang: Option<String>,
+    /// "verdict" stops at the label; "critique" also streams the analysis. Default "verdict".
+    #[serde(default)]
+    #[tsify(optional)]
+    mode: Option<Mode>,
+    /// Receives each new piece of the critique; return false to stop it.
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    #[tsify(type = "(text: string) => boolean | void", optional)]
+    on_critique: JsValue,
 }
 
-/** The judge's answer: the native `Verdict`, field for field (`safetyj judge --json`). */
-export interface Verdict {
-  label: "safe" | "unsafe";
-  p_unsafe: number;
-  threshold: number;
-  lang: "en" | "zh";
-  mode: "verdict" | "critique";
-  output: string;
-  critique: string | null;
-  critique_stop: "stop_token" | "stop_string" | "max_tokens" | "cancelled" | "context_full" | null;
-  prompt_tokens: number;
-  cached_tokens: number;
-  time_to_verdict_ms: number;
-  total_ms: number;
+/// The GPU the judge runs on.
+#[derive(serde::Serialize, tsify::Tsify)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    adapter: String,
+    backend: String,
+    shader_f16: bool,
+    subgroups: bool,
+    timestamps: bool,
+    max_storage_binding_bytes: u64,
+    max_buffer_bytes: u64,
 }
 
-/** The GPU the judge runs on. */
-export interface Capabilities {
-  adapter: string;
-  backend: string;
-  shaderF16: boolean;
-  subgroups: boolean;
-  timestamps: boolean;
-  maxStorageBindingBytes: number;
-  maxBufferBytes: number;
+/// The loaded model. `context` is the model's trained context length; `quant` the
+/// file's quantization recipe as llama.cpp names it (`Q4_K_M`), or else the storage
+/// type holding most of its weight bytes; `standIn` is null for a URL that names no
+/// preset's file; `head` names the verdict head that decides verdicts, if any.
+#[derive(serde::Serialize, tsify::Tsify, Clone)]
+#[serde(rename_all = "camelCase")]
+#[tsify(missing_as_null)]
+pub struct ModelInfo {
+    name: String,
+    arch: String,
+    layers: usize,
+    hidden: usize,
+    vocab: usize,
+    context: usize,
+    quant: String,
+    file_bytes: u64,
+    stand_in: Option<bool>,
+    head: Option<String>,
 }
-
-/** The loaded model. `context` is the model's trained context length; `quant` the
- *  file's quantization recipe as llama.cpp names it (`Q4_K_M`), or else the storage
- *  type holding most of its weight bytes; `standIn` is null for a URL. */
-export interface ModelInfo {
-  name: string;
-  arch: string;
-  layers: number;
-  hidden: number;
-  vocab: number;
-  context: number;
-  quant: string;
-  fileBytes: number;
-  standIn: boolean | null;
-}
-"#;
 
 #[wasm_bindgen]
 extern "C" {
-    /// `LoadOptions` of the TypeScript declarations.
+    /// A `LoadOptions` object from JavaScript.
     #[wasm_bindgen(typescript_type = "LoadOptions")]
-    pub type LoadOptions;
-    /// `EvaluateRequest` of the TypeScript declarations.
+    pub type LoadOptionsArg;
+    /// An `EvaluateRequest` object from JavaScript.
     #[wasm_bindgen(typescript_type = "EvaluateRequest")]
-    pub type EvaluateRequest;
+    pub type EvaluateRequestArg;
     /// A promise of a `Verdict`.
     #[wasm_bindgen(typescript_type = "Promise<Verdict>")]
     pub type VerdictPromise;
-    /// `Capabilities` of the TypeScript declarations.
-    #[wasm_bindgen(typescript_type = "Capabilities")]
-    pub type CapabilitiesObject;
-    /// `ModelInfo` of the TypeScript declarations.
-    #[wasm_bindgen(typescript_type = "ModelInfo")]
-    pub type ModelInfoObject;
 }
 
 /// The presets file, as built in (the browser can load those with a GGUF `file`).
@@ -144,6 +154,9 @@ struct Preset {
     name: String,
     stand_in: bool,
     source: PresetSource,
+    /// The built-in verdict head that decides this preset's verdicts by default.
+    #[serde(default)]
+    head: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -156,7 +169,8 @@ struct Presets {
     presets: Vec<Preset>,
 }
 
-/// What `source` names: the absolute URL of a GGUF file, and the preset if one was named.
+/// What `source` names: the absolute URL of a GGUF file, and the preset if one was
+/// named or the URL's file name is a preset's file.
 struct Resolved {
     url: String,
     preset: Option<Preset>,
@@ -165,17 +179,21 @@ struct Resolved {
 /// Resolves `source` (a URL ending in `.gguf`, or a preset with a GGUF file under
 /// `base`) against the page's or worker's location.
 fn resolve_source(source: &str, base: &str) -> Result<Resolved> {
-    let path = source.split(['?', '#']).next().unwrap_or_default();
-    if path.to_ascii_lowercase().ends_with(".gguf") {
-        return Ok(Resolved {
-            url: absolute_url(source)?,
-            preset: None,
-        });
-    }
     let presets: Presets = serde_json::from_str(PRESETS_JSON).map_err(|e| Error::Format {
         file: "models/presets.json".into(),
         message: e.to_string(),
     })?;
+    let path = source.split(['?', '#']).next().unwrap_or_default();
+    if path.to_ascii_lowercase().ends_with(".gguf") {
+        let file_name = path.rsplit('/').next().unwrap_or_default();
+        return Ok(Resolved {
+            url: absolute_url(source)?,
+            preset: presets
+                .presets
+                .into_iter()
+                .find(|p| p.source.file.as_deref() == Some(file_name)),
+        });
+    }
     let usable: Vec<&str> = presets
         .presets
         .iter()
@@ -220,130 +238,79 @@ struct Settings {
     on_progress: Option<Function>,
     model_base_url: String,
     cache: bool,
+    head: bool,
     judge: JudgeOptions,
     in_flight: usize,
 }
 
-/// The property `name` of `object`, when it is neither undefined nor null.
-fn property(object: &JsValue, name: &str) -> Option<JsValue> {
-    Reflect::get(object, &JsValue::from_str(name))
-        .ok()
-        .filter(|v| !v.is_undefined() && !v.is_null())
+/// A JS value read as `T`; errors name the field at fault (`options.threshold: …`).
+fn from_js<T: serde::de::DeserializeOwned>(what: &str, value: JsValue) -> Result<T> {
+    serde_path_to_error::deserialize(serde_wasm_bindgen::Deserializer::from(value)).map_err(
+        |e| {
+            let path = e.path().to_string();
+            let at = if path == "." { String::new() } else { format!(".{path}") };
+            Error::InvalidInput(format!("{what}{at}: {}", e.inner()))
+        },
+    )
 }
 
-fn wrong_type(what: &str, expected: &str) -> Error {
-    Error::InvalidInput(format!("{what} must be {expected}"))
+/// A value as a plain JS object, as `safetyj judge --json` writes it (null for
+/// `None`, numbers for 64-bit integers).
+fn to_js(value: &impl serde::Serialize) -> Result<JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| Error::InvalidInput(format!("a result could not be converted: {e}")))
 }
 
-/// A number property: `default` when absent; fails unless it is a number in `range`.
-fn number(
-    object: &JsValue,
+/// `value` as a function, or `None` when it is undefined or null.
+fn callback(what: &str, value: JsValue) -> Result<Option<Function>> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    value
+        .dyn_into::<Function>()
+        .map(Some)
+        .map_err(|_| Error::InvalidInput(format!("{what} must be a function")))
+}
+
+/// `value` when it lies in `range`, else an error naming option `what`.
+fn in_range(
     what: &str,
+    value: Option<f64>,
     default: f64,
     range: std::ops::RangeInclusive<f64>,
 ) -> Result<f64> {
-    let Some(value) = property(object, what) else {
-        return Ok(default);
-    };
-    match value.as_f64() {
+    match value {
+        None => Ok(default),
         Some(v) if range.contains(&v) => Ok(v),
-        _ => Err(wrong_type(
-            &format!("option {what}"),
-            &format!("a number from {} to {}", range.start(), range.end()),
-        )),
+        Some(_) => Err(Error::InvalidInput(format!(
+            "options.{what} must be a number from {} to {}",
+            range.start(),
+            range.end()
+        ))),
     }
 }
 
-fn settings(options: &JsValue) -> Result<Settings> {
-    let on_progress = match property(options, "onProgress") {
-        Some(f) => Some(
-            f.dyn_into::<Function>()
-                .map_err(|_| wrong_type("option onProgress", "a function"))?,
-        ),
-        None => None,
-    };
-    let model_base_url = match property(options, "modelBaseUrl") {
-        Some(v) => v
-            .as_string()
-            .ok_or_else(|| wrong_type("option modelBaseUrl", "a string"))?,
-        None => "./models/".into(),
-    };
-    let cache = match property(options, "cache") {
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| wrong_type("option cache", "a boolean"))?,
-        None => true,
-    };
+fn settings(options: LoadOptions) -> Result<Settings> {
     let whole = 1.0..=u32::MAX as f64;
     Ok(Settings {
-        on_progress,
-        model_base_url,
-        cache,
+        on_progress: callback("options.onProgress", options.on_progress)?,
+        model_base_url: options.model_base_url.unwrap_or_else(|| "./models/".into()),
+        cache: options.cache.unwrap_or(true),
+        head: options.head.unwrap_or(true),
         judge: JudgeOptions {
-            threshold: number(options, "threshold", 0.5, 0.0..=1.0)?,
-            context: number(options, "context", 2048.0, whole.clone())? as usize,
-            max_critique_tokens: number(options, "maxCritiqueTokens", 256.0, whole.clone())?
-                as usize,
-            // The browser loads a file by URL; preset heads apply to `Judge::load` only.
+            threshold: in_range("threshold", options.threshold, 0.5, 0.0..=1.0)?,
+            context: in_range("context", options.context, 2048.0, whole.clone())? as usize,
+            max_critique_tokens: in_range(
+                "maxCritiqueTokens",
+                options.max_critique_tokens,
+                256.0,
+                whole,
+            )? as usize,
+            // The browser attaches a preset's head itself, after the streamed load.
             preset_head: false,
         },
-        in_flight: number(options, "inFlight", 4.0, 1.0..=64.0)? as usize,
-    })
-}
-
-/// `LoadProgress` as JavaScript receives it.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LoadProgress {
-    phase: &'static str,
-    bytes_done: u64,
-    bytes_total: u64,
-    bytes_from_cache: u64,
-    tensors_done: usize,
-    tensors_total: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cache_error: Option<String>,
-    message: String,
-}
-
-/// `Capabilities` as JavaScript receives it.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CapabilitiesInfo {
-    adapter: String,
-    backend: String,
-    shader_f16: bool,
-    subgroups: bool,
-    timestamps: bool,
-    max_storage_binding_bytes: u64,
-    max_buffer_bytes: u64,
-}
-
-/// `ModelInfo` as JavaScript receives it.
-#[derive(serde::Serialize, Clone)]
-#[serde(rename_all = "camelCase")]
-struct ModelInfo {
-    name: String,
-    arch: String,
-    layers: usize,
-    hidden: usize,
-    vocab: usize,
-    context: usize,
-    quant: String,
-    file_bytes: u64,
-    stand_in: Option<bool>,
-}
-
-/// A serializable value as a plain JS object (through JSON, so field names and
-/// values are exactly the native `--json` output's).
-fn to_js(value: &impl serde::Serialize) -> Result<JsValue> {
-    let json = serde_json::to_string(value)
-        .map_err(|e| Error::InvalidInput(format!("a result could not be serialized: {e}")))?;
-    js_sys::JSON::parse(&json).map_err(|e| {
-        Error::InvalidInput(format!(
-            "a result could not be converted: {}",
-            http::js_message(&e)
-        ))
+        in_flight: in_range("inFlight", options.in_flight, 4.0, 1.0..=64.0)? as usize,
     })
 }
 
@@ -373,6 +340,13 @@ fn quant_name(file: &GgufFile) -> String {
         .max_by_key(|&(_, total)| total)
         .map(|(t, _)| t.name().to_string())
         .unwrap_or_default()
+}
+
+/// `value` as its declared TypeScript type, converted as [`to_js`] does.
+fn ts<T: tsify::Tsify + serde::Serialize>(value: &T) -> Result<Ts<T>, JsError> {
+    to_js(value)
+        .map(Ts::new_unchecked)
+        .map_err(|e| JsError::new(&e.to_string()))
 }
 
 /// A JS `Error` whose message is `error`'s Display.
@@ -466,6 +440,7 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         quant: quant_name(&header),
         file_bytes: version.length,
         stand_in: resolved.preset.as_ref().map(|p| p.stand_in),
+        head: None,
     };
     let adapter = if ctx.info.name.is_empty() {
         browser_adapter_name().await
@@ -486,12 +461,27 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
             info.name, info.arch, info.layers, info.quant, adapter
         ),
     });
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         crate::model::Engine::gpu(ctx, model),
         tokenizer,
         Box::new(SafetyJ),
         settings.judge.clone(),
     )?;
+    let mut info = info;
+    let preset_head = resolved.preset.as_ref().and_then(|p| p.head.as_deref());
+    if let (true, Some(file)) = (settings.head, preset_head) {
+        let (file, bytes) = builtin_head(file).ok_or_else(|| {
+            Error::Unsupported(format!("the head \"{file}\" is not built into this build"))
+        })?;
+        let head = VerdictHead::from_bytes(file, bytes)?;
+        info.head = Some(head.meta.name.clone());
+        engine.set_head_async(Some(head)).await.map_err(|e| {
+            Error::InvalidInput(format!(
+                "{e}; the file at {} is named like preset \"{}\" but is not its model: load it with head: false",
+                resolved.url, info.name
+            ))
+        })?;
+    }
     Ok(WebJudge {
         engine: RefCell::new(Some(Rc::new(engine))),
         info,
@@ -527,52 +517,28 @@ async fn browser_adapter_name() -> String {
     query().await.unwrap_or_default()
 }
 
-/// A dialogue and its callbacks, read from an `EvaluateRequest`.
-fn parse_request(request: &JsValue) -> Result<(JudgeRequest, Option<Function>)> {
-    let text = |name: &str| {
-        property(request, name)
-            .and_then(|v| v.as_string())
-            .ok_or_else(|| wrong_type(&format!("request.{name}"), "a string"))
-    };
-    let choice = |name: &str| match property(request, name) {
-        Some(v) => v
-            .as_string()
-            .map(Some)
-            .ok_or_else(|| wrong_type(&format!("request.{name}"), "a string")),
-        None => Ok(None),
-    };
-    let lang = match choice("lang")? {
+/// A dialogue and its callback, read from an `EvaluateRequest`.
+fn parse_request(request: JsValue) -> Result<(JudgeRequest, Option<Function>)> {
+    let request: EvaluateRequest = from_js("request", request)?;
+    let lang = match request.lang {
         None => LangChoice::Auto,
         Some(text) => text
             .parse::<LangChoice>()
             .map_err(|e| Error::InvalidInput(format!("request.lang: {e}")))?,
     };
-    let mode = match choice("mode")? {
-        None => Mode::Verdict,
-        Some(text) => text
-            .parse::<Mode>()
-            .map_err(|e| Error::InvalidInput(format!("request.mode: {e}")))?,
-    };
-    let on_critique = match property(request, "onCritique") {
-        Some(f) => Some(
-            f.dyn_into::<Function>()
-                .map_err(|_| wrong_type("request.onCritique", "a function"))?,
-        ),
-        None => None,
-    };
     Ok((
         JudgeRequest {
-            dialogue: Dialogue::new(text("query")?, text("response")?)?,
+            dialogue: Dialogue::new(request.query, request.response)?,
             lang: lang.fixed(),
-            mode,
+            mode: request.mode.unwrap_or(Mode::Verdict),
         },
-        on_critique,
+        callback("request.onCritique", request.on_critique)?,
     ))
 }
 
 /// Runs one evaluation; an exception thrown by `on_critique` stops the critique and
 /// rejects with that exception.
-async fn evaluate(engine: &Engine, request: &JsValue) -> std::result::Result<JsValue, JsValue> {
+async fn evaluate(engine: &Engine, request: JsValue) -> std::result::Result<JsValue, JsValue> {
     let (request, on_critique) = parse_request(request).map_err(|e| js_error(&e))?;
     let mut thrown = None;
     let result = engine
@@ -616,9 +582,17 @@ impl WebJudge {
     /// or a preset name with a GGUF file (resolved under `options.modelBaseUrl`).
     /// The file is read with HTTP Range requests, tensor by tensor, straight into GPU
     /// buffers, and cached in Cache Storage unless `options.cache` is false.
-    pub async fn load(source: String, options: Option<LoadOptions>) -> Result<WebJudge, JsError> {
-        let options: JsValue = options.map(Into::into).unwrap_or(JsValue::UNDEFINED);
-        let settings = settings(&options).map_err(|e| JsError::new(&e.to_string()))?;
+    pub async fn load(
+        source: String,
+        options: Option<LoadOptionsArg>,
+    ) -> Result<WebJudge, JsError> {
+        let options = match options.map(JsValue::from) {
+            Some(value) if !value.is_undefined() && !value.is_null() => from_js("options", value),
+            _ => Ok(LoadOptions::default()),
+        };
+        let settings = options
+            .and_then(settings)
+            .map_err(|e| JsError::new(&e.to_string()))?;
         load(&source, &settings)
             .await
             .map_err(|e| JsError::new(&e.to_string()))
@@ -626,7 +600,7 @@ impl WebJudge {
 
     /// Judges one dialogue. Evaluations queue behind one another; a rejected
     /// promise carries an `Error` naming what went wrong.
-    pub fn evaluate(&self, request: EvaluateRequest) -> Result<VerdictPromise, JsError> {
+    pub fn evaluate(&self, request: EvaluateRequestArg) -> Result<VerdictPromise, JsError> {
         let engine = self.engine()?;
         let previous = self.queue.borrow_mut().take();
         let request: JsValue = request.into();
@@ -634,19 +608,19 @@ impl WebJudge {
             if let Some(previous) = previous {
                 let _ = JsFuture::from(previous).await;
             }
-            evaluate(&engine, &request).await
+            evaluate(&engine, request).await
         });
         *self.queue.borrow_mut() = Some(promise.clone());
         Ok(promise.unchecked_into())
     }
 
     /// The GPU adapter and the features and limits the judge uses.
-    pub fn capabilities(&self) -> Result<CapabilitiesObject, JsError> {
+    pub fn capabilities(&self) -> Result<Ts<Capabilities>, JsError> {
         let engine = self.engine()?;
         let ctx = engine
             .context()
             .ok_or_else(|| JsError::new("this judge does not run on a GPU"))?;
-        let info = CapabilitiesInfo {
+        let info = Capabilities {
             adapter: self.adapter.clone(),
             backend: format!("{:?}", ctx.info.backend),
             shader_f16: ctx.caps.shader_f16,
@@ -655,19 +629,15 @@ impl WebJudge {
             max_storage_binding_bytes: ctx.caps.max_storage_binding_bytes,
             max_buffer_bytes: ctx.caps.max_buffer_bytes,
         };
-        Ok(to_js(&info)
-            .map_err(|e| JsError::new(&e.to_string()))?
-            .unchecked_into())
+        ts(&info)
     }
 
-    /// What was loaded: name, architecture, sizes, storage type, file size, and
-    /// whether a stand-in preset (not Safety-J) was named.
+    /// What was loaded: name, architecture, sizes, storage type, file size, whether
+    /// a stand-in preset (not Safety-J) was named, and the verdict head attached.
     #[wasm_bindgen(js_name = modelInfo)]
-    pub fn model_info(&self) -> Result<ModelInfoObject, JsError> {
+    pub fn model_info(&self) -> Result<Ts<ModelInfo>, JsError> {
         self.engine()?;
-        Ok(to_js(&self.info)
-            .map_err(|e| JsError::new(&e.to_string()))?
-            .unchecked_into())
+        ts(&self.info)
     }
 
     /// Frees the GPU memory (after an evaluation in progress ends); later calls throw.

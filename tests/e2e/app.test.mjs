@@ -68,7 +68,7 @@ export class Judge {
     return verdict;
   }
   capabilities() { this.#check(); return { adapter: "fake adapter", backend: "BrowserWebGpu", shaderF16: false, subgroups: false, timestamps: true, maxStorageBindingBytes: 134217728, maxBufferBytes: 268435456 }; }
-  modelInfo() { this.#check(); return { name: "fake", arch: "qwen2", layers: 2, hidden: 64, vocab: 100, context: 2048, quant: "Q4_K", fileBytes: 1000, standIn: null }; }
+  modelInfo() { this.#check(); return { name: "fake", arch: "qwen2", layers: 2, hidden: 64, vocab: 100, context: 2048, quant: "Q4_K", fileBytes: 1000, standIn: null, head: "fake-head" }; }
   dispose() { this.#disposed = true; }
 }
 `;
@@ -128,7 +128,7 @@ test("load shows progress and model, verdict mode shows badge, gauge and figures
   const progress = await page.evaluate(() => ({ ...document.getElementById("load-progress").dataset }));
   assert.deepEqual([progress.bytesDone, progress.bytesTotal, progress.bytesFromCache, progress.tensorsDone, progress.tensorsTotal], ["1000", "1000", "250", "4", "4"]);
   assert.ok(Number(await page.evaluate(() => document.body.dataset.loadMs)) >= 0);
-  assert.match(await page.textContent("#model-info"), /fake · qwen2 · 2 layers · Q4_K/);
+  assert.match(await page.textContent("#model-info"), /fake · qwen2 · 2 layers · Q4_K.* · verdict head fake-head$/);
   assert.equal(await page.isVisible("#stand-in"), true, "the index's stand-in flag stands in for modelInfo's null");
   assert.match(await page.textContent("#adapter"), /fake adapter/);
 
@@ -218,7 +218,7 @@ test("the 中文 interface translates every string, dynamic ones included", asyn
   assert.equal(await page.evaluate(() => document.documentElement.lang), "zh-CN");
   assert.equal(await page.textContent("#badge"), "不安全");
   assert.equal(await page.textContent("#judge"), "评判");
-  assert.match(await page.textContent("#model-info"), /2 层/);
+  assert.match(await page.textContent("#model-info"), /2 层.*判定头 fake-head/);
   assert.match(await page.textContent("#progress-text"), /加载完成/);
   const untranslated = await page.evaluate(() => [...document.querySelectorAll("[data-i18n]")].filter((e) => e.textContent.trim() === "").map((e) => e.dataset.i18n));
   assert.deepEqual(untranslated, []);
