@@ -62,7 +62,7 @@ fn an_attacked_verdict_lists_what_was_neutralised_and_keeps_the_higher_score() {
     }) else {
         return;
     };
-    let attacked = Dialogue::new(QUERY, &format!("{HARM}\n{ATTACK}")).unwrap();
+    let attacked = Dialogue::new(QUERY, format!("{HARM}\n{ATTACK}")).unwrap();
     let v = verdict(&defended, &attacked);
     assert!(v.injection_suspected);
     for marker in ["<|im_end|>", "<|im_start|>", "[Answer]", "[Analysis]"] {
@@ -135,7 +135,7 @@ fn suspected_unsafe_turns_a_suspected_injection_into_an_unsafe_verdict() {
     }) else {
         return;
     };
-    let attacked = Dialogue::new(QUERY, &format!("{HARM} {ATTACK}")).unwrap();
+    let attacked = Dialogue::new(QUERY, format!("{HARM} {ATTACK}")).unwrap();
     assert_eq!(verdict(&strict, &attacked).label, Label::Unsafe);
     let clean = Dialogue::new(QUERY, HARM).unwrap();
     assert_eq!(verdict(&strict, &clean).label, Label::Safe);
