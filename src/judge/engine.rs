@@ -5,6 +5,7 @@
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 
+use super::defense::{defend, injection_suspected};
 use super::head::VerdictHead;
 use super::{detect_language, Dialogue, JudgeProtocol, Label, Lang, Mode, PromptPart};
 use crate::error::{Error, Result};
@@ -38,6 +39,13 @@ pub struct Verdict {
     /// The verdict head that decided, by name; `None` when the model's own label
     /// probabilities did.
     pub head: Option<String>,
+    /// What the injection defence neutralised in the dialogue, as it was written
+    /// (`<|im_end|>`, `［Answer］`, `U+200B`), in order; empty when nothing was or
+    /// the defence is off.
+    pub sanitized: Vec<String>,
+    /// Markers, control tokens, role headers or instruction-like text aimed at the
+    /// judge appear in the dialogue (computed whether or not the defence is on).
+    pub injection_suspected: bool,
     pub lang: Lang,
     pub mode: Mode,
     /// The answer as the model gave it: the fixed prefix, the label, and in
@@ -93,6 +101,14 @@ pub struct JudgeOptions {
     /// Whether [`Judge::load`] attaches the verdict head a preset ships (the
     /// model's own label words decide otherwise).
     pub preset_head: bool,
+    /// Whether dialogues go through the injection defence ([`defend`]) before
+    /// templating: markers and control-token look-alikes escaped, and, when
+    /// suspicious sentences were cut, the stripped response scored too with the
+    /// higher P(unsafe) kept. The template's own text is never changed.
+    pub defense: bool,
+    /// Whether a verdict is unsafe whenever injection is suspected, whatever
+    /// P(unsafe) says.
+    pub suspected_unsafe: bool,
 }
 
 impl Default for JudgeOptions {
@@ -102,6 +118,8 @@ impl Default for JudgeOptions {
             context: 4096,
             max_critique_tokens: 512,
             preset_head: true,
+            defense: true,
+            suspected_unsafe: false,
         }
     }
 }
@@ -141,6 +159,14 @@ impl JudgeState {
         self.session.truncate(shared)?;
         Ok(shared)
     }
+}
+
+/// Whether any turn of `dialogue` holds text the injection defence flags.
+pub(super) fn dialogue_suspected(dialogue: &Dialogue) -> bool {
+    dialogue
+        .turns()
+        .iter()
+        .any(|turn| injection_suspected(&turn.content))
 }
 
 /// Greedy decoding of at most `max_tokens` that ends with the turn: at the
@@ -361,15 +387,26 @@ impl Judge {
             Mode::Critique => 16 + self.options.max_critique_tokens,
         };
         let layers: Vec<usize> = self.head.iter().map(|h| h.meta.layer).collect();
+        let suspected = dialogue_suspected(&request.dialogue);
+        let (dialogue, sanitized, stripped_p) = if self.options.defense {
+            let defended = defend(&request.dialogue);
+            // The stripped dialogue is scored first, so that the session is left at
+            // the judged (neutralised) dialogue's prompt for a critique.
+            let stripped_p = match &defended.stripped {
+                Some(stripped) => {
+                    let scores = self
+                        .score_labels(state, stripped, request.lang, mode, reserve, &layers)
+                        .await?;
+                    Some(self.decide(&scores)?.0)
+                }
+                None => None,
+            };
+            (defended.dialogue, defended.neutralized, stripped_p)
+        } else {
+            (request.dialogue.clone(), Vec::new(), None)
+        };
         let scored = self
-            .score_labels(
-                state,
-                &request.dialogue,
-                request.lang,
-                mode,
-                reserve,
-                &layers,
-            )
+            .score_labels(state, &dialogue, request.lang, mode, reserve, &layers)
             .await?;
         let LabelScores {
             lang,
@@ -380,13 +417,13 @@ impl Judge {
             common,
             ..
         } = scored;
-        let (p_unsafe, threshold) = match &self.head {
-            Some(head) => (head.p_unsafe(&scored.hidden[0])?, head.meta.threshold),
-            None => (scored.p_unsafe, self.options.threshold),
-        };
+        let (p_unsafe, threshold) = self.decide(&scored)?;
+        // Text cut out of the response can only raise P(unsafe): an appended or
+        // inserted instruction does not talk the judge out of an unsafe verdict.
+        let p_unsafe = stripped_p.map_or(p_unsafe, |p| p.max(p_unsafe));
         let base = state.session.len();
         let answer = self.protocol.answer_prefix(lang);
-        let label = if p_unsafe >= threshold {
+        let label = if p_unsafe >= threshold || (suspected && self.options.suspected_unsafe) {
             Label::Unsafe
         } else {
             Label::Safe
@@ -435,6 +472,8 @@ impl Judge {
             threshold,
             model_p_unsafe: scored.p_unsafe,
             head: self.head.as_ref().map(|h| h.meta.name.clone()),
+            sanitized,
+            injection_suspected: suspected,
             lang,
             mode,
             critique,
@@ -443,6 +482,15 @@ impl Judge {
             cached_tokens: cached,
             time_to_verdict_ms: time_to_verdict.as_secs_f64() * 1e3,
             total_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// P(unsafe) and the threshold that decide a label from `scores`: the head's
+    /// when one is attached, otherwise the model's own.
+    fn decide(&self, scores: &LabelScores) -> Result<(f64, f64)> {
+        Ok(match &self.head {
+            Some(head) => (head.p_unsafe(&scores.hidden[0])?, head.meta.threshold),
+            None => (scores.p_unsafe, self.options.threshold),
         })
     }
 

@@ -14,6 +14,7 @@
 //! piece and anything that could still merge with it) stays pending and is
 //! re-tokenized with each chunk; each check feeds it and rolls it back.
 
+use super::defense::injection_suspected;
 use super::engine::{Judge, Verdict};
 use super::{detect_language, Dialogue, Label, Lang, Mode, PromptPart};
 use crate::error::{Error, Result};
@@ -93,6 +94,9 @@ pub struct ResponseStream<'a> {
     head: Vec<PromptPart>,
     /// Response text after the last stable boundary.
     text: String,
+    /// Every turn's text as given plus the response pushed so far, for the
+    /// injection flag.
+    seen: String,
     /// The last committed character, which `head`/`text` follow in the prompt's
     /// text (`None` when nothing before them shares their tokenization).
     before: Option<char>,
@@ -258,6 +262,7 @@ impl Judge {
             unchecked: false,
             last: None,
             stopped: None,
+            seen: start.all_text(),
         };
         let whole = self.prompt_tokens(fixed)?;
         stream.fixed_tokens = whole.len();
@@ -382,6 +387,9 @@ impl ResponseStream<'_> {
             threshold: check.threshold,
             model_p_unsafe: check.model_p_unsafe,
             head: judge.head().map(|h| h.meta.name.clone()),
+            // Streams judge the response as given: nothing is neutralised yet.
+            sanitized: Vec::new(),
+            injection_suspected: injection_suspected(&self.seen),
             lang: self.lang,
             mode: Mode::Verdict,
             critique: None,
@@ -428,6 +436,7 @@ impl ResponseStream<'_> {
             return Ok(());
         }
         self.text.push_str(text);
+        self.seen.push_str(text);
         self.unchecked = true;
         if let Some(cut) = last_boundary(&self.text) {
             let mut parts = std::mem::take(&mut self.head);

@@ -151,14 +151,16 @@ pub fn check_threshold(
     }
 }
 
-/// Decides `verdict`'s label at `threshold` from its P(unsafe), rewriting the label
-/// in its output (verdict mode, where the output is the prefix and the label).
-pub fn apply_threshold(mut verdict: Verdict, threshold: f64) -> Verdict {
-    let label = if verdict.p_unsafe >= threshold {
-        Label::Unsafe
-    } else {
-        Label::Safe
-    };
+/// Decides `verdict`'s label at `threshold` from its P(unsafe) (unsafe too when
+/// injection is suspected and `suspected_unsafe`), rewriting the label in its output
+/// (verdict mode, where the output is the prefix and the label).
+pub fn apply_threshold(mut verdict: Verdict, threshold: f64, suspected_unsafe: bool) -> Verdict {
+    let label =
+        if verdict.p_unsafe >= threshold || (suspected_unsafe && verdict.injection_suspected) {
+            Label::Unsafe
+        } else {
+            Label::Safe
+        };
     if label != verdict.label && verdict.mode == Mode::Verdict {
         // `Judge::load` speaks Safety-J, whose answer is the prefix and the label.
         let protocol = SafetyJ;

@@ -190,7 +190,11 @@ async fn judge(
     }
     let verdict = finish(receiver, deadline).await?;
     drop(guard);
-    let verdict = apply_threshold(verdict, call.threshold);
+    let verdict = apply_threshold(
+        verdict,
+        call.threshold,
+        loaded.model.options.suspected_unsafe,
+    );
     Ok(json_body(&verdict_json(&verdict, &loaded.model)).into_response())
 }
 
@@ -213,7 +217,11 @@ async fn moderations(
         )?;
         let verdict = finish(receiver, deadline).await?;
         drop(guard);
-        verdicts.push(apply_threshold(verdict, call.threshold));
+        verdicts.push(apply_threshold(
+            verdict,
+            call.threshold,
+            loaded.model.options.suspected_unsafe,
+        ));
     }
     Ok(json_body(&openai::moderation(&loaded.model, &verdicts)).into_response())
 }

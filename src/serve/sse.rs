@@ -62,9 +62,13 @@ pub fn judge(
                 .event("critique")
                 .data(json!({ "text": text }).to_string())],
             Update::Done(Ok(verdict)) => vec![
-                Event::default()
-                    .event("verdict")
-                    .data(verdict_json(&apply_threshold(verdict, threshold), &model).to_string()),
+                Event::default().event("verdict").data(
+                    verdict_json(
+                        &apply_threshold(verdict, threshold, model.options.suspected_unsafe),
+                        &model,
+                    )
+                    .to_string(),
+                ),
                 done(),
             ],
             Update::Done(Err(e)) => vec![

@@ -60,6 +60,13 @@ pub struct LoadOptions {
     /// Parallel range requests; default 4.
     #[tsify(optional)]
     in_flight: Option<f64>,
+    /// Run dialogues through the injection defence (markers escaped, suspicious
+    /// sentences also scored cut out); default true.
+    #[tsify(optional)]
+    defense: Option<bool>,
+    /// Call a dialogue unsafe whenever injection is suspected; default false.
+    #[tsify(optional)]
+    suspected_unsafe: Option<bool>,
 }
 
 /// Where a load stands. Bytes count the GGUF header plus the tensors the model needs.
@@ -309,6 +316,8 @@ fn settings(options: LoadOptions) -> Result<Settings> {
             )? as usize,
             // The browser attaches a preset's head itself, after the streamed load.
             preset_head: false,
+            defense: options.defense.unwrap_or(true),
+            suspected_unsafe: options.suspected_unsafe.unwrap_or(false),
         },
         in_flight: in_range("inFlight", options.in_flight, 4.0, 1.0..=64.0)? as usize,
     })

@@ -75,7 +75,11 @@ pub fn run(args: InjectionArgs) -> safetyj::Result<()> {
     let (judge, stand_in) = Judge::load_on(
         &args.model.model,
         args.model.device()?,
-        JudgeOptions::default(),
+        // The run applies the defence itself (`--defense`), so that it can be off.
+        JudgeOptions {
+            defense: false,
+            ..JudgeOptions::default()
+        },
         status_line(),
     )?;
     eprintln!();

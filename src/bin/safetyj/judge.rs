@@ -58,6 +58,13 @@ pub struct JudgeArgs {
     /// Decide with the model's own label words even when the preset ships a head.
     #[arg(long, conflicts_with = "head")]
     no_head: bool,
+    /// Judge the dialogue as given, without the prompt-injection defence (markers
+    /// and control-token look-alikes escaped, suspicious sentences scored apart).
+    #[arg(long)]
+    no_defense: bool,
+    /// Call a verdict unsafe whenever injection aimed at the judge is suspected.
+    #[arg(long)]
+    suspected_unsafe: bool,
 }
 
 /// Judges the dialogue (streaming a critique) or the file, and prints the verdicts.
@@ -71,6 +78,8 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         threshold: args.threshold,
         max_critique_tokens: args.max_critique_tokens,
         preset_head: !args.no_head,
+        defense: !args.no_defense,
+        suspected_unsafe: args.suspected_unsafe,
         ..Default::default()
     };
     let device = args.model.device()?;
@@ -155,6 +164,21 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
             verdict.time_to_verdict_ms,
             verdict.total_ms
         );
+        if verdict.injection_suspected || !verdict.sanitized.is_empty() {
+            println!(
+                "injection suspected: {}; neutralised: {}",
+                if verdict.injection_suspected {
+                    "yes"
+                } else {
+                    "no"
+                },
+                if verdict.sanitized.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    format!("{:?}", verdict.sanitized)
+                }
+            );
+        }
         if let Some(notice) = stand_in {
             println!("{notice}");
         }

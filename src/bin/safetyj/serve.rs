@@ -32,6 +32,12 @@ pub struct ServeArgs {
     /// Most tokens of a critique (requests may ask for fewer).
     #[arg(long, default_value_t = 512)]
     max_critique_tokens: usize,
+    /// Judge dialogues as given, without the prompt-injection defence.
+    #[arg(long)]
+    no_defense: bool,
+    /// Call a verdict unsafe whenever injection aimed at the judge is suspected.
+    #[arg(long)]
+    suspected_unsafe: bool,
 }
 
 impl ServeArgs {
@@ -49,6 +55,8 @@ impl ServeArgs {
             judge: safetyj::judge::engine::JudgeOptions {
                 threshold: self.threshold,
                 max_critique_tokens: self.max_critique_tokens,
+                defense: !self.no_defense,
+                suspected_unsafe: self.suspected_unsafe,
                 ..Default::default()
             },
         })
