@@ -3,7 +3,9 @@
 //! judge and the evaluator) writes a critique of one English item of
 //! `critique_level/en.json`, extracts its atomic information units and checks each
 //! one, with the exact reference prompts. The numbers are a tiny stand-in's; what is
-//! tested is that every step runs on the GPU, is saved, and resumes.
+//! tested is that every step runs on the local engine, is saved, and resumes. It runs
+//! on the CPU engine, for time: the WGSL path's generation is checked against the
+//! references in `tests/model.rs` and `tests/judge.rs`.
 
 mod common;
 
@@ -32,9 +34,8 @@ fn critique_meta_evaluation_runs_on_the_local_engine() {
     let item = all[ITEM].clone();
     assert_eq!(item.aius.len(), 3, "the chosen item changed");
 
-    let ctx = safetyj::gpu::Context::new_blocking().expect("a GPU adapter");
     let (model, tokenizer) =
-        safetyj::model::open::open(&ctx, &path, DType::Q4_K, |_, _| {}).unwrap();
+        safetyj::model::open::open_cpu(&path, DType::Q4_K, |_, _| {}).unwrap();
     let options = JudgeOptions {
         // The evaluator's prompts are ~1,000 tokens.
         context: 1536,
@@ -42,7 +43,7 @@ fn critique_meta_evaluation_runs_on_the_local_engine() {
         ..Default::default()
     };
     let judge = Judge::new(
-        Engine::gpu(ctx, model),
+        Engine::Cpu(model),
         tokenizer,
         Box::new(SafetyJ),
         options,
