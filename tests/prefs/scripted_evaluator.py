@@ -2,17 +2,17 @@
 .ci/prefs.sh: a real HTTP server that `safetyj prefs score` talks to, answering each
 meta-evaluation prompt by fixed rules that check.py applies again on its own.
 
-Rules: AIU extraction → the critique's first three non-empty sentences (split at
-'.'), one per line; a recall or precision check → "Correct" when the claim has an
+Rules: AIU extraction → the critique's first three non-empty pieces (split at
+'.' and line breaks), one per line; a recall or precision check → "Correct" when the claim has an
 even number of characters, else "Incorrect". Prints its port, then serves forever.
 """
 import json
-import sys
+import re
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
 def sentences(text):
-    return [s.strip() for s in text.split(".") if s.strip()][:3]
+    return [s.strip() for s in re.split(r"[.\n]", text) if s.strip()][:3]
 
 
 def claim_is_correct(claim):
