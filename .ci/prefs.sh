@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI round of iterative preference learning on a tiny real model: SmolLM2-135M
-# samples 2 critiques of 3 committed training dialogues, a loopback evaluator with
+# samples 2 critiques of each critique-level training dialogue of the committed split, a loopback evaluator with
 # known answers scores them, pairs are checked against what those scores imply, TRL
 # trains a few DPO steps on the CPU, the merged checkpoint is quantized, loads in
 # safetyj, and its log-probability margin of chosen over rejected must have grown.
@@ -16,7 +16,7 @@ export SAFETYJ_DEVICE=cpu
 cargo build -q --bin safetyj
 cp "${CARGO_TARGET_DIR:-target}/debug/safetyj" "$work/safetyj"
 bin=$work/safetyj
-grep '"aius"' data/prefs/en/train.jsonl | head -3 >"$work/items.jsonl"
+grep '"aius"' data/prefs/en/train.jsonl >"$work/items.jsonl"
 
 python3 tests/prefs/scripted_evaluator.py >"$work/port" &
 evaluator=$!
