@@ -87,7 +87,9 @@ pub fn sample_items(
             options.k
         )));
     }
-    if !(options.temperature > 0.0) || !(options.top_p > 0.0 && options.top_p <= 1.0) {
+    // Written so that NaN fails too.
+    let valid = options.temperature > 0.0 && options.top_p > 0.0 && options.top_p <= 1.0;
+    if !valid {
         return Err(Error::InvalidInput(format!(
             "the temperature must be above 0 and top-p in (0, 1] (got {} and {})",
             options.temperature, options.top_p
