@@ -18,6 +18,8 @@ pub mod journal;
 pub mod judge;
 pub mod model;
 pub mod ops;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod prefs;
 pub mod quant;
 #[cfg(all(feature = "serve", not(target_arch = "wasm32")))]
 pub mod serve;

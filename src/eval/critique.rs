@@ -11,7 +11,7 @@ use crate::judge::{Dialogue, JudgeProtocol, Label, Lang, Mode};
 
 use super::datasets::{item_id, CritiqueItem};
 use super::metrics::AiuCounts;
-use super::{fill_template, ChatBackend, JudgeBackend};
+use super::{fill_template, ChatBackend, JudgeBackend, JudgeOutcome};
 
 /// AIU extraction prompt, English (`{input}` = critique).
 pub const EXTRACT_AIUS_EN: &str =
@@ -225,13 +225,42 @@ pub struct CritiquePipeline<'a> {
 }
 
 impl CritiquePipeline<'_> {
-    /// Runs the whole pipeline on one item.
+    /// Runs the whole pipeline on one item: the judge writes its critique, then
+    /// [`MetaEvaluator::assess`] measures it.
     pub fn evaluate(&self, item: &CritiqueItem) -> Result<CritiqueRecord> {
-        let lang = item.lang;
         let dialogue = Dialogue::single(item.prompt.clone(), item.response.clone());
-        let outcome = self.judge.judge(&dialogue, lang, Mode::Critique)?;
-        let (critique, analysis_marker_found) =
-            critique_text(self.judge.protocol(), &outcome.raw, lang);
+        let outcome = self.judge.judge(&dialogue, item.lang, Mode::Critique)?;
+        MetaEvaluator {
+            evaluator: self.evaluator,
+            max_tokens: self.max_tokens,
+        }
+        .assess(item, self.judge.protocol(), &outcome)
+    }
+}
+
+/// The measuring half of the pipeline: an evaluator that extracts and checks the AIUs
+/// of a critique already written (by the judge of a [`CritiquePipeline`], or sampled
+/// for preference learning).
+pub struct MetaEvaluator<'a> {
+    /// Extracts and checks AIUs.
+    pub evaluator: &'a dyn ChatBackend,
+    /// New-token cap of every evaluator call.
+    pub max_tokens: usize,
+}
+
+impl MetaEvaluator<'_> {
+    /// Measures the critique in `outcome` (a judge's output on `item`, read with
+    /// `protocol`): extracts its AIUs, checks each reference AIU of the item against
+    /// it (recall; none when the item has no reference AIUs) and each of its AIUs
+    /// against the dialogue (precision).
+    pub fn assess(
+        &self,
+        item: &CritiqueItem,
+        protocol: &dyn JudgeProtocol,
+        outcome: &JudgeOutcome,
+    ) -> Result<CritiqueRecord> {
+        let lang = item.lang;
+        let (critique, analysis_marker_found) = critique_text(protocol, &outcome.raw, lang);
         let (extract, recall, precision) = match lang {
             Lang::En => (EXTRACT_AIUS_EN, RECALL_EN, PRECISION_EN),
             Lang::Zh => (EXTRACT_AIUS_ZH, RECALL_ZH, PRECISION_ZH),
@@ -262,7 +291,7 @@ impl CritiquePipeline<'_> {
             dataset: item.dataset.clone(),
             index: item.index,
             lang,
-            judge_output: outcome.raw,
+            judge_output: outcome.raw.clone(),
             judge_label: outcome.label,
             critique,
             analysis_marker_found,
@@ -292,7 +321,6 @@ impl CritiquePipeline<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::eval::JudgeOutcome;
     use crate::judge::safety_j::SafetyJ;
 
     #[test]

@@ -634,17 +634,44 @@ impl Judge {
 
     /// Greedy completion of any prompt (evaluator calls, free decoding) until the
     /// end of the turn or `max_tokens`, reusing the prefix the cache shares with it.
-    #[allow(clippy::await_holding_lock)]
     pub async fn complete_prompt_async(
         &self,
         parts: &[PromptPart],
         max_tokens: usize,
     ) -> Result<String> {
+        self.sample_prompt_async(parts, max_tokens, Sampling::Greedy)
+            .await
+    }
+
+    /// Blocking form of [`Judge::sample_prompt_async`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn sample_prompt(
+        &self,
+        parts: &[PromptPart],
+        max_tokens: usize,
+        sampling: Sampling,
+    ) -> Result<String> {
+        pollster::block_on(self.sample_prompt_async(parts, max_tokens, sampling))
+    }
+
+    /// Completion of any prompt with `sampling` (seeded temperature sampling draws the
+    /// several critiques of preference learning) until the end of the turn or
+    /// `max_tokens`, reusing the prefix the cache shares with it.
+    #[allow(clippy::await_holding_lock)]
+    pub async fn sample_prompt_async(
+        &self,
+        parts: &[PromptPart],
+        max_tokens: usize,
+        sampling: Sampling,
+    ) -> Result<String> {
         let ids = self.prompt_tokens(parts)?;
         let mut state = self.lock_state()?;
         let cached = state.reuse_prefix(&ids)?;
         let room = state.session.capacity().saturating_sub(ids.len());
-        let options = greedy_until_end(&self.tokenizer, max_tokens.min(room));
+        let options = GenerateOptions {
+            sampling,
+            ..greedy_until_end(&self.tokenizer, max_tokens.min(room))
+        };
         let generation = self
             .engine
             .generate(
@@ -657,5 +684,59 @@ impl Judge {
             .await?;
         state.cached = ids;
         Ok(generation.text)
+    }
+
+    /// Blocking form of [`Judge::score_completions_async`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn score_completions(
+        &self,
+        parts: &[PromptPart],
+        completions: &[&str],
+    ) -> Result<Vec<f64>> {
+        pollster::block_on(self.score_completions_async(parts, completions))
+    }
+
+    /// The log-probability (natural log, summed over tokens) of each of `completions`
+    /// as the model's answer to the prompt `parts`: each completion is tokenized on
+    /// its own as plain text (it follows the prompt's control tokens) and scored with
+    /// full-vocabulary log-probabilities after the prompt. What preference training
+    /// moves: its chosen completions up, its rejected ones down.
+    #[allow(clippy::await_holding_lock)]
+    pub async fn score_completions_async(
+        &self,
+        parts: &[PromptPart],
+        completions: &[&str],
+    ) -> Result<Vec<f64>> {
+        let ids = self.prompt_tokens(parts)?;
+        let continuations = completions
+            .iter()
+            .map(|c| {
+                let ids = self.tokenizer.encode_text(c)?;
+                if ids.is_empty() {
+                    return Err(Error::InvalidInput(
+                        "an empty completion has no log-probability to score".into(),
+                    ));
+                }
+                Ok(ids)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut state = self.lock_state()?;
+        let longest = continuations.iter().map(Vec::len).max().unwrap_or(0);
+        let capacity = state.session.capacity();
+        if ids.len() + longest > capacity {
+            return Err(Error::InvalidInput(format!(
+                "the prompt ({} tokens) and its longest completion ({longest} tokens) do not fit the judge's \
+                 context of {capacity} tokens",
+                ids.len()
+            )));
+        }
+        let cached = state.reuse_prefix(&ids)?;
+        let refs: Vec<&[u32]> = continuations.iter().map(Vec::as_slice).collect();
+        let scored = self
+            .engine
+            .score(&mut state.session, &ids[cached..], &refs, &[])
+            .await?;
+        state.cached = ids;
+        Ok(scored.log_probs)
     }
 }

@@ -15,6 +15,7 @@ mod head;
 mod injection;
 mod judge;
 mod models;
+mod prefs;
 mod quantize;
 mod runtime_dir;
 mod serve;
@@ -73,6 +74,12 @@ enum Command {
     /// Convert a Hugging Face checkpoint (bf16/f16/f32 safetensors) into a quantized
     /// GGUF file with its config, tokenizer and chat template in the metadata.
     Quantize(quantize::QuantizeArgs),
+    /// Iterative preference learning: split, sample critiques, score them, build DPO
+    /// pairs, measure a model's preference margin on them.
+    Prefs {
+        #[command(subcommand)]
+        command: prefs::PrefsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +95,7 @@ fn main() -> ExitCode {
         Command::Synth(args) => synth::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Prefs { command } => prefs::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
