@@ -34,21 +34,14 @@ fn critique_meta_evaluation_runs_on_the_local_engine() {
     let item = all[ITEM].clone();
     assert_eq!(item.aius.len(), 3, "the chosen item changed");
 
-    let (model, tokenizer) =
-        safetyj::model::open::open_cpu(&path, DType::Q4_K, |_, _| {}).unwrap();
+    let (model, tokenizer) = safetyj::model::open::open_cpu(&path, DType::Q4_K, |_, _| {}).unwrap();
     let options = JudgeOptions {
         // The evaluator's prompts are ~1,000 tokens.
         context: 1536,
         max_critique_tokens: MAX_TOKENS,
         ..Default::default()
     };
-    let judge = Judge::new(
-        Engine::Cpu(model),
-        tokenizer,
-        Box::new(SafetyJ),
-        options,
-    )
-    .unwrap();
+    let judge = Judge::new(Engine::Cpu(model), tokenizer, Box::new(SafetyJ), options).unwrap();
     let pipeline = CritiquePipeline {
         judge: &judge,
         evaluator: &judge,

@@ -252,13 +252,15 @@ struct Settings {
 
 /// A JS value read as `T`; errors name the field at fault (`options.threshold: …`).
 fn from_js<T: serde::de::DeserializeOwned>(what: &str, value: JsValue) -> Result<T> {
-    serde_path_to_error::deserialize(serde_wasm_bindgen::Deserializer::from(value)).map_err(
-        |e| {
-            let path = e.path().to_string();
-            let at = if path == "." { String::new() } else { format!(".{path}") };
-            Error::InvalidInput(format!("{what}{at}: {}", e.inner()))
-        },
-    )
+    serde_path_to_error::deserialize(serde_wasm_bindgen::Deserializer::from(value)).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
+        Error::InvalidInput(format!("{what}{at}: {}", e.inner()))
+    })
 }
 
 /// A value as a plain JS object, as `safetyj judge --json` writes it (null for
