@@ -323,14 +323,17 @@ mod tests {
         }
     }
 
+    /// Samples as (label right?, F1), the margin, and the pair expected.
+    type PairCase<'a> = (
+        &'a [(Option<bool>, Option<f64>)],
+        f64,
+        Option<(usize, usize, PairReason)>,
+    );
+
     #[test]
     fn pair_rule_table() {
         use PairReason::{Quality, WrongLabel};
-        let cases: &[(
-            &[(Option<bool>, Option<f64>)],
-            f64,
-            Option<(usize, usize, PairReason)>,
-        )] = &[
+        let cases: &[PairCase] = &[
             // A wrong label is rejected however good its critique.
             (
                 &[(Some(true), Some(0.2)), (Some(false), Some(0.9))],

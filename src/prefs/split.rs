@@ -209,7 +209,7 @@ mod tests {
             lang: Lang::En,
             query: format!("q{index}"),
             response: format!("r{index} in {dataset}"),
-            label: if index % 2 == 0 {
+            label: if index.is_multiple_of(2) {
                 Label::Safe
             } else {
                 Label::Unsafe
