@@ -574,7 +574,7 @@ mod streamed {
     }
 
     /// The message of a rejected `Judge.load`.
-    async fn load_error(source: &str, options: Option<safetyj::web::LoadOptions>) -> String {
+    async fn load_error(source: &str, options: Option<safetyj::web::LoadOptionsArg>) -> String {
         match WebJudge::load(source.into(), options).await {
             Ok(_) => panic!("{source} loaded"),
             Err(e) => js_sys::Error::from(JsValue::from(e))
@@ -593,6 +593,22 @@ mod streamed {
         );
         let err = load_error("safety-j-v5", None).await;
         assert!(err.contains("only the native tool"), "{err}");
+
+        // Options are parsed before anything is fetched; errors name the field.
+        let with = |key: &str, value: JsValue| {
+            let options = js_sys::Object::new();
+            js_sys::Reflect::set(&options, &key.into(), &value).unwrap();
+            Some(JsValue::from(options).into())
+        };
+        let err = load_error("qwen2.5-coder-0.5b", with("threshold", "high".into())).await;
+        assert!(err.starts_with("options.threshold: invalid type"), "{err}");
+        let err = load_error("qwen2.5-coder-0.5b", with("threshold", 2.0.into())).await;
+        assert!(
+            err.contains("options.threshold must be a number from 0 to 1"),
+            "{err}"
+        );
+        let err = load_error("qwen2.5-coder-0.5b", with("onProgress", 1.0.into())).await;
+        assert!(err.contains("options.onProgress"), "{err}");
 
         let options = js_sys::Object::new();
         js_sys::Reflect::set(&options, &"modelBaseUrl".into(), &"/nowhere/".into()).unwrap();
@@ -812,6 +828,7 @@ mod js_api {
         assert_eq!(get(&info, "quant").as_string().unwrap(), "F32");
         assert_eq!(get(&info, "fileBytes").as_f64(), Some(bytes.len() as f64));
         assert!(get(&info, "standIn").is_null());
+        assert!(get(&info, "head").is_null());
         let caps = JsValue::from(judge.capabilities().unwrap());
         // wgpu names no web adapter; the judge asks the browser (SwiftShader here).
         let adapter = get(&caps, "adapter").as_string().unwrap_or_default();

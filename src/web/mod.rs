@@ -259,7 +259,10 @@ fn from_js<T: serde::de::DeserializeOwned>(what: &str, value: JsValue) -> Result
         } else {
             format!(".{path}")
         };
-        Error::InvalidInput(format!("{what}{at}: {}", e.inner()))
+        // serde_wasm_bindgen's errors are JS `Error`s; their text starts "Error: ".
+        let message = e.inner().to_string();
+        let message = message.strip_prefix("Error: ").unwrap_or(&message);
+        Error::InvalidInput(format!("{what}{at}: {message}"))
     })
 }
 
