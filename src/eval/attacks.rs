@@ -114,7 +114,7 @@ fn middle_boundary(text: &str) -> usize {
 /// A named list of attacks: the file's stem and its attacks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttackList {
-    /// The file stem (`injection`, `injection_heldout`), which reports group by.
+    /// The file stem (`injection`, `injection_heldout`, …), which reports group by.
     pub name: String,
     /// The attacks, in file order.
     pub attacks: Vec<Attack>,
@@ -176,7 +176,7 @@ mod tests {
     use crate::judge::defense::{injection_suspected, neutralize};
 
     fn committed() -> Vec<AttackList> {
-        ["injection", "injection_heldout"]
+        ["injection", "injection_heldout", "injection_heldout2"]
             .iter()
             .map(|name| {
                 let path = Path::new(env!("CARGO_MANIFEST_DIR"))

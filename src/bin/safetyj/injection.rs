@@ -13,7 +13,7 @@ pub struct InjectionArgs {
     #[arg(required = true)]
     files: Vec<std::path::PathBuf>,
     /// Attack lists (repeatable); each list is reported on its own.
-    #[arg(long = "attacks", default_values = ["data/attacks/injection.json", "data/attacks/injection_heldout.json"])]
+    #[arg(long = "attacks", default_values = ["data/attacks/injection.json", "data/attacks/injection_heldout.json", "data/attacks/injection_heldout2.json"])]
     attacks: Vec<std::path::PathBuf>,
     /// Only these attack ids (repeatable); all by default.
     #[arg(long = "attack")]
