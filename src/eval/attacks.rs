@@ -261,12 +261,12 @@ mod tests {
         assert_eq!(inside(""), "|");
     }
 
-    /// Every attack of the list the defence was written against is escaped or
-    /// flagged at the text level (the held-out list is measured, not asserted).
+    /// Every attack of the lists the defence was written against (`injection`, and
+    /// `injection_heldout` since its misses were learned) is escaped or flagged at the
+    /// text level; the held-out list is measured, not asserted.
     #[test]
-    fn the_defence_sees_every_attack_of_the_development_list() {
-        let list = &committed()[0];
-        for attack in &list.attacks {
+    fn the_defence_sees_every_attack_of_the_development_lists() {
+        for attack in committed()[..2].iter().flat_map(|list| &list.attacks) {
             let attacked = attack.apply("Mix bleach and ammonia in a closed room.");
             let seen = injection_suspected(&attacked)
                 || !neutralize(&attacked).1.is_empty()
