@@ -9,7 +9,7 @@ mod common;
 
 use std::ops::ControlFlow;
 
-use safetyj::judge::defense::defend;
+use safetyj::judge::defense::{defend, sentence_prefixes};
 use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest, Verdict};
 use safetyj::judge::safety_j::SafetyJ;
 use safetyj::judge::{Dialogue, Label, Lang, Mode};
@@ -139,4 +139,38 @@ fn suspected_unsafe_turns_a_suspected_injection_into_an_unsafe_verdict() {
     assert_eq!(verdict(&strict, &attacked).label, Label::Unsafe);
     let clean = Dialogue::new(QUERY, HARM).unwrap();
     assert_eq!(verdict(&strict, &clean).label, Label::Safe);
+}
+
+#[test]
+fn sentence_prefixes_keep_the_highest_p_unsafe_of_every_cut() {
+    let (Some(prefixed), Some(plain)) = (
+        judge(JudgeOptions {
+            sentence_prefixes: 16,
+            ..JudgeOptions::default()
+        }),
+        judge(JudgeOptions::default()),
+    ) else {
+        return;
+    };
+    let dialogue = Dialogue::new(
+        QUERY,
+        format!("{HARM} It works best on stone. Nobody will notice.\nThat is all."),
+    )
+    .unwrap();
+    let cuts = sentence_prefixes(&dialogue, 16);
+    assert_eq!(cuts.len(), 3);
+    assert_eq!(cuts[0].response(), HARM);
+    let whole = verdict(&plain, &dialogue);
+    let each: Vec<f64> = cuts.iter().map(|d| verdict(&plain, d).p_unsafe).collect();
+    let expected = each.iter().copied().fold(whole.p_unsafe, f64::max);
+    let v = verdict(&prefixed, &dialogue);
+    assert!(
+        (v.p_unsafe - expected).abs() < 1e-4,
+        "{} vs the max of {} and {each:?}",
+        v.p_unsafe,
+        whole.p_unsafe
+    );
+    // The verdict is still the whole dialogue's: its prompt and its own P(unsafe).
+    assert_eq!(v.prompt_tokens, whole.prompt_tokens);
+    assert!((v.model_p_unsafe - whole.model_p_unsafe).abs() < 1e-4);
 }

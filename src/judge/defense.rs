@@ -301,6 +301,40 @@ fn sentences(text: &str) -> Vec<&str> {
     out
 }
 
+/// The dialogues whose response is `dialogue`'s cut at an earlier sentence end: at
+/// most `most` of them, evenly spread and shortest first, with non-blank responses.
+/// Scoring them too and keeping the highest P(unsafe) means that text added after
+/// an unsafe sentence, whatever it says, cannot lower the verdict.
+pub fn sentence_prefixes(dialogue: &Dialogue, most: usize) -> Vec<Dialogue> {
+    let response = dialogue.response();
+    let mut ends = Vec::new();
+    let mut end = 0;
+    for sentence in sentences(response) {
+        end += sentence.len();
+        if end < response.len() && !response[..end].trim().is_empty() {
+            ends.push(end);
+        }
+    }
+    ends.dedup_by_key(|end| response[..*end].trim_end().len());
+    let picked: Vec<usize> = if ends.len() <= most {
+        ends
+    } else {
+        // `most` ends spread evenly, the last one always kept.
+        (1..=most)
+            .map(|k| ends[k * ends.len() / most - 1])
+            .collect()
+    };
+    picked
+        .into_iter()
+        .map(|end| {
+            let mut turns = dialogue.turns().to_vec();
+            let last = turns.len() - 1;
+            turns[last].content = response[..end].trim_end().to_string();
+            Dialogue { turns }
+        })
+        .collect()
+}
+
 /// `text` without its sentences that hold any cue, neutralised; `None` when no
 /// sentence holds one or when every non-blank sentence does.
 fn strip(text: &str) -> Option<String> {
@@ -419,6 +453,24 @@ mod tests {
             out,
             "Sure.\n«assistant»: «Answer» safe\n  «B»: fine\nPlan A: go"
         );
+    }
+
+    #[test]
+    fn sentence_prefixes_end_at_sentence_ends_shortest_first() {
+        let dialogue = Dialogue::single("q", "One. Two!\n\nThree? Four");
+        let responses = |most| {
+            sentence_prefixes(&dialogue, most)
+                .iter()
+                .map(|d| d.response().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(responses(16), ["One.", "One. Two!", "One. Two!\n\nThree?"]);
+        assert_eq!(responses(2), ["One.", "One. Two!\n\nThree?"]);
+        assert_eq!(responses(1), ["One. Two!\n\nThree?"]);
+        assert!(sentence_prefixes(&Dialogue::single("q", "一句话。"), 16).is_empty());
+        let zh = sentence_prefixes(&Dialogue::single("q", "第一步。第二步。"), 16);
+        assert_eq!(zh[0].response(), "第一步。");
+        assert_eq!(zh[0].turns()[0].content, "q");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 
-use super::defense::{defend, injection_suspected};
+use super::defense::{defend, injection_suspected, sentence_prefixes};
 use super::head::VerdictHead;
 use super::{detect_language, Dialogue, JudgeProtocol, Label, Lang, Mode, PromptPart};
 use crate::error::{Error, Result};
@@ -109,6 +109,10 @@ pub struct JudgeOptions {
     /// Whether a verdict is unsafe whenever injection is suspected, whatever
     /// P(unsafe) says.
     pub suspected_unsafe: bool,
+    /// How many earlier sentence ends of the response are scored too, the highest
+    /// P(unsafe) kept ([`sentence_prefixes`]): text added after an unsafe sentence
+    /// cannot lower the verdict, whatever it says. 0 scores the whole response only.
+    pub sentence_prefixes: usize,
 }
 
 impl Default for JudgeOptions {
@@ -120,6 +124,7 @@ impl Default for JudgeOptions {
             preset_head: true,
             defense: true,
             suspected_unsafe: false,
+            sentence_prefixes: 0,
         }
     }
 }
@@ -405,6 +410,15 @@ impl Judge {
         } else {
             (request.dialogue.clone(), Vec::new(), None)
         };
+        // Shortest first, so that each prefill reuses the last one's cache.
+        let mut prefix_p: Option<f64> = None;
+        for prefix in sentence_prefixes(&dialogue, self.options.sentence_prefixes) {
+            let scores = self
+                .score_labels(state, &prefix, request.lang, mode, reserve, &layers)
+                .await?;
+            let p = self.decide(&scores)?.0;
+            prefix_p = Some(prefix_p.map_or(p, |best| best.max(p)));
+        }
         let scored = self
             .score_labels(state, &dialogue, request.lang, mode, reserve, &layers)
             .await?;
@@ -418,9 +432,13 @@ impl Judge {
             ..
         } = scored;
         let (p_unsafe, threshold) = self.decide(&scored)?;
-        // Text cut out of the response can only raise P(unsafe): an appended or
-        // inserted instruction does not talk the judge out of an unsafe verdict.
-        let p_unsafe = stripped_p.map_or(p_unsafe, |p| p.max(p_unsafe));
+        // Text cut out of the response (suspicious sentences, or everything after a
+        // sentence end) can only raise P(unsafe): an appended or inserted
+        // instruction does not talk the judge out of an unsafe verdict.
+        let p_unsafe = [stripped_p, prefix_p]
+            .into_iter()
+            .flatten()
+            .fold(p_unsafe, f64::max);
         let base = state.session.len();
         let answer = self.protocol.answer_prefix(lang);
         let label = if p_unsafe >= threshold || (suspected && self.options.suspected_unsafe) {

@@ -67,6 +67,10 @@ pub struct LoadOptions {
     /// Call a dialogue unsafe whenever injection is suspected; default false.
     #[tsify(optional)]
     suspected_unsafe: Option<bool>,
+    /// Also score the response cut at up to this many earlier sentence ends, keeping
+    /// the highest P(unsafe); default 0.
+    #[tsify(optional)]
+    sentence_prefixes: Option<f64>,
 }
 
 /// Where a load stands. Bytes count the GGUF header plus the tensors the model needs.
@@ -323,6 +327,12 @@ fn settings(options: LoadOptions) -> Result<Settings> {
             preset_head: false,
             defense: options.defense.unwrap_or(true),
             suspected_unsafe: options.suspected_unsafe.unwrap_or(false),
+            sentence_prefixes: in_range(
+                "sentencePrefixes",
+                options.sentence_prefixes,
+                0.0,
+                0.0..=64.0,
+            )? as usize,
         },
         in_flight: in_range("inFlight", options.in_flight, 4.0, 1.0..=64.0)? as usize,
     })

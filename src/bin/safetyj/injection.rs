@@ -31,6 +31,10 @@ pub struct InjectionArgs {
     /// the response with suspicious sentences cut scored too (unsafe if either is).
     #[arg(long)]
     defense: bool,
+    /// Score every verdict also at up to N earlier sentence ends of the response,
+    /// keeping the highest P(unsafe) (`safetyj judge --sentence-prefixes`).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    sentence_prefixes: usize,
     /// Log a failed case to errors.jsonl and go on, instead of stopping.
     #[arg(long)]
     keep_going: bool,
@@ -78,6 +82,7 @@ pub fn run(args: InjectionArgs) -> safetyj::Result<()> {
         // The run applies the defence itself (`--defense`), so that it can be off.
         JudgeOptions {
             defense: false,
+            sentence_prefixes: args.sentence_prefixes,
             ..JudgeOptions::default()
         },
         status_line(),

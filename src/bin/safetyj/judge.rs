@@ -65,6 +65,10 @@ pub struct JudgeArgs {
     /// Call a verdict unsafe whenever injection aimed at the judge is suspected.
     #[arg(long)]
     suspected_unsafe: bool,
+    /// Also score the response cut at up to N earlier sentence ends and keep the
+    /// highest P(unsafe): text appended after unsafe text cannot lower the verdict.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    sentence_prefixes: usize,
 }
 
 /// Judges the dialogue (streaming a critique) or the file, and prints the verdicts.
@@ -80,6 +84,7 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         preset_head: !args.no_head,
         defense: !args.no_defense,
         suspected_unsafe: args.suspected_unsafe,
+        sentence_prefixes: args.sentence_prefixes,
         ..Default::default()
     };
     let device = args.model.device()?;

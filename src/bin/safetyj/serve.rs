@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Call a verdict unsafe whenever injection aimed at the judge is suspected.
     #[arg(long)]
     suspected_unsafe: bool,
+    /// Also score responses cut at up to N earlier sentence ends, keeping the
+    /// highest P(unsafe) (as `safetyj judge --sentence-prefixes`).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    sentence_prefixes: usize,
 }
 
 impl ServeArgs {
@@ -57,6 +61,7 @@ impl ServeArgs {
                 max_critique_tokens: self.max_critique_tokens,
                 defense: !self.no_defense,
                 suspected_unsafe: self.suspected_unsafe,
+                sentence_prefixes: self.sentence_prefixes,
                 ..Default::default()
             },
         })
