@@ -132,6 +132,7 @@ function renderVerdict() {
     $("threshold").textContent = "";
     $("gauge-fill").style.width = "0";
     for (const id of ["time-to-verdict", "total-time", "prompt-tokens", "template-used"]) $(id).textContent = "…";
+    $("injection").hidden = true;
   } else {
     result.dataset.label = verdict.label;
     result.dataset.pUnsafe = String(verdict.p_unsafe);
@@ -150,6 +151,13 @@ function renderVerdict() {
     $("total-time").textContent = formatMs(verdict.total_ms);
     $("prompt-tokens").textContent = `${verdict.prompt_tokens} (${t("cachedTokens", { cached: verdict.cached_tokens })})`;
     $("template-used").textContent = t(verdict.lang === "zh" ? "langZh" : "langEn");
+    // The judge's injection defence: what it escaped, and whether the text addresses the judge.
+    const sanitized = verdict.sanitized ?? [];
+    $("injection").hidden = !verdict.injection_suspected && sanitized.length === 0;
+    $("injection").textContent = [
+      verdict.injection_suspected ? t("injectionSuspected") : "",
+      sanitized.length > 0 ? t("neutralized", { items: sanitized.join(" ") }) : "",
+    ].filter(Boolean).join(" ");
     if (verdict.critique !== null && verdict.critique !== undefined) view.critique = verdict.critique;
   }
   const critiqueMode = verdict === null ? selectedMode() === "critique" : verdict.mode === "critique";
