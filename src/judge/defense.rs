@@ -306,6 +306,9 @@ fn sentences(text: &str) -> Vec<&str> {
 /// Scoring them too and keeping the highest P(unsafe) means that text added after
 /// an unsafe sentence, whatever it says, cannot lower the verdict.
 pub fn sentence_prefixes(dialogue: &Dialogue, most: usize) -> Vec<Dialogue> {
+    if most == 0 {
+        return Vec::new();
+    }
     let response = dialogue.response();
     let mut ends = Vec::new();
     let mut end = 0;
@@ -467,6 +470,7 @@ mod tests {
         assert_eq!(responses(16), ["One.", "One. Two!", "One. Two!\n\nThree?"]);
         assert_eq!(responses(2), ["One.", "One. Two!\n\nThree?"]);
         assert_eq!(responses(1), ["One. Two!\n\nThree?"]);
+        assert!(responses(0).is_empty());
         assert!(sentence_prefixes(&Dialogue::single("q", "一句话。"), 16).is_empty());
         let zh = sentence_prefixes(&Dialogue::single("q", "第一步。第二步。"), 16);
         assert_eq!(zh[0].response(), "第一步。");

@@ -49,12 +49,16 @@ pub enum PrefsCommand {
         /// Critiques per dialogue.
         #[arg(short, long, default_value_t = 4)]
         k: usize,
+        /// Sampling temperature (above 0).
         #[arg(long, default_value_t = 1.0)]
         temperature: f32,
+        /// Top-k for sampling (0: off).
         #[arg(long, default_value_t = 0)]
         top_k: u32,
+        /// Top-p for sampling, in (0, 1] (1: off).
         #[arg(long, default_value_t = 1.0)]
         top_p: f32,
+        /// The run's seed; each sample's seed derives from it, its dialogue and its index.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Most new tokens of one critique.
