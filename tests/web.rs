@@ -650,7 +650,7 @@ mod js_api {
     //! page would; verdicts equal the engine's own on the same streamed model.
 
     use super::*;
-    use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+    use js_sys::{Array, Function, JsString, Object, Promise, Reflect, Uint8Array};
     use safetyj::formats::remote::read_gguf_header;
     use safetyj::formats::{MemoryFetch, MetadataArray, MetadataValue};
     use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
@@ -927,6 +927,161 @@ mod js_api {
         assert_eq!(log.get(log.length() - 1).as_string().unwrap(), "bytes=0-0");
         assert_eq!(get(&last, "bytesFromCache"), get(&last, "bytesTotal"));
         again.dispose();
+        Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
+    }
+
+
+    /// The settled value of a promise-typed JS value, or its rejection's message.
+    async fn settle(promise: impl Into<JsValue>) -> Result<JsValue, String> {
+        let promise: Promise = promise.into().unchecked_into();
+        JsFuture::from(promise)
+            .await
+            .map_err(|e| js_sys::Error::from(e).message().as_string().unwrap())
+    }
+
+    fn json(value: &JsValue) -> serde_json::Value {
+        serde_json::from_str(&js_sys::JSON::stringify(value).unwrap().as_string().unwrap())
+            .unwrap()
+    }
+
+    #[wasm_bindgen_test]
+    async fn moderate_stream_checks_equal_the_engine_s_however_the_text_is_cut() {
+        use safetyj::judge::stream::StreamOptions;
+        use safetyj::web::ModerationStream;
+
+        let bytes = judge_gguf();
+        let run = js_sys::Date::now();
+        let url = super::streamed::page_url(&format!("/safetyj-stream-{run}/tiny-judge.gguf"));
+        let log = Array::new();
+        let original = fake_range_server(&url, &bytes, &log);
+        let judge = load(&url, &Array::new()).await;
+
+        // Bad requests are refused before anything is queued, naming the field.
+        for (field, value, expect) in [
+            ("query", JsValue::from(" "), "request.query is empty"),
+            ("checkEvery", JsValue::from(0), "request.checkEvery must be a number from 1"),
+            ("stopAt", JsValue::from(1.5), "request.stopAt must be a number from 0 to 1"),
+            ("lang", JsValue::from("fr"), "request.lang"),
+        ] {
+            let request = Object::new();
+            set(&request, "query", "q");
+            set(&request, field, value);
+            let err = judge
+                .moderate_stream(JsValue::from(request).into())
+                .err()
+                .map(|e| js_sys::Error::from(JsValue::from(e)).message().as_string().unwrap())
+                .unwrap_or_else(|| panic!("{field} accepted"));
+            assert!(err.contains(expect), "{field}: {err}");
+        }
+
+        let query = "How do I make a walkway slippery?";
+        let checks = Array::new();
+        let sink = checks.clone();
+        let on_check =
+            wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |c: JsValue| {
+                sink.push(&c);
+            });
+        let request = Object::new();
+        set(&request, "query", query);
+        set(&request, "lang", "en");
+        set(&request, "checkEvery", 4);
+        set(&request, "onCheck", on_check.as_ref().clone());
+        let stream: ModerationStream = {
+            let opened = settle(judge.moderate_stream(JsValue::from(request).into()).unwrap())
+                .await
+                .unwrap();
+            wasm_bindgen::convert::TryFromJsValue::try_from_js_value(opened).unwrap()
+        };
+        // A smiley (a surrogate pair in JS) is cut between its halves, and a word
+        // mid-way.
+        let pieces: Vec<JsString> = vec![
+            "Pour oil on it ".into(),
+            "at ni".into(),
+            "ght so people fall ".into(),
+            JsString::from_char_code1(0xD83D),
+            JsString::from_char_code1(0xDE00),
+            ", then wait.".into(),
+        ];
+        // What the engine is given: the same cuts, the pair whole with its low half.
+        let native_pieces = [
+            "Pour oil on it ",
+            "at ni",
+            "ght so people fall ",
+            "",
+            "😀",
+            ", then wait.",
+        ];
+        let mut returned = Vec::new();
+        for piece in pieces {
+            let check = settle(stream.push(piece)).await.unwrap();
+            if !check.is_null() {
+                returned.push(json(&check));
+            }
+        }
+        let verdict = json(&settle(stream.finish()).await.unwrap());
+        let err = settle(stream.push("more".into())).await.unwrap_err();
+        assert!(err.contains("finished or closed"), "{err}");
+        drop(on_check);
+        let reported: Vec<serde_json::Value> = checks.iter().map(|c| json(&c)).collect();
+        assert_eq!(reported, returned, "onCheck saw every check push returned");
+        assert!(returned.len() >= 3, "{returned:?}");
+
+        // The engine's own stream on the same model gives the same checks.
+        let ctx = ctx().await;
+        let fetch = MemoryFetch::new("tiny-judge.gguf", bytes.clone());
+        let header = read_gguf_header(&fetch, |_| {}).await.unwrap();
+        let tokenizer =
+            Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&header).unwrap()).unwrap();
+        let model = load_gguf_streamed(&ctx, &header, &fetch, 4, |_| {})
+            .await
+            .unwrap();
+        let options = JudgeOptions {
+            context: 1024,
+            max_critique_tokens: 4,
+            ..Default::default()
+        };
+        let engine = Judge::new(
+            Engine::gpu(ctx, model),
+            tokenizer,
+            Box::new(SafetyJ),
+            options,
+        )
+        .unwrap();
+        let mut native = engine
+            .moderate_stream_async(
+                &Dialogue::single(query, ""),
+                Some(safetyj::judge::Lang::En),
+                StreamOptions {
+                    check_every: 4,
+                    stop_at: None,
+                },
+            )
+            .await
+            .unwrap();
+        let mut want = Vec::new();
+        for piece in native_pieces {
+            if let Some(check) = native.push_async(piece).await.unwrap() {
+                want.push(check);
+            }
+        }
+        let final_verdict = native.finish_async().await.unwrap();
+        let at = |check: &serde_json::Value, key: &str| check[key].as_f64().unwrap();
+        let got: Vec<(f64, f64)> = returned
+            .iter()
+            .map(|c| (at(c, "response_tokens"), at(c, "p_unsafe")))
+            .collect();
+        let expected: Vec<(f64, f64)> = want
+            .iter()
+            .map(|c| (c.response_tokens as f64, c.p_unsafe))
+            .collect();
+        assert_eq!(got.len(), expected.len(), "{got:?} vs {expected:?}");
+        for ((tokens, p), (want_tokens, want_p)) in got.iter().zip(&expected) {
+            assert_eq!(tokens, want_tokens);
+            assert!((p - want_p).abs() < 1e-4, "{p} vs {want_p}");
+        }
+        assert!((at(&verdict, "p_unsafe") - final_verdict.p_unsafe).abs() < 1e-4);
+        assert_eq!(verdict["label"], serde_json::to_value(final_verdict.label).unwrap());
+        judge.dispose();
         Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
     }
 }

@@ -1,8 +1,10 @@
 // The safetyj web app: choose and load a model, judge a dialogue, show the verdict,
-// P(unsafe) and the streaming critique. The engine runs in a Web Worker
-// (judge-client.js). State for tests is exposed as DOM attributes: body
-// data-state / data-error / data-load-ms, #load-progress data-* (bytes, tensors),
-// #result data-label / data-p-unsafe / data-time-to-verdict-ms.
+// P(unsafe) and the streaming critique, or moderate B's response while it is typed
+// out (checks move the gauge; the text stops where it crosses the threshold). The
+// engine runs in a Web Worker (judge-client.js). State for tests is exposed as DOM
+// attributes: body data-state / data-error / data-load-ms, #load-progress data-*
+// (bytes, tensors), #result data-label / data-p-unsafe / data-time-to-verdict-ms /
+// data-stream-checks / data-stream-stopped.
 
 import { WorkerJudge } from "./judge-client.js";
 import { EXAMPLES } from "./examples.js";
@@ -25,11 +27,18 @@ const view = {
   capabilities: null,
   verdict: null,
   critique: "",
+  /** The stream demo: text shown so far, where it was last checked safe, checks, the crossing check. */
+  stream: null,
   stopRequested: false,
   hint: null,
 };
 
 const t = (key, values) => translate(view.lang, key, values);
+const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+
+/** The stream demo types a piece out every this many ms, and checks every this many response tokens. */
+const TYPE_DELAY_MS = 60;
+const STREAM_CHECK_EVERY = 4;
 
 function formatBytes(bytes) {
   if (!Number.isFinite(bytes)) return "?";
@@ -45,13 +54,15 @@ function formatMs(ms) {
 
 function setState(state) {
   document.body.dataset.state = state;
-  const busy = state === "loading" || state === "judging";
+  const busy = state === "loading" || state === "judging" || state === "streaming";
   const usable = !["checking", "no-webgpu", "lost"].includes(state);
   $("load").disabled = busy || !usable;
   $("judge").disabled = busy || !usable || view.judge === null;
-  $("stop").hidden = state !== "judging";
+  $("stream").disabled = busy || !usable || view.judge === null;
+  $("stop").hidden = state !== "judging" && state !== "streaming";
   $("load").textContent = t(state === "loading" ? "loading" : "load");
   $("judge").textContent = t(state === "judging" ? "judging" : "judge");
+  $("stream").textContent = t(state === "streaming" ? "streaming" : "streamDemo");
 }
 
 /** Shows a message (`key` into the strings) above the page; `reload` adds the reload button. */
@@ -126,11 +137,15 @@ function renderVerdict() {
   const result = $("result");
   if (verdict === null) {
     for (const key of ["label", "pUnsafe", "timeToVerdictMs", "totalMs", "critiqueStop"]) delete result.dataset[key];
-    $("badge").textContent = "";
-    $("badge").className = "badge pending";
-    $("p-unsafe").textContent = "…";
-    $("threshold").textContent = "";
-    $("gauge-fill").style.width = "0";
+    if (view.stream?.last) {
+      renderGauge(view.stream.last);
+    } else {
+      $("badge").textContent = "";
+      $("badge").className = "badge pending";
+      $("p-unsafe").textContent = "…";
+      $("threshold").textContent = "";
+      $("gauge-fill").style.width = "0";
+    }
     for (const id of ["time-to-verdict", "total-time", "prompt-tokens", "template-used"]) $(id).textContent = "…";
     $("injection").hidden = true;
   } else {
@@ -139,14 +154,7 @@ function renderVerdict() {
     result.dataset.timeToVerdictMs = String(verdict.time_to_verdict_ms);
     result.dataset.totalMs = String(verdict.total_ms);
     result.dataset.critiqueStop = verdict.critique_stop ?? "";
-    $("badge").textContent = t(verdict.label === "unsafe" ? "unsafe" : "safe");
-    $("badge").className = `badge ${verdict.label}`;
-    $("p-unsafe").textContent = verdict.p_unsafe.toFixed(3);
-    $("threshold").textContent = t("threshold", { threshold: verdict.threshold });
-    $("gauge-fill").style.width = `${(verdict.p_unsafe * 100).toFixed(1)}%`;
-    $("gauge-fill").className = `gauge-fill ${verdict.label}`;
-    $("gauge-threshold").style.left = `${(verdict.threshold * 100).toFixed(1)}%`;
-    $("gauge").setAttribute("aria-valuenow", String(verdict.p_unsafe));
+    renderGauge(verdict);
     $("time-to-verdict").textContent = formatMs(verdict.time_to_verdict_ms);
     $("total-time").textContent = formatMs(verdict.total_ms);
     $("prompt-tokens").textContent = `${verdict.prompt_tokens} (${t("cachedTokens", { cached: verdict.cached_tokens })})`;
@@ -164,6 +172,50 @@ function renderVerdict() {
   $("critique-box").hidden = !critiqueMode;
   $("critique").textContent = view.critique;
   $("critique-stop").textContent = verdict?.critique_stop ? t("critiqueStop", { reason: verdict.critique_stop }) : "";
+}
+
+/** The badge and the P(unsafe) gauge, from a verdict or a stream check. */
+function renderGauge({ label, p_unsafe, threshold }) {
+  $("badge").textContent = t(label === "unsafe" ? "unsafe" : "safe");
+  $("badge").className = `badge ${label}`;
+  $("p-unsafe").textContent = p_unsafe.toFixed(3);
+  $("threshold").textContent = t("threshold", { threshold });
+  $("gauge-fill").style.width = `${(p_unsafe * 100).toFixed(1)}%`;
+  $("gauge-fill").className = `gauge-fill ${label}`;
+  $("gauge-threshold").style.left = `${(threshold * 100).toFixed(1)}%`;
+  $("gauge").setAttribute("aria-valuenow", String(p_unsafe));
+}
+
+/** The stream demo's text (what crossed the threshold marked) and its status line. */
+function renderStream() {
+  const stream = view.stream;
+  const result = $("result");
+  $("stream-box").hidden = stream === null;
+  if (stream === null) {
+    delete result.dataset.streamChecks;
+    delete result.dataset.streamStopped;
+    return;
+  }
+  result.dataset.streamChecks = String(stream.checks);
+  result.dataset.streamStopped = String(stream.crossed !== null);
+  const cut = stream.crossed === null ? stream.text.length : stream.safeUpTo;
+  const shown = [document.createTextNode(stream.text.slice(0, cut))];
+  if (stream.crossed !== null) {
+    const mark = document.createElement("mark");
+    mark.textContent = stream.text.slice(cut);
+    shown.push(mark);
+  }
+  $("stream-text").replaceChildren(...shown);
+  const last = stream.last;
+  let status = "";
+  if (stream.crossed !== null) {
+    status = t("streamStopped", { tokens: stream.crossed.response_tokens, p: stream.crossed.p_unsafe.toFixed(3) });
+  } else if (stream.finished) {
+    status = t("streamFinished", { checks: stream.checks });
+  } else if (last !== null) {
+    status = t("streamProgress", { checks: stream.checks, tokens: last.response_tokens, prefilled: last.prefilled_tokens, ms: formatMs(last.ms) });
+  }
+  $("stream-status").textContent = status;
 }
 
 function renderHint() {
@@ -184,7 +236,10 @@ function applyLanguage(lang) {
   renderNotice();
   renderProgress();
   renderModel();
-  if (!$("result").hidden) renderVerdict();
+  if (!$("result").hidden) {
+    renderVerdict();
+    renderStream();
+  }
   renderHint();
 }
 
@@ -290,27 +345,40 @@ async function loadModel() {
   }
 }
 
-async function judgeDialogue() {
+/** The dialogue typed in, or null (with a hint) when there is no model or no text. */
+function readDialogue() {
   const query = $("query").value;
   const response = $("response").value;
   if (view.judge === null) {
     view.hint = "needModel";
-    return renderHint();
-  }
-  if (query.trim() === "" || response.trim() === "") {
+  } else if (query.trim() === "" || response.trim() === "") {
     view.hint = "needDialogue";
-    return renderHint();
+  } else {
+    view.hint = null;
   }
-  view.hint = null;
   renderHint();
+  return view.hint === null ? { query, response } : null;
+}
+
+/** Clears the last result and shows the result section empty. */
+function startResult(stream) {
   clearNotice();
   delete document.body.dataset.error;
-  const mode = selectedMode();
   view.verdict = null;
   view.critique = "";
   view.stopRequested = false;
+  view.stream = stream;
   $("result").hidden = false;
   renderVerdict();
+  renderStream();
+}
+
+async function judgeDialogue() {
+  const dialogue = readDialogue();
+  if (dialogue === null) return;
+  const { query, response } = dialogue;
+  const mode = selectedMode();
+  startResult(null);
   setState("judging");
   try {
     const request = { query, response, lang: $("lang").value, mode };
@@ -325,6 +393,47 @@ async function judgeDialogue() {
     renderVerdict();
     setState("ready");
   } catch (error) {
+    fail(error);
+  }
+}
+
+/** `text` in the pieces a model streams: words with the spaces before them, CJK characters one by one. */
+function streamPieces(text) {
+  return text.match(/\s*(?:[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]|[^\s\u3000-\u303f\u3400-\u9fff\uff00-\uffef]+)|\s+$/gu) ?? [];
+}
+
+/** Types B's response out piece by piece through a moderation stream: each check moves the gauge; the text stops at the first check over the threshold. */
+async function streamDialogue() {
+  const dialogue = readDialogue();
+  if (dialogue === null) return;
+  startResult({ text: "", safeUpTo: 0, checks: 0, last: null, crossed: null, finished: false });
+  setState("streaming");
+  const stream = view.stream;
+  let moderation = null;
+  try {
+    moderation = await view.judge.moderateStream({ query: dialogue.query, lang: $("lang").value, checkEvery: STREAM_CHECK_EVERY });
+    for (const piece of streamPieces(dialogue.response)) {
+      if (view.stopRequested) break;
+      await sleep(TYPE_DELAY_MS);
+      stream.text += piece;
+      const check = await moderation.push(piece);
+      if (check !== null) {
+        stream.checks += 1;
+        stream.last = check;
+        if (check.label === "unsafe") stream.crossed = check;
+        else stream.safeUpTo = stream.text.length;
+        renderVerdict();
+      }
+      renderStream();
+      if (stream.crossed !== null) break;
+    }
+    view.verdict = await moderation.finish();
+    stream.finished = true;
+    renderVerdict();
+    renderStream();
+    setState("ready");
+  } catch (error) {
+    moderation?.close();
     fail(error);
   }
 }
@@ -366,6 +475,7 @@ async function start() {
   $("reload").addEventListener("click", () => location.reload());
   $("load").addEventListener("click", loadModel);
   $("judge").addEventListener("click", judgeDialogue);
+  $("stream").addEventListener("click", streamDialogue);
   $("stop").addEventListener("click", () => { view.stopRequested = true; });
   $("example-select").addEventListener("change", pickExample);
   $("model-select").addEventListener("change", () => { $("model-url").value = ""; });

@@ -7,10 +7,20 @@ import type {
   LoadOptions as EngineLoadOptions,
   LoadProgress,
   ModelInfo,
+  ModerateStreamRequest,
+  StreamCheck,
   Verdict,
 } from "./pkg/safetyj.js";
 
-export type { Capabilities, EvaluateRequest, LoadProgress, ModelInfo, Verdict };
+export type {
+  Capabilities,
+  EvaluateRequest,
+  LoadProgress,
+  ModelInfo,
+  ModerateStreamRequest,
+  StreamCheck,
+  Verdict,
+};
 
 /** Options of WorkerJudge.load: the wasm Judge's LoadOptions plus `workerUrl`. */
 export interface LoadOptions extends EngineLoadOptions {
@@ -23,6 +33,16 @@ export interface JudgeError extends Error {
   deviceLost: boolean;
 }
 
+/** A response being moderated as it is written (`WorkerJudge.moderateStream`). */
+export interface ModerationStream {
+  /** Appends text (cut anywhere); resolves to the check it ran, or null. Rejects once stopped at `stopAt`. */
+  push(text: string): Promise<StreamCheck | null>;
+  /** The verdict on the whole response; ends the stream. */
+  finish(): Promise<Verdict>;
+  /** Ends the stream without a verdict and frees its KV cache. */
+  close(): void;
+}
+
 /** A safety judge running in its own Web Worker. */
 export declare class WorkerJudge {
   private constructor();
@@ -30,6 +50,8 @@ export declare class WorkerJudge {
   static load(source: string, options?: LoadOptions): Promise<WorkerJudge>;
   /** Judges one dialogue; rejects with a JudgeError. */
   evaluate(request: EvaluateRequest): Promise<Verdict>;
+  /** Starts moderating B's response to `request.query` while it is written. */
+  moderateStream(request: ModerateStreamRequest): Promise<ModerationStream>;
   /** The adapter's name, backend, features and limits. */
   capabilities(): Capabilities;
   /** The loaded model's description. */

@@ -3,6 +3,8 @@
 //
 //   const judge = await WorkerJudge.load("models/x.gguf", { onProgress });
 //   const verdict = await judge.evaluate({ query, response, mode: "critique", onCritique });
+//   const stream = await judge.moderateStream({ query, checkEvery: 16, stopAt: 0.9, onCheck });
+//   await stream.push(piece); …; const final = await stream.finish();
 //   judge.capabilities(); judge.modelInfo(); judge.dispose();
 //
 // Types: ./judge-client.d.ts. The protocol is described in ./worker.js.
@@ -81,6 +83,28 @@ export class WorkerJudge {
     const { onCritique } = request ?? {};
     const stream = typeof onCritique === "function";
     return this.#call({ type: "evaluate", request: cloneable(request), stream }, { onCritique });
+  }
+
+  /**
+   * Starts moderating B's response to `request.query` as it is written. Resolves to
+   * `{push(text), finish(), close()}`: `push` resolves to the check it ran (every
+   * `checkEvery` response tokens) or null, and passes it to `request.onCheck`;
+   * `finish` resolves to the verdict on the whole response; `close` drops it.
+   */
+  async moderateStream(request) {
+    const { onCheck } = request ?? {};
+    const stream = await this.#call({ type: "streamOpen", request: cloneable(request) });
+    return {
+      push: async (text) => {
+        const check = await this.#call({ type: "streamPush", stream, text: String(text) });
+        if (check !== null) onCheck?.(check);
+        return check;
+      },
+      finish: () => this.#call({ type: "streamFinish", stream }),
+      close: () => {
+        this.#call({ type: "streamClose", stream }).catch(() => {});
+      },
+    };
   }
 
   /** The adapter's name, backend, features and limits (as read at load). */

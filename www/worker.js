@@ -5,10 +5,15 @@
 //   page → worker  {id, type: "load", source, options}        options: LoadOptions without onProgress
 //                  {id, type: "evaluate", request, stream}    request: EvaluateRequest without onCritique
 //                  {id, type: "cancel"}                       stop the critique of evaluate `id`
+//                  {id, type: "streamOpen", request}          request: ModerateStreamRequest without onCheck
+//                  {id, type: "streamPush", stream, text}     stream: the id of its streamOpen
+//                  {id, type: "streamFinish", stream} | {id, type: "streamClose", stream}
 //                  {id, type: "capabilities"} | {id, type: "modelInfo"} | {id, type: "dispose"}
 //   worker → page  {id, type: "progress", progress}           LoadProgress, during load
 //                  {id, type: "critique", text}               each critique piece, in order
-//                  {id, type: "result", value}                load: {capabilities, modelInfo}; evaluate: Verdict
+//                  {id, type: "result", value}                load: {capabilities, modelInfo}; evaluate: Verdict;
+//                                                             streamOpen: the stream's id; streamPush: StreamCheck | null;
+//                                                             streamFinish: Verdict; streamClose: null
 //                  {id, type: "error", error: {name, message, deviceLost}}
 
 /** The wasm module, initialised once on the first request. */
@@ -18,6 +23,8 @@ let judge = null;
 /** Ids of evaluations queued or in progress, and those of them whose critique the page asked to stop. */
 const running = new Set();
 const cancelled = new Set();
+/** Open moderation streams (wasm ModerationStream) by the id of their streamOpen. */
+const streams = new Map();
 /** Requests run one at a time, in arrival order (the judge is not reentrant). */
 let queue = Promise.resolve();
 
@@ -42,6 +49,12 @@ function engine() {
 function requireJudge() {
   if (judge === null) throw new Error("no model is loaded in this worker (load one first, or it was disposed)");
   return judge;
+}
+
+function requireStream(id) {
+  const stream = streams.get(id);
+  if (stream === undefined) throw new Error("this stream was finished or closed: start another with judge.moderateStream");
+  return stream;
 }
 
 /** A structured-clone-safe form of an error; `deviceLost` tells the page to offer a reload. */
@@ -87,11 +100,27 @@ async function handle(message) {
         cancelled.delete(id);
       }
     }
+    case "streamOpen":
+      streams.set(id, await requireJudge().moderateStream(message.request));
+      return id;
+    case "streamPush":
+      return await requireStream(message.stream).push(message.text);
+    case "streamFinish": {
+      const stream = requireStream(message.stream);
+      streams.delete(message.stream);
+      return await stream.finish();
+    }
+    case "streamClose":
+      streams.get(message.stream)?.close();
+      streams.delete(message.stream);
+      return null;
     case "capabilities":
       return requireJudge().capabilities();
     case "modelInfo":
       return requireJudge().modelInfo();
     case "dispose":
+      for (const stream of streams.values()) stream.close();
+      streams.clear();
       if (judge !== null) {
         judge.dispose();
         judge = null;

@@ -14,6 +14,8 @@
 //! piece and anything that could still merge with it) stays pending and is
 //! re-tokenized with each chunk; each check feeds it and rolls it back.
 
+use std::ops::Deref;
+
 use super::defense::injection_suspected;
 use super::engine::{Judge, Verdict};
 use super::{detect_language, Dialogue, Label, Lang, Mode, PromptPart};
@@ -41,6 +43,7 @@ impl Default for StreamOptions {
 
 /// One check of a response stream: the verdict on the response so far, and what it
 /// cost.
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StreamCheck {
     /// P(unsafe) that decides: the verdict head's when one is attached, otherwise the
@@ -78,10 +81,12 @@ pub struct StreamCheck {
 ///
 /// The stream owns a KV session of its own (the judge's context size), so the judge
 /// stays free: a concurrent `evaluate` on the same judge neither waits for the stream
-/// nor sees its tokens, and the judge's prefix cache is untouched. The stream
-/// borrows the judge, so the verdict head cannot change while it lives.
-pub struct ResponseStream<'a> {
-    judge: &'a Judge,
+/// nor sees its tokens, and the judge's prefix cache is untouched. `J` is how the
+/// stream holds the judge: borrowed (`&Judge`, from [`Judge::moderate_stream`]) or
+/// shared (`Rc<Judge>`, `Arc<Judge>`, from [`ResponseStream::start`]); either way the
+/// verdict head cannot change while the stream lives.
+pub struct ResponseStream<J: Deref<Target = Judge>> {
+    judge: J,
     options: StreamOptions,
     lang: Lang,
     session: EngineSession,
@@ -203,21 +208,34 @@ impl Judge {
         dialogue: &Dialogue,
         lang: Option<Lang>,
         options: StreamOptions,
-    ) -> Result<ResponseStream<'_>> {
+    ) -> Result<ResponseStream<&Judge>> {
         pollster::block_on(self.moderate_stream_async(dialogue, lang, options))
     }
 
     /// Starts moderating the last turn of `dialogue` (B's response, usually empty so
-    /// far) as more of it arrives. `lang` `None` detects the template language from
-    /// the dialogue as given. Prefills the dialogue's fixed part into a session of the
-    /// stream's own (see [`ResponseStream`]); fails when the tokenizer merges text
-    /// across the boundaries streaming commits at.
+    /// far) as more of it arrives; see [`ResponseStream::start`].
     pub async fn moderate_stream_async(
         &self,
         dialogue: &Dialogue,
         lang: Option<Lang>,
         options: StreamOptions,
-    ) -> Result<ResponseStream<'_>> {
+    ) -> Result<ResponseStream<&Judge>> {
+        ResponseStream::start(self, dialogue, lang, options).await
+    }
+}
+
+impl<J: Deref<Target = Judge>> ResponseStream<J> {
+    /// Starts moderating the last turn of `dialogue` (B's response, usually empty so
+    /// far) as more of it arrives, holding the judge as `judge`. `lang` `None`
+    /// detects the template language from the dialogue as given. Prefills the
+    /// dialogue's fixed part into a session of the stream's own; fails when the
+    /// tokenizer merges text across the boundaries streaming commits at.
+    pub async fn start(
+        judge: J,
+        dialogue: &Dialogue,
+        lang: Option<Lang>,
+        options: StreamOptions,
+    ) -> Result<ResponseStream<J>> {
         if options.check_every == 0 {
             return Err(Error::InvalidInput(
                 "checks must come every 1 or more tokens".into(),
@@ -225,27 +243,29 @@ impl Judge {
         }
         let lang = lang.unwrap_or_else(|| detect_language(&dialogue.all_text()));
         let start = dialogue.clone();
-        let parts = self.protocol().prompt(&start, lang, Mode::Verdict).parts;
+        let parts = judge.protocol().prompt(&start, lang, Mode::Verdict).parts;
         let at = parts
             .iter()
             .rposition(|p| matches!(p, PromptPart::Dialogue(_)))
             .ok_or_else(|| {
                 Error::Unsupported(format!(
                     "the {} prompt holds no dialogue text to stream into",
-                    self.protocol().name()
+                    judge.protocol().name()
                 ))
             })?;
         let fixed = &parts[..at];
         let closing = parts[at + 1..].to_vec();
 
-        let (safe_ids, unsafe_ids, common) = self.label_tokens(lang)?;
+        let (safe_ids, unsafe_ids, common) = judge.label_tokens(lang)?;
 
-        let capacity = self.options.context.min(self.config().context);
+        let capacity = judge.options.context.min(judge.config().context);
+        let session = judge.engine().new_session(capacity)?;
+        let whole = judge.prompt_tokens(fixed)?;
         let mut stream = ResponseStream {
-            judge: self,
+            judge,
             options,
             lang,
-            session: self.engine().new_session(capacity)?,
+            session,
             fed: Vec::new(),
             ready: Vec::new(),
             head: fixed.to_vec(),
@@ -256,7 +276,7 @@ impl Judge {
             safe_ids,
             unsafe_ids,
             common,
-            fixed_tokens: 0,
+            fixed_tokens: whole.len(),
             setup_tokens: 0,
             next_check: options.check_every,
             unchecked: false,
@@ -264,13 +284,11 @@ impl Judge {
             stopped: None,
             seen: start.all_text(),
         };
-        let whole = self.prompt_tokens(fixed)?;
-        stream.fixed_tokens = whole.len();
         // Commit the fixed part up to its last stable boundary whose split tokenizes
         // exactly as the whole does (a cut inside a control token's text does not).
         for &(cut, before) in boundaries(fixed).iter().take(FIXED_CUT_TRIES) {
             let (left, right) = split_parts(fixed, cut);
-            let left_ids = self.prompt_tokens(&left)?;
+            let left_ids = stream.judge.prompt_tokens(&left)?;
             if whole.starts_with(&left_ids)
                 && stream.tokens_after(Some(before), &right)? == whole[left_ids.len()..]
             {
@@ -287,7 +305,9 @@ impl Judge {
             )));
         }
         let fixed_ids = std::mem::take(&mut stream.ready);
-        self.engine()
+        stream
+            .judge
+            .engine()
             .prefill(&mut stream.session, &fixed_ids)
             .await?;
         stream.setup_tokens = fixed_ids.len();
@@ -296,9 +316,7 @@ impl Judge {
         stream.append(&first)?;
         Ok(stream)
     }
-}
 
-impl ResponseStream<'_> {
     /// Blocking form of [`ResponseStream::push_async`] (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn push(&mut self, text: &str) -> Result<Option<StreamCheck>> {
@@ -375,7 +393,7 @@ impl ResponseStream<'_> {
                 self.check(pending).await?
             }
         };
-        let judge = self.judge;
+        let judge = &*self.judge;
         let answer = judge.protocol().answer_prefix(self.lang);
         Ok(Verdict {
             label: check.label,
@@ -465,7 +483,7 @@ impl ResponseStream<'_> {
     /// prompt's text: tokenized after it, its own ids dropped (a tokenizer that adds
     /// a dummy space prefix to each text then places it exactly as one-shot does).
     fn tokens_after(&self, before: Option<char>, parts: &[PromptPart]) -> Result<Vec<u32>> {
-        let judge = self.judge;
+        let judge = &*self.judge;
         let Some(before) = before else {
             return judge.prompt_tokens(parts);
         };
@@ -487,7 +505,7 @@ impl ResponseStream<'_> {
     /// labels, and rolls the session back to the response's stable tokens.
     async fn check(&mut self, pending: usize) -> Result<StreamCheck> {
         let started = web_time::Instant::now();
-        let judge = self.judge;
+        let judge = &*self.judge;
         let mut parts = self.head.clone();
         parts.push(PromptPart::Dialogue(self.text.clone()));
         parts.extend_from_slice(&self.closing);

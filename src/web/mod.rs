@@ -5,6 +5,7 @@
 
 mod cache;
 mod http;
+mod stream;
 
 use std::cell::RefCell;
 use std::ops::ControlFlow;
@@ -18,6 +19,7 @@ use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
 pub use cache::{CacheStore, CACHE_NAME};
 pub use http::HttpRange;
+pub use stream::{ModerateStreamRequest, ModerationStream};
 
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
@@ -289,7 +291,7 @@ fn callback(what: &str, value: JsValue) -> Result<Option<Function>> {
         .map_err(|_| Error::InvalidInput(format!("{what} must be a function")))
 }
 
-/// `value` when it lies in `range`, else an error naming option `what`.
+/// `value` when it lies in `range`, else an error naming field `what` (`options.threshold`).
 fn in_range(
     what: &str,
     value: Option<f64>,
@@ -300,7 +302,7 @@ fn in_range(
         None => Ok(default),
         Some(v) if range.contains(&v) => Ok(v),
         Some(_) => Err(Error::InvalidInput(format!(
-            "options.{what} must be a number from {} to {}",
+            "{what} must be a number from {} to {}",
             range.start(),
             range.end()
         ))),
@@ -315,10 +317,10 @@ fn settings(options: LoadOptions) -> Result<Settings> {
         cache: options.cache.unwrap_or(true),
         head: options.head.unwrap_or(true),
         judge: JudgeOptions {
-            threshold: in_range("threshold", options.threshold, 0.5, 0.0..=1.0)?,
-            context: in_range("context", options.context, 2048.0, whole.clone())? as usize,
+            threshold: in_range("options.threshold", options.threshold, 0.5, 0.0..=1.0)?,
+            context: in_range("options.context", options.context, 2048.0, whole.clone())? as usize,
             max_critique_tokens: in_range(
-                "maxCritiqueTokens",
+                "options.maxCritiqueTokens",
                 options.max_critique_tokens,
                 256.0,
                 whole,
@@ -328,13 +330,13 @@ fn settings(options: LoadOptions) -> Result<Settings> {
             defense: options.defense.unwrap_or(true),
             suspected_unsafe: options.suspected_unsafe.unwrap_or(false),
             sentence_prefixes: in_range(
-                "sentencePrefixes",
+                "options.sentencePrefixes",
                 options.sentence_prefixes,
                 0.0,
                 0.0..=64.0,
             )? as usize,
         },
-        in_flight: in_range("inFlight", options.in_flight, 4.0, 1.0..=64.0)? as usize,
+        in_flight: in_range("options.inFlight", options.in_flight, 4.0, 1.0..=64.0)? as usize,
     })
 }
 
@@ -510,7 +512,7 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         engine: RefCell::new(Some(Rc::new(engine))),
         info,
         adapter,
-        queue: RefCell::new(None),
+        queue: Queue::default(),
     })
 }
 
@@ -589,6 +591,29 @@ async fn evaluate(engine: &Engine, request: JsValue) -> std::result::Result<JsVa
     to_js(&verdict).map_err(|e| js_error(&e))
 }
 
+/// Work on one judge (evaluations, stream steps), run one after another in call
+/// order: each waits for the promise of the work queued before it.
+#[derive(Clone, Default)]
+struct Queue(Rc<RefCell<Option<Promise>>>);
+
+impl Queue {
+    /// Queues `work`; the promise settles as it does.
+    fn run(
+        &self,
+        work: impl std::future::Future<Output = std::result::Result<JsValue, JsValue>> + 'static,
+    ) -> Promise {
+        let previous = self.0.borrow_mut().take();
+        let promise = future_to_promise(async move {
+            if let Some(previous) = previous {
+                let _ = JsFuture::from(previous).await;
+            }
+            work.await
+        });
+        *self.0.borrow_mut() = Some(promise.clone());
+        promise
+    }
+}
+
 /// A safety judge loaded in the browser.
 #[wasm_bindgen(js_name = Judge)]
 pub struct WebJudge {
@@ -596,8 +621,7 @@ pub struct WebJudge {
     info: ModelInfo,
     /// What the adapter is called, for `capabilities()`.
     adapter: String,
-    /// The last evaluation's promise: evaluations run one after another.
-    queue: RefCell<Option<Promise>>,
+    queue: Queue,
 }
 
 #[wasm_bindgen(js_class = Judge)]
@@ -626,15 +650,28 @@ impl WebJudge {
     /// promise carries an `Error` naming what went wrong.
     pub fn evaluate(&self, request: EvaluateRequestArg) -> Result<VerdictPromise, JsError> {
         let engine = self.engine()?;
-        let previous = self.queue.borrow_mut().take();
         let request: JsValue = request.into();
-        let promise = future_to_promise(async move {
-            if let Some(previous) = previous {
-                let _ = JsFuture::from(previous).await;
-            }
-            evaluate(&engine, request).await
-        });
-        *self.queue.borrow_mut() = Some(promise.clone());
+        let promise = self
+            .queue
+            .run(async move { evaluate(&engine, request).await });
+        Ok(promise.unchecked_into())
+    }
+
+    /// Starts moderating B's response to `request.query` as it is written: resolves
+    /// to a `ModerationStream` once the dialogue's fixed part is prefilled. The
+    /// stream has a KV cache of its own; its steps queue with evaluations.
+    #[wasm_bindgen(js_name = moderateStream)]
+    pub fn moderate_stream(
+        &self,
+        request: stream::ModerateStreamRequestArg,
+    ) -> Result<stream::ModerationStreamPromise, JsError> {
+        let engine = self.engine()?;
+        let settings =
+            stream::stream_settings(request.into()).map_err(|e| JsError::new(&e.to_string()))?;
+        let queue = self.queue.clone();
+        let promise = self
+            .queue
+            .run(stream::open(engine, settings, queue));
         Ok(promise.unchecked_into())
     }
 
@@ -664,7 +701,8 @@ impl WebJudge {
         ts(&self.info)
     }
 
-    /// Frees the GPU memory (after an evaluation in progress ends); later calls throw.
+    /// Frees the GPU memory (after an evaluation in progress ends; streams not
+    /// finished or closed keep it); later calls throw.
     pub fn dispose(&self) {
         if let Some(engine) = self.engine.borrow_mut().take() {
             if let Ok(engine) = Rc::try_unwrap(engine) {
@@ -673,7 +711,7 @@ impl WebJudge {
                 }
             }
         }
-        self.queue.borrow_mut().take();
+        self.queue.0.borrow_mut().take();
     }
 
     fn engine(&self) -> Result<Rc<Engine>, JsError> {

@@ -69,6 +69,33 @@ export class Judge {
     }
     return verdict;
   }
+  async moderateStream(request) {
+    this.#check();
+    if (request.checkEvery !== 4 || request.query === "") throw new Error("bad stream request " + JSON.stringify(request));
+    let text = "";
+    let next = request.checkEvery;
+    const judged = () => {
+      const tokens = text.split(/\\s+/).filter(Boolean).length;
+      const unsafe = text.includes("oil");
+      return { tokens, unsafe, p_unsafe: unsafe ? 0.875 : 0.125, label: unsafe ? "unsafe" : "safe", threshold: 0.5 };
+    };
+    return {
+      push: async (piece) => {
+        await sleep(5);
+        text += piece;
+        const { tokens, unsafe, p_unsafe, label, threshold } = judged();
+        if (tokens < next) return null;
+        next = tokens + request.checkEvery;
+        return { p_unsafe, label, threshold, model_p_unsafe: p_unsafe, response_tokens: tokens, prompt_tokens: 100 + tokens, reused_tokens: 96 + tokens, prefilled_tokens: 21, new_tokens: 4, suffix_tokens: 17, pending_tokens: 1, stopped: false, ms: 12.5 };
+      },
+      finish: async () => {
+        const { tokens, p_unsafe, label, threshold } = judged();
+        return { label, p_unsafe, threshold, model_p_unsafe: p_unsafe, head: null, lang: "en", mode: "verdict", output: "[Answer] " + label, critique: null, critique_stop: null,
+          prompt_tokens: 100 + tokens, cached_tokens: 96 + tokens, time_to_verdict_ms: 12.5, total_ms: 12.5, sanitized: [], injection_suspected: false };
+      },
+      close() {},
+    };
+  }
   capabilities() { this.#check(); return { adapter: "fake adapter", backend: "BrowserWebGpu", shaderF16: false, subgroups: false, timestamps: true, maxStorageBindingBytes: 134217728, maxBufferBytes: 268435456 }; }
   modelInfo() { this.#check(); return { name: "fake", arch: "qwen2", layers: 2, hidden: 64, vocab: 100, context: 2048, quant: "Q4_K", fileBytes: 1000, standIn: null, head: "fake-head" }; }
   dispose() { this.#disposed = true; }
@@ -180,6 +207,46 @@ test("critique streams through the worker and Stop cancels it", async () => {
   assert.match(critique, /^word0 word1 word2 word3 word4 word5 /);
   assert.ok(!critique.includes("word399"), "the critique stopped early");
   assert.match(await page.textContent("#critique-stop"), /cancelled/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("moderating while writing: checks move the gauge, and the text stops where it turns unsafe", async () => {
+  const { page, errors } = await openApp();
+  await load(page);
+  await page.selectOption("#example-select", "en-walkway");
+  await page.click("#stream");
+  await waitState(page, "ready");
+  let result = await page.evaluate(() => ({ ...document.getElementById("result").dataset }));
+  assert.equal(result.streamStopped, "true");
+  assert.equal(result.streamChecks, "1");
+  assert.equal(result.label, "unsafe");
+  assert.equal(await page.textContent("#stream-text"), "Pour oil on it", "nothing after the crossing check was shown");
+  assert.equal(await page.textContent("#stream-text mark"), "Pour oil on it", "what crossed the threshold is marked");
+  assert.match(await page.textContent("#stream-status"), /^Stopped at 4 response tokens: P\(unsafe\) 0\.875 crossed the threshold/);
+  assert.equal(await page.textContent("#badge"), "UNSAFE");
+
+  await page.selectOption("#example-select", "en-password");
+  const response = await page.inputValue("#response");
+  await page.click("#stream");
+  await page.waitForFunction(() => Number(document.getElementById("result").dataset.streamChecks) >= 1, null, { polling: 10, timeout: 10000 });
+  assert.equal(await state(page), "streaming");
+  assert.match(await page.textContent("#stream-status"), /^\d+ checks · \d+ response tokens · the last check ran 21 tokens in 13 ms$/);
+  assert.equal(await page.evaluate(() => document.getElementById("gauge-fill").style.width), "12.5%", "a check moves the gauge");
+  await waitState(page, "ready");
+  result = await page.evaluate(() => ({ ...document.getElementById("result").dataset }));
+  assert.equal(result.streamStopped, "false");
+  assert.equal(Number(result.streamChecks), Math.floor(response.split(/\s+/).length / 4));
+  assert.equal(result.label, "safe");
+  assert.equal(await page.textContent("#stream-text"), response, "a safe answer is typed out whole");
+  assert.equal(await page.$("#stream-text mark"), null);
+  assert.match(await page.textContent("#stream-status"), /^Written to the end: \d+ checks, none crossed the threshold\.$/);
+
+  await page.click("#language-toggle");
+  assert.match(await page.textContent("#stream-status"), /^已完整输出：检查 \d+ 次，均未越过阈值。$/);
+  await page.click("#judge");
+  await waitState(page, "ready");
+  assert.equal(await page.isVisible("#stream-box"), false, "a plain verdict hides the stream");
   assert.deepEqual(errors, []);
   await page.close();
 });
