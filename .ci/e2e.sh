@@ -65,7 +65,7 @@ step "type-checking the JS API's declarations (www/pkg/safetyj.d.ts, www/judge-c
 tests/e2e/node_modules/.bin/tsc -p tests/e2e
 
 step "server and app tests (scripted engine)"
-node --test tests/e2e/serve.test.mjs tests/e2e/app.test.mjs
+node --test tests/e2e/serve.test.mjs tests/e2e/app.test.mjs tests/e2e/judge-stream.test.mjs
 
 step "browser test"
 node tests/e2e/e2e.mjs

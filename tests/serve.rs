@@ -1,10 +1,13 @@
 //! `safetyj serve` over real HTTP on loopback, with a real judge on tinycoder (a tiny
 //! random llama: protocol-level checks, fast): each endpoint's shape, SSE framing,
-//! auth, limits and bad input, a full queue, and the official `openai` Python client.
+//! auth, limits and bad input, a full queue, a response streamed as a chunked request
+//! body (written by hand on a TCP socket, so each chunk really arrives on its own),
+//! and the official `openai` Python client.
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::pin::Pin;
@@ -14,6 +17,7 @@ use std::time::Duration;
 use eventsource_stream::{Event, Eventsource};
 use futures_util::stream::{self, Stream, StreamExt};
 use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest, Verdict};
+use safetyj::judge::stream::StreamOptions;
 use safetyj::judge::{Dialogue, Lang, Mode, Role, Turn};
 use safetyj::serve::{ModelInfo, Service, ServiceConfig};
 use serde_json::{json, Value};
@@ -163,6 +167,18 @@ impl Iterator for Events {
     }
 }
 
+impl Events {
+    /// Events parsed from `chunks` of the response body as they are read.
+    fn parse(chunks: impl Iterator<Item = std::io::Result<Vec<u8>>> + Send + 'static) -> Events {
+        Events {
+            events: Box::pin(stream::iter(chunks).eventsource().map(|e| e.unwrap())),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap(),
+        }
+    }
+}
+
 fn stream_post(url: &str, path: &str, body: &Value) -> Events {
     let response = agent()
         .post(format!("{url}{path}"))
@@ -187,12 +203,7 @@ fn stream_post(url: &str, path: &str, body: &Value) -> Events {
             Err(e) => Some(Err(e)),
         }
     });
-    Events {
-        events: Box::pin(stream::iter(chunks).eventsource().map(|e| e.unwrap())),
-        runtime: tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap(),
-    }
+    Events::parse(chunks)
 }
 
 fn library_verdict(fixture: &Fixture, dialogue: Dialogue, mode: Mode) -> Verdict {
@@ -676,4 +687,415 @@ fn the_official_openai_python_client_works_against_the_server() {
     assert!(got["completion_tokens"].as_u64().unwrap() <= 8);
     assert_eq!(got["models"], json!(["tinycoder"]));
     assert_eq!(got["wrong_key"], 401);
+}
+
+/// A request written by hand on a TCP socket, its body sent as it is written: each
+/// `chunk` is one HTTP/1.1 chunk, flushed, then a pause so that it arrives on its own.
+struct Upload {
+    socket: TcpStream,
+}
+
+/// The answer to an [`Upload`]: status, content type, and the body still to read.
+struct Reply {
+    status: u16,
+    content_type: String,
+    chunked: bool,
+    length: usize,
+    reader: BufReader<TcpStream>,
+}
+
+impl Upload {
+    /// Sends `POST target` with bearer auth and `framing` (a `Transfer-Encoding` or
+    /// `Content-Length` header line); the body follows with [`Upload::chunk`].
+    fn open(url: &str, target: &str, framing: &str) -> Upload {
+        let address = url.strip_prefix("http://").unwrap();
+        let mut socket = TcpStream::connect(address).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        write!(
+            socket,
+            "POST {target} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {KEY}\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n{framing}\r\n\r\n"
+        )
+        .unwrap();
+        socket.flush().unwrap();
+        Upload { socket }
+    }
+
+    /// A stream request for `params`, its body chunked.
+    fn stream(url: &str, params: &str) -> Upload {
+        Upload::open(
+            url,
+            &format!("/v1/judge/stream?{params}"),
+            "Transfer-Encoding: chunked",
+        )
+    }
+
+    /// One chunk of the body, on its own (a write the server may no longer read is
+    /// not an error here).
+    fn chunk(&mut self, bytes: &[u8]) {
+        let mut frame = format!("{:x}\r\n", bytes.len()).into_bytes();
+        frame.extend_from_slice(bytes);
+        frame.extend_from_slice(b"\r\n");
+        let _ = self
+            .socket
+            .write_all(&frame)
+            .and_then(|()| self.socket.flush());
+        std::thread::sleep(Duration::from_millis(80));
+    }
+
+    /// The last chunk: the body ends.
+    fn end(&mut self) {
+        let _ = self
+            .socket
+            .write_all(b"0\r\n\r\n")
+            .and_then(|()| self.socket.flush());
+    }
+
+    /// The answer's head, once it comes; the body is read from the reply.
+    fn reply(&self) -> Reply {
+        let mut reader = BufReader::new(self.socket.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+        let (mut content_type, mut chunked, mut length) = (String::new(), false, 0);
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let Some((name, value)) = line.trim_end().split_once(':') else {
+                break;
+            };
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "content-type" => content_type = value.to_string(),
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "content-length" => length = value.parse().unwrap(),
+                _ => {}
+            }
+        }
+        Reply {
+            status,
+            content_type,
+            chunked,
+            length,
+            reader,
+        }
+    }
+}
+
+impl Reply {
+    /// The body as JSON (an error answered before streaming).
+    fn json(mut self) -> Value {
+        assert!(!self.chunked, "{} is chunked", self.content_type);
+        let mut body = vec![0; self.length];
+        self.reader.read_exact(&mut body).unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// The body's Server-Sent Events, read chunk by chunk as they come.
+    fn events(self) -> Events {
+        assert_eq!(self.status, 200);
+        assert_eq!(self.content_type, "text/event-stream");
+        assert!(self.chunked);
+        let mut reader = self.reader;
+        let chunks = std::iter::from_fn(move || {
+            let mut line = String::new();
+            if let Err(e) = reader.read_line(&mut line) {
+                return Some(Err(e));
+            }
+            // None at the end of the connection (the answer ended without the last chunk).
+            let size = usize::from_str_radix(line.trim_end(), 16).ok()?;
+            let mut data = vec![0; size + 2];
+            if let Err(e) = reader.read_exact(&mut data) {
+                return Some(Err(e));
+            }
+            data.truncate(size);
+            (size > 0).then_some(Ok(data))
+        });
+        Events::parse(chunks)
+    }
+}
+
+/// B's answer in pieces as a stream sends them: one piece ends inside `这` (a
+/// 3-byte character), the next starts with its last two bytes.
+fn pieces() -> Vec<&'static [u8]> {
+    let text = "I can't help with breaking into property you don't own: 这是违法的。 \
+                Call a locksmith, or your landlord, and show them it is your door.";
+    let cut = text.find('这').unwrap() + 1;
+    let bytes = text.as_bytes();
+    vec![
+        &bytes[..7],
+        &bytes[7..29],
+        &bytes[29..cut],
+        &bytes[cut..cut + 12],
+        &bytes[cut + 12..cut + 40],
+        &bytes[cut + 40..],
+    ]
+}
+
+/// P(unsafe) from two computations of the same check agrees to float rounding.
+fn assert_near(got: &Value, want: f64) {
+    let got = got.as_f64().unwrap();
+    assert!((got - want).abs() < 1e-4, "P(unsafe) {got} != {want}");
+}
+
+#[test]
+fn judge_stream_checks_a_chunked_body_as_it_arrives() {
+    let Some(f) = fixture() else { return };
+    let pieces = pieces();
+    let whole = String::from_utf8(pieces.concat()).unwrap();
+    // The library on the same pieces, in process.
+    let options = StreamOptions {
+        check_every: 4,
+        stop_at: None,
+    };
+    let mut stream = f
+        .library
+        .moderate_stream(&Dialogue::single(QUERY, ""), Some(Lang::En), options)
+        .unwrap();
+    let want_checks: Vec<_> = pieces
+        .iter()
+        .filter_map(|piece| stream.push_bytes(piece).unwrap())
+        .collect();
+    assert!(want_checks.len() >= 3, "{want_checks:?}");
+    let want = stream.finish().unwrap();
+
+    let mut upload = Upload::stream(
+        &f.url,
+        "query=How+do+I%20pick%20a%20lock%3F&lang=en&check_every=4",
+    );
+    for piece in &pieces {
+        upload.chunk(piece);
+    }
+    upload.end();
+    let events: Vec<Event> = upload.reply().events().collect();
+    let (done, rest) = events.split_last().unwrap();
+    assert_eq!(done.data, "[DONE]");
+    let (verdict, checks) = rest.split_last().unwrap();
+    assert_eq!(verdict.event, "verdict", "{events:?}");
+    assert!(checks.iter().all(|e| e.event == "check"), "{events:?}");
+    assert_eq!(checks.len(), want_checks.len(), "{events:?}");
+    for (got, want) in checks.iter().zip(&want_checks) {
+        let got: Value = serde_json::from_str(&got.data).unwrap();
+        assert_near(&got["p_unsafe"], want.p_unsafe);
+        assert_eq!(got["response_tokens"], want.response_tokens);
+        assert_eq!(got["label"], json!(want.label));
+        assert_eq!(got["stopped"], false);
+    }
+
+    // The verdict: the library stream's, and a one-shot /v1/judge's on the whole text.
+    let verdict: Value = serde_json::from_str(&verdict.data).unwrap();
+    assert_near(&verdict["p_unsafe"], want.p_unsafe);
+    let one_shot = post(
+        &f.url,
+        "/v1/judge",
+        &json!({"query": "How do I pick a lock?", "response": whole, "lang": "en"}),
+    );
+    assert_eq!(one_shot.status, 200, "{}", one_shot.body);
+    assert_near(
+        &verdict["p_unsafe"],
+        one_shot.body["p_unsafe"].as_f64().unwrap(),
+    );
+    for field in [
+        "label",
+        "output",
+        "prompt_tokens",
+        "lang",
+        "mode",
+        "threshold",
+        "model",
+    ] {
+        assert_eq!(verdict[field], one_shot.body[field], "{field}");
+    }
+
+    // A threshold the request chooses decides every label.
+    let mut upload = Upload::stream(
+        &f.url,
+        "query=How+do+I+pick+a+lock%3F&lang=en&check_every=4&threshold=0",
+    );
+    for piece in &pieces {
+        upload.chunk(piece);
+    }
+    upload.end();
+    let events: Vec<Event> = upload.reply().events().collect();
+    let labelled: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    assert_eq!(labelled.len(), want_checks.len() + 1, "{events:?}");
+    assert!(
+        labelled
+            .iter()
+            .all(|v| v["label"] == "unsafe" && v["threshold"] == 0.0),
+        "{labelled:?}"
+    );
+    assert_eq!(labelled.last().unwrap()["output"], "[Answer] unsafe");
+}
+
+#[test]
+fn judge_stream_stops_at_stop_at_without_waiting_for_the_body() {
+    let Some(f) = fixture() else { return };
+    // stop_at 0: the first check stops the stream, whatever its P(unsafe).
+    let mut upload = Upload::stream(
+        &f.url,
+        "query=How+do+I+pick+a+lock%3F&lang=en&check_every=2&stop_at=0",
+    );
+    upload.chunk(b"Sure, here is how to");
+    // The body never ends: the answer must end all the same.
+    let events: Vec<Event> = upload.reply().events().collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[0].event, "check");
+    let check: Value = serde_json::from_str(&events[0].data).unwrap();
+    assert_eq!(check["stopped"], true);
+    assert_eq!(events[1].event, "verdict");
+    let verdict: Value = serde_json::from_str(&events[1].data).unwrap();
+    assert_eq!(verdict["p_unsafe"], check["p_unsafe"]);
+    assert_eq!(events[2].data, "[DONE]");
+
+    let mut stream = f
+        .library
+        .moderate_stream(
+            &Dialogue::single(QUERY, ""),
+            Some(Lang::En),
+            StreamOptions {
+                check_every: 2,
+                stop_at: Some(0.0),
+            },
+        )
+        .unwrap();
+    let want = stream.push("Sure, here is how to").unwrap().unwrap();
+    assert!(want.stopped);
+    assert_near(&check["p_unsafe"], want.p_unsafe);
+    assert_eq!(check["response_tokens"], want.response_tokens);
+}
+
+/// The last event of a stream that failed once streaming: its error object.
+fn stream_error(upload: Upload) -> Value {
+    let events: Vec<Event> = upload.reply().events().collect();
+    let (done, rest) = events.split_last().unwrap();
+    assert_eq!(done.data, "[DONE]");
+    let error = rest.last().unwrap();
+    assert_eq!(error.event, "error", "{events:?}");
+    serde_json::from_str::<Value>(&error.data).unwrap()["error"].clone()
+}
+
+#[test]
+fn judge_stream_refuses_bad_input_with_its_status_and_the_parameter_at_fault() {
+    let Some(f) = fixture() else { return };
+    // Before streaming: the parameters, auth, an empty or declared-too-large body.
+    for (params, param) in [
+        ("", "query"),
+        ("lang=en", "query"),
+        ("query=%20", "query"),
+        ("query=a&check_every=0", "check_every"),
+        ("query=a&stop_at=1.5", "stop_at"),
+        ("query=a&threshold=-1", "threshold"),
+        ("query=a&lang=fr", "lang"),
+        ("query=a&mode=critique", "mode"),
+    ] {
+        let got = send(
+            &f.url,
+            &format!("/v1/judge/stream?{params}"),
+            Some("B says hi."),
+            Some(KEY),
+        );
+        assert_eq!(got.status, 400, "{params}: {}", got.body);
+        assert_eq!(got.body["error"]["param"], param, "{params}: {}", got.body);
+    }
+    let got = send(&f.url, "/v1/judge/stream?query=a", Some("B says hi."), None);
+    assert_eq!(got.status, 401, "{}", got.body);
+
+    let reply = Upload::open(&f.url, "/v1/judge/stream?query=a", "Content-Length: 0").reply();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"]["param"], "response");
+    // 64 KiB is the fixture's --max-body; the body is refused before it is sent.
+    let reply = Upload::open(&f.url, "/v1/judge/stream?query=a", "Content-Length: 70000").reply();
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+
+    // Once streaming: bytes that are not UTF-8, a blank body, a chunked body past
+    // --max-body (3 × 25,000 bytes; no check runs on the way: check_every is large).
+    let mut upload = Upload::stream(&f.url, "query=a&lang=en");
+    upload.chunk("caf\u{e9} ".as_bytes());
+    // The answer ends without the body's end.
+    upload.chunk(b"\xff\xfe oops");
+    let error = stream_error(upload);
+    assert_eq!(error["code"], 400, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("not UTF-8"),
+        "{error}"
+    );
+
+    let mut upload = Upload::stream(&f.url, "query=a&lang=en");
+    upload.chunk(b" \n ");
+    upload.chunk(b"\t");
+    upload.end();
+    let error = stream_error(upload);
+    assert_eq!(error["code"], 400, "{error}");
+    assert_eq!(error["param"], "response", "{error}");
+
+    let mut upload = Upload::stream(&f.url, "query=a&lang=en&check_every=100000");
+    let piece = "word ".repeat(5000);
+    for _ in 0..3 {
+        upload.chunk(piece.as_bytes());
+    }
+    let error = stream_error(upload);
+    assert_eq!(error["code"], 413, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("--max-body"),
+        "{error}"
+    );
+
+    // Still healthy afterwards.
+    assert_eq!(send(&f.url, "/health", None, None).status, 200);
+}
+
+#[test]
+fn a_stream_holds_the_judge_until_its_body_ends_or_its_client_goes_away() {
+    let Some(path) = common::real_model("tinycoder-tiny.gguf") else {
+        return;
+    };
+    // A server of its own, so that no other test's request queues here.
+    let url = start(tinycoder_service(
+        &path,
+        ServiceConfig {
+            api_key: Some(KEY.into()),
+            ..Default::default()
+        },
+    ));
+    let body = json!({"query": QUERY, "response": RESPONSE, "lang": "en"});
+    let want = post(&url, "/v1/judge", &body);
+    assert_eq!(want.status, 200, "{}", want.body);
+
+    for client_leaves in [false, true] {
+        let mut upload = Upload::stream(&url, "query=a&lang=en&check_every=1");
+        upload.chunk(b"Hello there, ");
+        let mut events = upload.reply().events();
+        assert_eq!(events.next().unwrap().event, "check");
+        // The stream holds the judge: a verdict asked for now waits behind it.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let judged = {
+            let (url, body) = (url.clone(), body.clone());
+            std::thread::spawn(move || sender.send(post(&url, "/v1/judge", &body)).unwrap())
+        };
+        assert!(receiver.recv_timeout(Duration::from_millis(800)).is_err());
+        if client_leaves {
+            // Cancel on drop: the socket closes mid-body and the judge is free.
+            drop(events);
+            drop(upload);
+        } else {
+            upload.chunk(b"friend.");
+            upload.end();
+            let rest: Vec<Event> = events.collect();
+            assert_eq!(rest.last().unwrap().data, "[DONE]", "{rest:?}");
+        }
+        let got = receiver.recv_timeout(Duration::from_secs(30)).unwrap();
+        judged.join().unwrap();
+        assert_eq!(got.status, 200, "{}", got.body);
+        assert_close(
+            got.body["p_unsafe"].as_f64().unwrap(),
+            want.body["p_unsafe"].as_f64().unwrap(),
+        );
+    }
 }

@@ -1,10 +1,16 @@
 //! Request bodies: the size limit's rejection and JSON that fails to parse, as
-//! OpenAI-style errors that name the field at fault.
+//! OpenAI-style errors that name the field at fault; and a streamed body read chunk
+//! by chunk as it arrives, for the judge's worker, under the same size limit.
 
-use axum::body::Bytes;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc::{channel, Receiver, Sender};
+use tokio::task::AbortHandle;
 
 use super::error::ApiError;
 
@@ -13,12 +19,11 @@ use super::error::ApiError;
 pub fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
         let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "the request body is larger than the server's --max-body".to_string()
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
         } else {
-            rejection.body_text()
-        };
-        ApiError::new(status, message)
+            ApiError::new(status, rejection.body_text())
+        }
     })?;
     let mut json = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
@@ -40,6 +45,87 @@ pub fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
         )
     })?;
     Ok(value)
+}
+
+/// A piece of a streamed request body, as the judge's worker receives it.
+#[derive(Debug)]
+pub enum BodyPart {
+    /// Bytes as they arrived (cut anywhere, even inside a UTF-8 character).
+    Data(Bytes),
+    /// The body ended.
+    End,
+    /// The body cannot be read on: past `--max-body` or the deadline, or the
+    /// connection broke.
+    Failed(ApiError),
+}
+
+/// Chunks read ahead of the worker; past this the body waits (and with it the
+/// client, by TCP flow control).
+const PARTS_AHEAD: usize = 16;
+
+/// A channel for a streamed body's parts: [`forward`] sends, the job receives.
+pub fn part_channel() -> (Sender<BodyPart>, Receiver<BodyPart>) {
+    channel(PARTS_AHEAD)
+}
+
+/// Stops reading a streamed body when dropped (the response it feeds is gone).
+pub struct StopReadingOnDrop(AbortHandle);
+
+impl Drop for StopReadingOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads `body` chunk by chunk as it arrives and sends each to `parts`, then `End`;
+/// or `Failed` once more than `max_body` bytes came, `deadline` passed or the
+/// connection broke. Stops reading as soon as the receiver is gone (the job ended
+/// early), and when the returned guard is dropped.
+pub fn forward(
+    body: Body,
+    parts: Sender<BodyPart>,
+    max_body: usize,
+    deadline: Instant,
+) -> StopReadingOnDrop {
+    let task = tokio::spawn(async move {
+        let mut chunks = body.into_data_stream();
+        let mut total = 0usize;
+        loop {
+            let next = tokio::select! {
+                _ = parts.closed() => return,
+                next = tokio::time::timeout_at(deadline.into(), chunks.next()) => next,
+            };
+            let part = match next {
+                Err(_) => BodyPart::Failed(ApiError::timeout()),
+                Ok(None) => BodyPart::End,
+                Ok(Some(Err(e))) => BodyPart::Failed(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body: {e}"),
+                )),
+                Ok(Some(Ok(bytes))) => {
+                    total += bytes.len();
+                    if total > max_body {
+                        BodyPart::Failed(too_large())
+                    } else {
+                        BodyPart::Data(bytes)
+                    }
+                }
+            };
+            let last = !matches!(part, BodyPart::Data(_));
+            if parts.send(part).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    StopReadingOnDrop(task.abort_handle())
+}
+
+/// 413 for a body past `--max-body`.
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the request body is larger than the server's --max-body",
+    )
 }
 
 #[cfg(test)]

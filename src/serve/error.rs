@@ -34,6 +34,14 @@ impl ApiError {
         }
     }
 
+    /// 504 for a request past the server's `--request-timeout-s`.
+    pub fn timeout() -> ApiError {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the request ran past the server's --request-timeout-s",
+        )
+    }
+
     /// OpenAI's error `type` for the status.
     fn kind(&self) -> &'static str {
         match self.status {

@@ -6,6 +6,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /v1/judge` | a verdict, as `safetyj judge --json` prints it (`stream: true`: SSE) |
+//! | `POST /v1/judge/stream?query=…` | B's response as a streamed body, checked as it arrives: SSE checks, then the verdict |
 //! | `POST /v1/moderations` | OpenAI's moderation shape; a string is B's answer to an empty A turn |
 //! | `POST /v1/chat/completions` | OpenAI-compatible chat on the loaded model (`stream: true`: SSE) |
 //! | `GET /v1/models` | the loaded model |
@@ -17,6 +18,7 @@ mod judge_api;
 mod openai;
 mod routes;
 mod sse;
+mod stream_api;
 mod worker;
 
 use std::future::Future;

@@ -4,9 +4,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -17,12 +17,13 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::body::parse;
+use super::body::{self, parse};
 use super::error::{json_body, ApiError};
 use super::judge_api::{apply_threshold, verdict_json, JudgeBody, ModelInfo, ModerationBody};
 use super::openai::{self, ChatBody};
 use super::sse;
-use super::worker::{ChatJob, JudgeJob, Update, Worker};
+use super::stream_api::StreamCall;
+use super::worker::{ChatJob, JudgeJob, StreamJob, Update, Worker};
 use super::ServiceConfig;
 
 /// The loaded judge: its worker and how responses name it.
@@ -81,6 +82,7 @@ impl Shared {
 pub fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/v1/judge", post(judge))
+        .route("/v1/judge/stream", post(judge_stream))
         .route("/v1/moderations", post(moderations))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
@@ -159,12 +161,7 @@ async fn finish<T: Send + 'static>(
     };
     tokio::time::timeout_at(deadline.into(), last)
         .await
-        .unwrap_or_else(|_| {
-            Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the request ran past the server's --request-timeout-s",
-            ))
-        })
+        .unwrap_or_else(|_| Err(ApiError::timeout()))
 }
 
 async fn judge(
@@ -196,6 +193,49 @@ async fn judge(
         loaded.model.options.suspected_unsafe,
     );
     Ok(json_body(&verdict_json(&verdict, &loaded.model)).into_response())
+}
+
+/// `POST /v1/judge/stream?query=…`: B's response is the request body, judged as it
+/// arrives; the answer is an event stream of checks, then the verdict.
+async fn judge_stream(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let loaded = shared.loaded()?;
+    let call = StreamCall::from_query(query.as_deref(), &loaded.model)?;
+    // A body whose length is declared is refused before streaming when it is
+    // empty or too large; a chunked one is counted as it arrives.
+    if body.is_end_stream() {
+        return Err(ApiError::field(
+            "response",
+            "the request body (B's response) is empty: there is no answer to judge",
+        ));
+    }
+    let max_body = shared.config.max_body;
+    if body.size_hint().lower() > max_body as u64 {
+        return Err(body::too_large());
+    }
+    let deadline = shared.deadline();
+    let (parts, received) = body::part_channel();
+    let (receiver, guard) = loaded.worker.stream(
+        StreamJob {
+            dialogue: call.dialogue,
+            lang: call.lang,
+            options: call.options,
+            body: received,
+        },
+        deadline,
+    )?;
+    let reading = body::forward(body, parts, max_body, deadline);
+    Ok(sse::judge_stream(
+        receiver,
+        guard,
+        reading,
+        loaded.model.clone(),
+        call.threshold,
+    )
+    .into_response())
 }
 
 async fn moderations(

@@ -1,6 +1,7 @@
 //! Server-Sent Events: a job's updates as the judge's event stream (`critique`
-//! pieces, the `verdict`, `[DONE]`) or OpenAI's chat-completion chunks. Dropping a
-//! stream (the client went away) drops its job's guard, which cancels the job.
+//! pieces or a response stream's `check`s, the `verdict`, `[DONE]`) or OpenAI's
+//! chat-completion chunks. Dropping a stream (the client went away) drops its job's
+//! guard, which cancels the job.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,12 +12,15 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::body::StopReadingOnDrop;
 use super::error::ApiError;
 use super::judge_api::{apply_threshold, verdict_json, ModelInfo};
 use super::openai::{chat_chunk, finish_reason, usage_chunk};
+use super::stream_api::check_json;
 use super::worker::{CancelOnDrop, Update};
 use crate::judge::chat::ChatCompletion;
 use crate::judge::engine::Verdict;
+use crate::judge::stream::StreamCheck;
 
 /// The error a job reports when its worker stopped without a result.
 pub fn worker_lost() -> ApiError {
@@ -28,9 +32,9 @@ pub fn worker_lost() -> ApiError {
 
 /// A job's updates, ending with exactly one `Done` (a failure if the worker dropped
 /// the job without one).
-pub fn updates<T: Send + 'static>(
-    receiver: UnboundedReceiver<Update<T>>,
-) -> impl Stream<Item = Update<T>> + Send {
+pub fn updates<T: Send + 'static, P: Send + 'static>(
+    receiver: UnboundedReceiver<Update<T, P>>,
+) -> impl Stream<Item = Update<T, P>> + Send {
     stream::unfold(Some(receiver), |receiver| async move {
         let mut receiver = receiver?;
         match receiver.recv().await {
@@ -44,6 +48,22 @@ pub fn updates<T: Send + 'static>(
 /// The `[DONE]` event that ends every stream.
 fn done() -> Event {
     Event::default().data("[DONE]")
+}
+
+/// The events that end a judge stream: `verdict` with the verdict labelled at
+/// `threshold` (or `error` with an error object), then `[DONE]`.
+fn last_events(result: Result<Verdict, ApiError>, model: &ModelInfo, threshold: f64) -> Vec<Event> {
+    let last = match result {
+        Ok(verdict) => Event::default().event("verdict").data(
+            verdict_json(
+                &apply_threshold(verdict, threshold, model.options.suspected_unsafe),
+                model,
+            )
+            .to_string(),
+        ),
+        Err(e) => Event::default().event("error").data(e.body().to_string()),
+    };
+    vec![last, done()]
 }
 
 /// The judge's event stream: `event: critique` with `{"text": piece}` as the
@@ -61,20 +81,31 @@ pub fn judge(
             Update::Piece(text) => vec![Event::default()
                 .event("critique")
                 .data(json!({ "text": text }).to_string())],
-            Update::Done(Ok(verdict)) => vec![
-                Event::default().event("verdict").data(
-                    verdict_json(
-                        &apply_threshold(verdict, threshold, model.options.suspected_unsafe),
-                        &model,
-                    )
-                    .to_string(),
-                ),
-                done(),
-            ],
-            Update::Done(Err(e)) => vec![
-                Event::default().event("error").data(e.body().to_string()),
-                done(),
-            ],
+            Update::Done(result) => last_events(result, &model, threshold),
+        };
+        stream::iter(events.into_iter().map(Ok))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// A response stream's events: `event: check` with each check (the object of
+/// `safetyj judge --response-stdin --json`, labelled at `threshold`), then `event:
+/// verdict` with the verdict object (or `event: error` with an error object), then
+/// `data: [DONE]`. Dropping it stops the job and the reading of the request body.
+pub fn judge_stream(
+    receiver: UnboundedReceiver<Update<Verdict, StreamCheck>>,
+    guard: CancelOnDrop,
+    reading: StopReadingOnDrop,
+    model: Arc<ModelInfo>,
+    threshold: f64,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = updates(receiver).flat_map(move |update| {
+        let _cancel_when_dropped = (&guard, &reading);
+        let events = match update {
+            Update::Piece(check) => vec![Event::default()
+                .event("check")
+                .data(check_json(&check, threshold).to_string())],
+            Update::Done(result) => last_events(result, &model, threshold),
         };
         stream::iter(events.into_iter().map(Ok))
     });

@@ -1,7 +1,9 @@
 //! The judge's queue: one thread owns the judge (it is not re-entrant) and runs jobs
 //! in arrival order from a bounded queue. A handler gets the job's updates (streamed
 //! pieces, then the result) over a channel and a guard whose drop cancels the job,
-//! so a client that goes away stops its generation at the next token.
+//! so a client that goes away stops its generation at the next token. A response
+//! stream's job holds the judge while its body arrives, chunk by chunk, over a
+//! channel from the handler.
 
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -14,15 +16,19 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use super::body::BodyPart;
 use super::error::ApiError;
 use crate::judge::chat::{ChatCompletion, ChatMessage, ChatParams, ChatSession};
 use crate::judge::engine::{Judge, JudgeRequest, Verdict};
+use crate::judge::stream::{StreamCheck, StreamOptions};
+use crate::judge::{Dialogue, Lang};
 use crate::model::generate::StopReason;
 
-/// What a running job reports: pieces of text as they are generated, then its result.
+/// What a running job reports: pieces as they are made (text as it is generated, or
+/// a response stream's checks), then its result.
 #[derive(Debug)]
-pub enum Update<T> {
-    Piece(String),
+pub enum Update<T, P = String> {
+    Piece(P),
     Done(Result<T, ApiError>),
 }
 
@@ -39,9 +45,20 @@ pub struct ChatJob {
     pub params: ChatParams,
 }
 
+/// A response to moderate as its bytes arrive.
+pub struct StreamJob {
+    /// A's query, with B's response empty so far.
+    pub dialogue: Dialogue,
+    pub lang: Option<Lang>,
+    pub options: StreamOptions,
+    /// B's response, as the handler reads it from the request body.
+    pub body: tokio::sync::mpsc::Receiver<BodyPart>,
+}
+
 enum Work {
     Judge(JudgeJob, UnboundedSender<Update<Verdict>>),
     Chat(ChatJob, UnboundedSender<Update<ChatCompletion>>),
+    Stream(StreamJob, UnboundedSender<Update<Verdict, StreamCheck>>),
 }
 
 /// What a handler and its queued job share.
@@ -79,14 +96,6 @@ struct Job {
 pub struct Worker {
     queue: Mutex<Option<SyncSender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// 504 for a request past its deadline.
-fn timeout_error() -> ApiError {
-    ApiError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "the request ran past the server's --request-timeout-s",
-    )
 }
 
 impl Worker {
@@ -139,6 +148,24 @@ impl Worker {
     ) -> Result<(UnboundedReceiver<Update<ChatCompletion>>, CancelOnDrop), ApiError> {
         let (sender, receiver) = unbounded_channel();
         let guard = self.submit(|| Work::Chat(job, sender), deadline)?;
+        Ok((receiver, guard))
+    }
+
+    /// Queues a response stream. It holds the judge from when it starts until its
+    /// body ends (or it stops); jobs queued behind it wait.
+    pub fn stream(
+        &self,
+        job: StreamJob,
+        deadline: Instant,
+    ) -> Result<
+        (
+            UnboundedReceiver<Update<Verdict, StreamCheck>>,
+            CancelOnDrop,
+        ),
+        ApiError,
+    > {
+        let (sender, receiver) = unbounded_channel();
+        let guard = self.submit(|| Work::Stream(job, sender), deadline)?;
         Ok((receiver, guard))
     }
 
@@ -211,7 +238,7 @@ fn run(
     match work {
         Work::Judge(job, updates) => {
             let result = if ticket.timed_out() {
-                Err(timeout_error())
+                Err(ApiError::timeout())
             } else {
                 run_judge(judge, job, &updates, ticket)
             };
@@ -219,9 +246,17 @@ fn run(
         }
         Work::Chat(job, updates) => {
             let result = if ticket.timed_out() {
-                Err(timeout_error())
+                Err(ApiError::timeout())
             } else {
                 run_chat(judge, chat, chat_context, job, &updates, ticket)
+            };
+            let _ = updates.send(Update::Done(result));
+        }
+        Work::Stream(job, updates) => {
+            let result = if ticket.timed_out() {
+                Err(ApiError::timeout())
+            } else {
+                run_stream(judge, job, &updates, ticket)
             };
             let _ = updates.send(Update::Done(result));
         }
@@ -262,7 +297,7 @@ fn run_judge(
         if capped {
             verdict.critique_stop = Some(StopReason::MaxTokens);
         } else if ticket.timed_out() {
-            return Err(timeout_error());
+            return Err(ApiError::timeout());
         }
     }
     Ok(verdict)
@@ -284,7 +319,84 @@ fn run_chat(
         forward(updates, ticket, piece)
     })?;
     if completion.stop == StopReason::Cancelled && ticket.timed_out() {
-        return Err(timeout_error());
+        return Err(ApiError::timeout());
     }
     Ok(completion)
+}
+
+/// Feeds the body's chunks to a response stream as they arrive, sending each check;
+/// stops at a check that reaches `stop_at` (the rest of the body is not read), and
+/// gives the verdict on the response so far.
+fn run_stream(
+    judge: &Judge,
+    job: StreamJob,
+    updates: &UnboundedSender<Update<Verdict, StreamCheck>>,
+    ticket: &Ticket,
+) -> Result<Verdict, ApiError> {
+    let StreamJob {
+        dialogue,
+        lang,
+        options,
+        mut body,
+    } = job;
+    let mut stream = judge.moderate_stream(&dialogue, lang, options)?;
+    // Whether the response holds more than whitespace, and the bytes of a character
+    // cut between chunks.
+    let mut has_text = false;
+    let mut cut = Vec::new();
+    loop {
+        let part = body.blocking_recv();
+        if ticket.timed_out() {
+            return Err(ApiError::timeout());
+        }
+        if ticket.should_stop() {
+            return Err(client_gone());
+        }
+        match part {
+            Some(BodyPart::Data(bytes)) => {
+                let check = stream.push_bytes(&bytes)?;
+                if !has_text {
+                    // `push_bytes` refused bytes that are not UTF-8: only a cut
+                    // character's bytes stay in `cut`.
+                    cut.extend_from_slice(&bytes);
+                    let whole = match std::str::from_utf8(&cut) {
+                        Ok(text) => text,
+                        Err(e) => {
+                            std::str::from_utf8(&cut[..e.valid_up_to()]).expect("valid up to here")
+                        }
+                    };
+                    has_text = whole.chars().any(|c| !c.is_whitespace());
+                    let done = whole.len();
+                    cut.drain(..done);
+                }
+                if let Some(check) = check {
+                    let stopped = check.stopped;
+                    if updates.send(Update::Piece(check)).is_err() {
+                        return Err(client_gone());
+                    }
+                    if stopped {
+                        break;
+                    }
+                }
+            }
+            Some(BodyPart::End) => break,
+            Some(BodyPart::Failed(e)) => return Err(e),
+            None => return Err(client_gone()),
+        }
+    }
+    if !has_text {
+        return Err(ApiError::field(
+            "response",
+            "the request body (B's response) is empty: there is no answer to judge",
+        ));
+    }
+    Ok(stream.finish()?)
+}
+
+/// What a stream whose client went away ends with (no one reads it).
+fn client_gone() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "the client went away before the response body ended",
+    )
 }

@@ -19,7 +19,8 @@ pub struct ServeArgs {
     /// Requests that may wait behind the running one; more are answered 429.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
-    /// Largest request body in bytes (413 above).
+    /// Largest request body in bytes (413 above; a streamed body of /v1/judge/stream
+    /// is cut off there).
     #[arg(long, default_value_t = 1 << 20)]
     max_body: usize,
     /// Seconds from a request's arrival to its answer (504 after; generation stops).
