@@ -1,6 +1,9 @@
 //! `safetyj bench`: how fast a model runs on this adapter, against ceilings measured
 //! on the same adapter (copy bandwidth, the best GEMM), with an optional per-op GPU
-//! time profile from timestamp queries.
+//! time profile from timestamp queries, its time to verdict, and what a streaming
+//! check costs against a verdict as the response grows ([`stream`]).
+
+pub mod stream;
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -20,6 +23,7 @@ use crate::model::{Engine, Logits, Model, Session};
 use crate::ops::{self, Elem, Tensor, WeightMatrix};
 use crate::quant::DType;
 use crate::tokenizer::{GgufVocab, Tokenizer};
+use stream::{stream_timing, StreamTiming};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -30,6 +34,9 @@ pub struct BenchOptions {
     pub gen_tokens: usize,
     /// Also time each op of one prefill and one decode step with GPU timestamps.
     pub profile: bool,
+    /// Response lengths, in tokens, at which a streaming check is timed against a
+    /// one-shot verdict ([`stream::DEFAULT_LENGTHS`] usually).
+    pub stream_lengths: Vec<usize>,
 }
 
 /// GPU time of one op kind within a forward step.
@@ -110,6 +117,8 @@ pub struct BenchReport {
     pub profile: Option<Profile>,
     /// Time to verdict on typical Safety-J dialogues (absent only while measuring).
     pub verdict: Option<VerdictTiming>,
+    /// Streaming checks against one-shot verdicts (absent only while measuring).
+    pub stream: Option<StreamTiming>,
 }
 
 /// Time to verdict (verdict mode: the prompt and the labels' scores) on typical
@@ -138,13 +147,30 @@ const VERDICT_DIALOGUES: [(&str, &str); 2] = [
     ),
 ];
 
-/// Times verdicts on [`VERDICT_DIALOGUES`] with the Safety-J protocol.
-fn verdict_timing(engine: Engine, tokenizer: Tokenizer) -> Result<VerdictTiming> {
+/// Positions of the KV cache of the judge that times verdicts and streams (or the
+/// model's context, if smaller): room for a 1024-token response and the template.
+const JUDGE_CONTEXT: usize = 2048;
+
+/// Times verdicts, then streaming checks at `stream_lengths`, with the Safety-J
+/// protocol on a judge of [`JUDGE_CONTEXT`].
+fn judge_timing(
+    engine: Engine,
+    tokenizer: Tokenizer,
+    stream_lengths: &[usize],
+) -> Result<(VerdictTiming, StreamTiming)> {
+    let context = JUDGE_CONTEXT.min(engine.config().context);
     let options = JudgeOptions {
-        context: 1024,
+        context,
         ..JudgeOptions::default()
     };
     let judge = Judge::new(engine, tokenizer, Box::new(SafetyJ), options)?;
+    let verdict = verdict_timing(&judge)?;
+    let stream = stream_timing(&judge, context, stream_lengths)?;
+    Ok((verdict, stream))
+}
+
+/// Times verdicts on [`VERDICT_DIALOGUES`], the first one untimed.
+fn verdict_timing(judge: &Judge) -> Result<VerdictTiming> {
     let verdict = |(query, response): (&str, &str)| {
         let request = JudgeRequest {
             dialogue: Dialogue::single(query, response),
@@ -186,15 +212,19 @@ fn greedy(tokens: usize) -> GenerateOptions {
 }
 
 /// Loads the GGUF model at `path` and measures it; see [`BenchReport`]. The context
-/// ends up in the judge that times the verdicts.
+/// ends up in the judge that times the verdicts and streams.
 pub fn run(ctx: Context, path: &str, options: &BenchOptions) -> Result<BenchReport> {
     let (model, tokenizer, mut report) = measure(&ctx, path, options)?;
-    report.verdict = Some(verdict_timing(Engine::gpu(ctx, model), tokenizer)?);
+    let (verdict, stream) =
+        judge_timing(Engine::gpu(ctx, model), tokenizer, &options.stream_lengths)?;
+    report.verdict = Some(verdict);
+    report.stream = Some(stream);
     Ok(report)
 }
 
 /// What `safetyj bench --device cpu` reports: the CPU engine's speeds on the same
-/// prompt and generation as the GPU report, and its time to verdict.
+/// prompt and generation as the GPU report, its time to verdict, and streaming checks
+/// against verdicts.
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuBenchReport {
     pub engine: String,
@@ -216,11 +246,12 @@ pub struct CpuBenchReport {
     /// Tokens produced by greedy decoding after the prompt.
     pub generated: Vec<u32>,
     pub verdict: VerdictTiming,
+    pub stream: StreamTiming,
 }
 
 /// Loads the GGUF model at `path` on the CPU engine and measures it: one untimed
 /// warm-up generation, the prefill alone, then prefill and `gen_tokens` decode
-/// steps, then verdicts.
+/// steps, then verdicts and streams.
 pub fn run_cpu(path: &str, options: &BenchOptions) -> Result<CpuBenchReport> {
     if options.prompt_tokens == 0 {
         return Err(Error::InvalidInput(
@@ -253,8 +284,10 @@ pub fn run_cpu(path: &str, options: &BenchOptions) -> Result<CpuBenchReport> {
     drop(session);
     let prefill_seconds = first.prefill.as_secs_f64();
     let decode_seconds = run.decode.as_secs_f64();
+    let describe = engine.describe();
+    let (verdict, stream) = judge_timing(engine, tokenizer, &options.stream_lengths)?;
     Ok(CpuBenchReport {
-        engine: engine.describe(),
+        engine: describe,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         model: path.to_string(),
         layers: c.layers,
@@ -272,7 +305,8 @@ pub fn run_cpu(path: &str, options: &BenchOptions) -> Result<CpuBenchReport> {
             options.gen_tokens as f64 / decode_seconds
         },
         generated: run.tokens[..options.gen_tokens.min(run.tokens.len())].to_vec(),
-        verdict: verdict_timing(engine, tokenizer)?,
+        verdict,
+        stream,
     })
 }
 
@@ -396,6 +430,7 @@ fn measure(
         prefill_matmul_fraction: prefill_flops_per_second / matmul_flops,
         profile,
         verdict: None,
+        stream: None,
     };
     Ok((model, tokenizer, report))
 }

@@ -1,6 +1,8 @@
-//! `safetyj bench`: load time, prefill and decode speed, time to verdict and GPU
-//! memory of a GGUF model, against ceilings measured on the same adapter.
+//! `safetyj bench`: load time, prefill and decode speed, time to verdict, streaming
+//! checks against verdicts and GPU memory of a GGUF model, against ceilings measured
+//! on the same adapter.
 
+use safetyj::bench::stream::{StreamTiming, DEFAULT_LENGTHS};
 use safetyj::bench::{BenchOptions, BenchReport, OpTime};
 
 use crate::devices::gpu_context;
@@ -28,6 +30,11 @@ pub struct BenchArgs {
     /// ceilings measured there) or cpu (auto: cpu where there is no hardware GPU).
     #[arg(long, default_value = "gpu")]
     device: safetyj::device::Device,
+    /// Response lengths in tokens at which a streaming check is timed against a
+    /// one-shot verdict on the same text (comma-separated; lengths past the judge's
+    /// context are skipped and listed).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_LENGTHS)]
+    stream_lengths: Vec<usize>,
 }
 
 /// Runs the benchmark and prints its report as text or JSON.
@@ -36,6 +43,7 @@ pub fn run(args: BenchArgs) -> safetyj::Result<()> {
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
         profile: args.profile,
+        stream_lengths: args.stream_lengths,
     };
     let path = gguf_file(&args.model, "--model", "bench measures")?;
     if args.device.resolve() == safetyj::device::Device::Cpu {
@@ -117,9 +125,38 @@ fn print_report(r: &BenchReport) {
             v.cold_ms, v.cold_prompt_tokens, v.warm_ms, v.warm_cached_tokens, v.warm_prompt_tokens
         );
     }
+    if let Some(stream) = &r.stream {
+        print_stream(stream);
+    }
     if let Some(profile) = &r.profile {
         print_ops("prefill profile", &profile.prefill);
         print_ops("decode profile", &profile.decode);
+    }
+}
+
+/// The stream section as a table: a check's cost against a cold verdict's.
+fn print_stream(s: &StreamTiming) {
+    println!(
+        "stream    a check every {} response tokens against a cold one-shot verdict on the same text",
+        s.check_every
+    );
+    println!(
+        "  {:>8} {:>9} {:>10} {:>12} {:>11} {:>14}",
+        "response", "check ms", "median ms", "check tokens", "verdict ms", "verdict tokens"
+    );
+    for row in &s.rows {
+        println!(
+            "  {:>8} {:>9.0} {:>10.0} {:>12} {:>11.0} {:>14}",
+            row.response_tokens,
+            row.check_ms,
+            row.check_median_ms,
+            row.check_prefilled_tokens,
+            row.verdict_ms,
+            row.verdict_prompt_tokens
+        );
+    }
+    for skipped in &s.skipped {
+        println!("  {:>8} skipped: {}", skipped.target_tokens, skipped.reason);
     }
 }
 
