@@ -930,7 +930,6 @@ mod js_api {
         Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
     }
 
-
     /// The settled value of a promise-typed JS value, or its rejection's message.
     async fn settle(promise: impl Into<JsValue>) -> Result<JsValue, String> {
         let promise: Promise = promise.into().unchecked_into();
@@ -940,8 +939,7 @@ mod js_api {
     }
 
     fn json(value: &JsValue) -> serde_json::Value {
-        serde_json::from_str(&js_sys::JSON::stringify(value).unwrap().as_string().unwrap())
-            .unwrap()
+        serde_json::from_str(&js_sys::JSON::stringify(value).unwrap().as_string().unwrap()).unwrap()
     }
 
     #[wasm_bindgen_test]
@@ -959,8 +957,16 @@ mod js_api {
         // Bad requests are refused before anything is queued, naming the field.
         for (field, value, expect) in [
             ("query", JsValue::from(" "), "request.query is empty"),
-            ("checkEvery", JsValue::from(0), "request.checkEvery must be a number from 1"),
-            ("stopAt", JsValue::from(1.5), "request.stopAt must be a number from 0 to 1"),
+            (
+                "checkEvery",
+                JsValue::from(0),
+                "request.checkEvery must be a number from 1",
+            ),
+            (
+                "stopAt",
+                JsValue::from(1.5),
+                "request.stopAt must be a number from 0 to 1",
+            ),
             ("lang", JsValue::from("fr"), "request.lang"),
         ] {
             let request = Object::new();
@@ -969,7 +975,12 @@ mod js_api {
             let err = judge
                 .moderate_stream(JsValue::from(request).into())
                 .err()
-                .map(|e| js_sys::Error::from(JsValue::from(e)).message().as_string().unwrap())
+                .map(|e| {
+                    js_sys::Error::from(JsValue::from(e))
+                        .message()
+                        .as_string()
+                        .unwrap()
+                })
                 .unwrap_or_else(|| panic!("{field} accepted"));
             assert!(err.contains(expect), "{field}: {err}");
         }
@@ -987,9 +998,13 @@ mod js_api {
         set(&request, "checkEvery", 4);
         set(&request, "onCheck", on_check.as_ref().clone());
         let stream: ModerationStream = {
-            let opened = settle(judge.moderate_stream(JsValue::from(request).into()).unwrap())
-                .await
-                .unwrap();
+            let opened = settle(
+                judge
+                    .moderate_stream(JsValue::from(request).into())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
             wasm_bindgen::convert::TryFromJsValue::try_from_js_value(opened).unwrap()
         };
         // A smiley (a surrogate pair in JS) is cut between its halves, and a word
@@ -1080,7 +1095,10 @@ mod js_api {
             assert!((p - want_p).abs() < 1e-4, "{p} vs {want_p}");
         }
         assert!((at(&verdict, "p_unsafe") - final_verdict.p_unsafe).abs() < 1e-4);
-        assert_eq!(verdict["label"], serde_json::to_value(final_verdict.label).unwrap());
+        assert_eq!(
+            verdict["label"],
+            serde_json::to_value(final_verdict.label).unwrap()
+        );
         judge.dispose();
         Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
     }

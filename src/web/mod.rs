@@ -669,9 +669,7 @@ impl WebJudge {
         let settings =
             stream::stream_settings(request.into()).map_err(|e| JsError::new(&e.to_string()))?;
         let queue = self.queue.clone();
-        let promise = self
-            .queue
-            .run(stream::open(engine, settings, queue));
+        let promise = self.queue.run(stream::open(engine, settings, queue));
         Ok(promise.unchecked_into())
     }
 

@@ -76,7 +76,12 @@ pub(super) fn stream_settings(request: JsValue) -> Result<StreamSettings> {
             .parse::<LangChoice>()
             .map_err(|e| Error::InvalidInput(format!("request.lang: {e}")))?,
     };
-    let check_every = in_range("request.checkEvery", request.check_every, 16.0, 1.0..=65536.0)?;
+    let check_every = in_range(
+        "request.checkEvery",
+        request.check_every,
+        16.0,
+        1.0..=65536.0,
+    )?;
     if check_every.fract() != 0.0 {
         return Err(Error::InvalidInput(
             "request.checkEvery must be a whole number of tokens".into(),
