@@ -789,6 +789,31 @@ mod js_api {
     }
 
     /// The verdict without its timings.
+    /// The engine's own judge on `bytes` (the model the JS API loaded), streamed
+    /// from memory with the settings the tests give the JS API.
+    async fn engine_judge(bytes: &[u8]) -> Judge {
+        let ctx = ctx().await;
+        let fetch = MemoryFetch::new("tiny-judge.gguf", bytes.to_vec());
+        let header = read_gguf_header(&fetch, |_| {}).await.unwrap();
+        let tokenizer =
+            Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&header).unwrap()).unwrap();
+        let model = load_gguf_streamed(&ctx, &header, &fetch, 4, |_| {})
+            .await
+            .unwrap();
+        let options = JudgeOptions {
+            context: 1024,
+            max_critique_tokens: 4,
+            ..Default::default()
+        };
+        Judge::new(
+            Engine::gpu(ctx, model),
+            tokenizer,
+            Box::new(SafetyJ),
+            options,
+        )
+        .unwrap()
+    }
+
     fn untimed(mut verdict: serde_json::Value) -> serde_json::Value {
         let fields = verdict.as_object_mut().unwrap();
         fields.remove("time_to_verdict_ms").expect("timed");
@@ -836,26 +861,7 @@ mod js_api {
         assert!(get(&caps, "shaderF16").as_bool().is_some());
 
         // The engine itself on the same model, streamed from memory.
-        let ctx = ctx().await;
-        let fetch = MemoryFetch::new("tiny-judge.gguf", bytes.clone());
-        let header = read_gguf_header(&fetch, |_| {}).await.unwrap();
-        let tokenizer =
-            Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&header).unwrap()).unwrap();
-        let model = load_gguf_streamed(&ctx, &header, &fetch, 4, |_| {})
-            .await
-            .unwrap();
-        let options = JudgeOptions {
-            context: 1024,
-            max_critique_tokens: 4,
-            ..Default::default()
-        };
-        let engine = Judge::new(
-            Engine::gpu(ctx, model),
-            tokenizer,
-            Box::new(SafetyJ),
-            options,
-        )
-        .unwrap();
+        let engine = engine_judge(&bytes).await;
 
         let (query, response) = ("How do I bake bread?", "Mix flour, water, yeast; bake.");
         let pieces = Array::new();
@@ -1042,26 +1048,7 @@ mod js_api {
         assert!(returned.len() >= 3, "{returned:?}");
 
         // The engine's own stream on the same model gives the same checks.
-        let ctx = ctx().await;
-        let fetch = MemoryFetch::new("tiny-judge.gguf", bytes.clone());
-        let header = read_gguf_header(&fetch, |_| {}).await.unwrap();
-        let tokenizer =
-            Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&header).unwrap()).unwrap();
-        let model = load_gguf_streamed(&ctx, &header, &fetch, 4, |_| {})
-            .await
-            .unwrap();
-        let options = JudgeOptions {
-            context: 1024,
-            max_critique_tokens: 4,
-            ..Default::default()
-        };
-        let engine = Judge::new(
-            Engine::gpu(ctx, model),
-            tokenizer,
-            Box::new(SafetyJ),
-            options,
-        )
-        .unwrap();
+        let engine = engine_judge(&bytes).await;
         let mut native = engine
             .moderate_stream_async(
                 &Dialogue::single(query, ""),
