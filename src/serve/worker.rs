@@ -237,30 +237,30 @@ fn run(
 ) {
     match work {
         Work::Judge(job, updates) => {
-            let result = if ticket.timed_out() {
-                Err(ApiError::timeout())
-            } else {
-                run_judge(judge, job, &updates, ticket)
-            };
-            let _ = updates.send(Update::Done(result));
+            report(ticket, &updates, || run_judge(judge, job, &updates, ticket))
         }
-        Work::Chat(job, updates) => {
-            let result = if ticket.timed_out() {
-                Err(ApiError::timeout())
-            } else {
-                run_chat(judge, chat, chat_context, job, &updates, ticket)
-            };
-            let _ = updates.send(Update::Done(result));
-        }
-        Work::Stream(job, updates) => {
-            let result = if ticket.timed_out() {
-                Err(ApiError::timeout())
-            } else {
-                run_stream(judge, job, &updates, ticket)
-            };
-            let _ = updates.send(Update::Done(result));
-        }
+        Work::Chat(job, updates) => report(ticket, &updates, || {
+            run_chat(judge, chat, chat_context, job, &updates, ticket)
+        }),
+        Work::Stream(job, updates) => report(ticket, &updates, || {
+            run_stream(judge, job, &updates, ticket)
+        }),
     }
+}
+
+/// Runs `job` unless its ticket timed out in the queue, and sends its result as the
+/// last update.
+fn report<T, P>(
+    ticket: &Ticket,
+    updates: &UnboundedSender<Update<T, P>>,
+    job: impl FnOnce() -> Result<T, ApiError>,
+) {
+    let result = if ticket.timed_out() {
+        Err(ApiError::timeout())
+    } else {
+        job()
+    };
+    let _ = updates.send(Update::Done(result));
 }
 
 /// Forwards pieces while someone listens and the deadline holds.
