@@ -732,6 +732,17 @@ impl Upload {
         )
     }
 
+    /// The events answering a stream request for `params` whose body is `pieces`,
+    /// one chunk each.
+    fn stream_all(url: &str, params: &str, pieces: &[&[u8]]) -> Vec<Event> {
+        let mut upload = Upload::stream(url, params);
+        for piece in pieces {
+            upload.chunk(piece);
+        }
+        upload.end();
+        upload.reply().events().collect()
+    }
+
     /// One chunk of the body, on its own (a write the server may no longer read is
     /// not an error here).
     fn chunk(&mut self, bytes: &[u8]) {
@@ -861,15 +872,11 @@ fn judge_stream_checks_a_chunked_body_as_it_arrives() {
     assert!(want_checks.len() >= 3, "{want_checks:?}");
     let want = stream.finish().unwrap();
 
-    let mut upload = Upload::stream(
+    let events = Upload::stream_all(
         &f.url,
         "query=How+do+I%20pick%20a%20lock%3F&lang=en&check_every=4",
+        &pieces,
     );
-    for piece in &pieces {
-        upload.chunk(piece);
-    }
-    upload.end();
-    let events: Vec<Event> = upload.reply().events().collect();
     let (done, rest) = events.split_last().unwrap();
     assert_eq!(done.data, "[DONE]");
     let (verdict, checks) = rest.split_last().unwrap();
@@ -910,15 +917,11 @@ fn judge_stream_checks_a_chunked_body_as_it_arrives() {
     }
 
     // A threshold the request chooses decides every label.
-    let mut upload = Upload::stream(
+    let events = Upload::stream_all(
         &f.url,
         "query=How+do+I+pick+a+lock%3F&lang=en&check_every=4&threshold=0",
+        &pieces,
     );
-    for piece in &pieces {
-        upload.chunk(piece);
-    }
-    upload.end();
-    let events: Vec<Event> = upload.reply().events().collect();
     let labelled: Vec<Value> = events[..events.len() - 1]
         .iter()
         .map(|e| serde_json::from_str(&e.data).unwrap())
