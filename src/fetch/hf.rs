@@ -15,7 +15,11 @@ use crate::{Error, Result};
 pub const DEFAULT_HF_ENDPOINT: &str = "https://huggingface.co";
 
 /// Files every checkpoint must have.
-const REQUIRED_FILES: [&str; 3] = ["config.json", "tokenizer_config.json", "tokenizer.model"];
+const REQUIRED_FILES: [&str; 2] = ["config.json", "tokenizer_config.json"];
+
+/// The tokenizer: SentencePiece's model (InternLM2, Safety-J), or else byte-level
+/// BPE's `tokenizer.json` (Qwen3Guard, Llama Guard 3).
+const TOKENIZER_FILES: [&str; 2] = ["tokenizer.model", "tokenizer.json"];
 
 /// Files fetched when the repository has them.
 const OPTIONAL_FILES: [&str; 1] = ["special_tokens_map.json"];
@@ -65,7 +69,8 @@ impl Hub {
         }
     }
 
-    /// Downloads the checkpoint's config, tokenizer files and weights (the shards
+    /// Downloads the checkpoint's config, tokenizer files (`tokenizer.model`, else
+    /// `tokenizer.json`) and weights (the shards
     /// named by `model.safetensors.index.json`, or else `model.safetensors`) into
     /// `dir`, skipping files already there, and returns `dir`. A folder that a
     /// finished fetch marked complete is returned without any request.
@@ -83,6 +88,13 @@ impl Hub {
         for file in REQUIRED_FILES {
             self.fetch_file(repo, dir, file, progress)?;
             files.push(file.into());
+        }
+        let tokenizer = TOKENIZER_FILES[0];
+        if self.fetch_optional_file(repo, dir, tokenizer, progress)? {
+            files.push(tokenizer.into());
+        } else {
+            self.fetch_file(repo, dir, TOKENIZER_FILES[1], progress)?;
+            files.push(TOKENIZER_FILES[1].into());
         }
         for file in OPTIONAL_FILES {
             if self.fetch_optional_file(repo, dir, file, progress)? {

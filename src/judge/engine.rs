@@ -28,6 +28,8 @@ pub struct JudgeRequest {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Verdict {
     pub label: Label,
+    /// The protocol the judge spoke (`safety-j`, `qwen3guard-gen`, `llama-guard-3-1b`).
+    pub protocol: String,
     /// P(unsafe) that decided the label: the verdict head's when one is attached,
     /// otherwise the model's own (`model_p_unsafe`).
     pub p_unsafe: f64,
@@ -36,6 +38,12 @@ pub struct Verdict {
     /// P(unsafe sequence) / (P(safe sequence) + P(unsafe sequence)) at the label
     /// position, from the model's own probabilities.
     pub model_p_unsafe: f64,
+    /// The model's own probability of each label word the protocol allows after the
+    /// answer prefix (`Safe`, `Unsafe`, `Controversial`), normalised over them.
+    pub label_probs: Vec<LabelProb>,
+    /// The categories of harm, for protocols that name them, when the verdict is
+    /// unsafe (empty otherwise).
+    pub categories: Vec<CategoryScore>,
     /// The verdict head that decided, by name; `None` when the model's own label
     /// probabilities did.
     pub head: Option<String>,
@@ -62,6 +70,48 @@ pub struct Verdict {
     pub total_ms: f64,
 }
 
+/// The model's probability of one label word.
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LabelProb {
+    /// The word as the model writes it (`Controversial`).
+    pub word: String,
+    /// The label it counts as.
+    pub label: Label,
+    pub p: f64,
+}
+
+/// One category of harm of an unsafe verdict.
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify), tsify(missing_as_null))]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CategoryScore {
+    /// The code the model writes (`S1`; the name where the format has no codes).
+    pub code: String,
+    pub name: String,
+    /// Whether the model's own continuation after the label names it.
+    pub flagged: bool,
+    /// The model's probability that it names this category first, normalised over
+    /// the protocol's categories; `None` when their tokens cannot be scored apart.
+    pub score: Option<f64>,
+}
+
+/// The label words with the model's probability of each.
+pub(super) fn label_probs(labels: &LabelTokens, probs: &[f64]) -> Vec<LabelProb> {
+    labels
+        .words
+        .iter()
+        .zip(probs)
+        .map(|(&(word, label), &p)| LabelProb {
+            word: word.to_string(),
+            label,
+            p,
+        })
+        .collect()
+}
+
+/// Most tokens generated after an unsafe label to read the categories a model names.
+const CATEGORY_TOKENS: usize = 48;
+
 /// What [`Judge::probe`] returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Probe {
@@ -81,12 +131,79 @@ struct LabelScores {
     cached: usize,
     /// The model's own P(unsafe).
     p_unsafe: f64,
+    /// The model's own probability of each label word, in `labels`' order.
+    probs: Vec<f64>,
     hidden: Vec<Vec<f32>>,
-    /// The answer prefix and each label, tokenized together.
-    safe_ids: Vec<u32>,
-    unsafe_ids: Vec<u32>,
-    /// Tokens the two share (already in the session after scoring).
-    common: usize,
+    labels: LabelTokens,
+}
+
+/// The label words a protocol allows after its answer prefix, each tokenized
+/// together with the prefix so BPE merges across the boundary are honoured.
+pub(super) struct LabelTokens {
+    /// Each word and the label it counts as: safe, unsafe, then the protocol's extra
+    /// words.
+    pub words: Vec<(&'static str, Label)>,
+    /// The answer prefix and each word, tokenized together.
+    pub ids: Vec<Vec<u32>>,
+    /// Tokens all of them share (in the session after scoring).
+    pub common: usize,
+}
+
+impl LabelTokens {
+    /// Each word's ids after the shared part: what is scored.
+    pub fn continuations(&self) -> Vec<&[u32]> {
+        self.ids.iter().map(|ids| &ids[self.common..]).collect()
+    }
+
+    /// The probability of each word (normalised over the words) from the log
+    /// probabilities of [`LabelTokens::continuations`], and P(unsafe): the sum over
+    /// the words that count as unsafe.
+    pub fn probabilities(&self, log_probs: &[f64]) -> (Vec<f64>, f64) {
+        let probs = normalise(log_probs);
+        let p_unsafe = probs
+            .iter()
+            .zip(&self.words)
+            .filter(|(_, (_, label))| *label == Label::Unsafe)
+            .map(|(p, _)| p)
+            .sum();
+        (probs, p_unsafe)
+    }
+
+    /// The index of the likeliest word that counts as `label`.
+    pub fn likeliest(&self, probs: &[f64], label: Label) -> usize {
+        (0..self.words.len())
+            .filter(|&i| self.words[i].1 == label)
+            .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
+            .expect("a protocol has a word for each label")
+    }
+}
+
+/// exp(x_i) / Σ exp(x_j), computed without overflow.
+fn normalise(log_probs: &[f64]) -> Vec<f64> {
+    let top = log_probs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = log_probs.iter().map(|lp| (lp - top).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    exps.iter().map(|e| e / total).collect()
+}
+
+/// The length of the prefix every one of `seqs` shares.
+fn shared_prefix(seqs: &[Vec<u32>]) -> usize {
+    let first = &seqs[0];
+    seqs[1..].iter().fold(first.len(), |n, seq| {
+        first.iter().zip(seq).take(n).take_while(|(a, b)| a == b).count()
+    })
+}
+
+/// Whether, after their shared `common` tokens, one of `seqs` is empty or a prefix of
+/// another (they could not be scored apart).
+fn ambiguous(seqs: &[Vec<u32>], common: usize) -> bool {
+    seqs.iter().enumerate().any(|(i, a)| {
+        a.len() == common
+            || seqs
+                .iter()
+                .enumerate()
+                .any(|(j, b)| i != j && b.starts_with(a))
+    })
 }
 
 /// Settings of a [`Judge`].
@@ -113,6 +230,10 @@ pub struct JudgeOptions {
     /// P(unsafe) kept ([`sentence_prefixes`]): text added after an unsafe sentence
     /// cannot lower the verdict, whatever it says. 0 scores the whole response only.
     pub sentence_prefixes: usize,
+    /// The protocol [`Judge::load`] speaks (one of [`super::PROTOCOL_NAMES`]);
+    /// `None`: the preset's, else the one the model's name suggests
+    /// ([`super::protocol_for_model`]), else Safety-J.
+    pub protocol: Option<String>,
 }
 
 impl Default for JudgeOptions {
@@ -125,6 +246,7 @@ impl Default for JudgeOptions {
             defense: true,
             suspected_unsafe: false,
             sentence_prefixes: 0,
+            protocol: None,
         }
     }
 }
@@ -230,9 +352,10 @@ impl Judge {
     }
 
     /// Loads a judge by preset name (`safety-j-v5`, `qwen2.5-coder-0.5b`, …; fetched
-    /// into the cache on first use), GGUF file or Hugging Face folder, speaking the
-    /// Safety-J protocol, on the device `SAFETYJ_DEVICE` names (auto: the GPU when a
-    /// hardware one exists, else the CPU). `progress` receives one-line status texts
+    /// into the cache on first use), GGUF file or Hugging Face folder, speaking
+    /// `options.protocol` (by default the preset's, or the one its name suggests),
+    /// on the device `SAFETYJ_DEVICE` names (auto: the GPU when a hardware one
+    /// exists, else the CPU). `progress` receives one-line status texts
     /// (downloads, then tensors loaded). Returns the judge and, when a stand-in
     /// preset was named, the notice to show with its verdicts. Native only: the
     /// browser streams a file by URL instead (`crate::web`).
@@ -255,13 +378,12 @@ impl Judge {
         progress: impl FnMut(&str),
     ) -> Result<(Judge, Option<String>)> {
         let named = crate::device::open_named(model, device, progress)?;
-        let use_head = options.preset_head;
-        let mut judge = Judge::new(
-            named.engine,
-            named.tokenizer,
-            Box::new(super::safety_j::SafetyJ),
-            options,
-        )?;
+        let protocol = options.protocol.as_deref().unwrap_or(&named.protocol);
+        let protocol = super::protocol_named(protocol)?;
+        // A preset's head was trained on its own protocol's features: another
+        // protocol's prompt would feed it what it never saw.
+        let use_head = options.preset_head && protocol.name() == named.protocol;
+        let mut judge = Judge::new(named.engine, named.tokenizer, protocol, options)?;
         if let (Some((file, bytes)), true) = (named.head, use_head) {
             judge.set_head(Some(VerdictHead::from_bytes(file, bytes)?))?;
         }
@@ -388,7 +510,8 @@ impl Judge {
         let mut state = self.lock_state()?;
         let state = &mut *state;
         let reserve = match mode {
-            Mode::Verdict => 16,
+            Mode::Verdict if self.protocol.categories().is_empty() => 16,
+            Mode::Verdict => 16 + CATEGORY_TOKENS,
             Mode::Critique => 16 + self.options.max_critique_tokens,
         };
         let layers: Vec<usize> = self.head.iter().map(|h| h.meta.layer).collect();
@@ -422,15 +545,7 @@ impl Judge {
         let scored = self
             .score_labels(state, &dialogue, request.lang, mode, reserve, &layers)
             .await?;
-        let LabelScores {
-            lang,
-            prompt_tokens,
-            cached,
-            ref safe_ids,
-            ref unsafe_ids,
-            common,
-            ..
-        } = scored;
+        let (lang, prompt_tokens, cached) = (scored.lang, scored.prompt_tokens, scored.cached);
         let (p_unsafe, threshold) = self.decide(&scored)?;
         // Text cut out of the response (suspicious sentences, or everything after a
         // sentence end) can only raise P(unsafe): an appended or inserted
@@ -448,30 +563,52 @@ impl Judge {
         };
         let time_to_verdict = started.elapsed();
 
-        let mut output = format!("{answer}{}", self.protocol.label_text(lang, label));
-        let (critique, critique_stop) = match mode {
-            Mode::Verdict => (None, None),
-            Mode::Critique => {
-                // Continue from the chosen label: its remaining tokens go in as the
-                // model's own answer, then the analysis is generated.
-                let chosen = if label == Label::Safe {
-                    safe_ids
-                } else {
-                    unsafe_ids
-                };
+        // Continue from the likeliest word of the chosen label: its remaining tokens
+        // go in as the model's own answer, then the analysis (critique mode) or the
+        // category line (verdict mode, protocols that name categories) is generated.
+        let labels = &scored.labels;
+        let chosen = labels.likeliest(&scored.probs, label);
+        let mut output = format!("{answer}{}", labels.words[chosen].0);
+        let category_scores = match self.protocol.category_prefix(label) {
+            Some(prefix) if !self.protocol.categories().is_empty() => {
                 state.session.truncate(base)?;
-                let options = greedy_until_end(&self.tokenizer, self.options.max_critique_tokens);
+                Some(
+                    self.score_categories(state, labels, chosen, &output, prefix)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
+        let continue_for = match mode {
+            Mode::Critique => Some(self.options.max_critique_tokens),
+            Mode::Verdict if category_scores.is_some() => Some(CATEGORY_TOKENS),
+            Mode::Verdict => None,
+        };
+        let generation = match continue_for {
+            None => None,
+            Some(max_tokens) => {
+                state.session.truncate(base)?;
+                let options = greedy_until_end(&self.tokenizer, max_tokens);
+                let on_text = |text: &str| match mode {
+                    Mode::Critique => on_critique(text),
+                    Mode::Verdict => ControlFlow::Continue(()),
+                };
                 let generation = self
                     .engine
                     .generate(
                         &mut state.session,
                         &self.tokenizer,
-                        &chosen[common..],
+                        &labels.ids[chosen][labels.common..],
                         &options,
-                        &mut on_critique,
+                        on_text,
                     )
                     .await?;
                 output.push_str(&generation.text);
+                Some(generation)
+            }
+        };
+        let (critique, critique_stop) = match (mode, generation) {
+            (Mode::Critique, Some(generation)) => {
                 let parsed = self.protocol.parse(&output, lang);
                 (
                     Some(
@@ -482,13 +619,34 @@ impl Judge {
                     Some(generation.stop),
                 )
             }
+            _ => (None, None),
+        };
+        let categories = match category_scores {
+            Some(scores) => {
+                let named = self.protocol.parse_categories(&output);
+                self.protocol
+                    .categories()
+                    .iter()
+                    .zip(scores)
+                    .map(|(category, score)| CategoryScore {
+                        code: category.code.to_string(),
+                        name: category.name.to_string(),
+                        flagged: named.contains(category),
+                        score,
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
         };
         Ok(Verdict {
             label,
+            protocol: self.protocol.name().to_string(),
             output,
             p_unsafe,
             threshold,
             model_p_unsafe: scored.p_unsafe,
+            label_probs: label_probs(labels, &scored.probs),
+            categories,
             head: self.head.as_ref().map(|h| h.meta.name.clone()),
             sanitized,
             injection_suspected: suspected,
@@ -501,6 +659,39 @@ impl Judge {
             time_to_verdict_ms: time_to_verdict.as_secs_f64() * 1e3,
             total_ms: started.elapsed().as_secs_f64() * 1e3,
         })
+    }
+
+    /// The model's probability of naming each of the protocol's categories first
+    /// after `answer` (the answer prefix and the chosen label word, whose shared
+    /// tokens the session holds) and the category `prefix`, normalised over the
+    /// categories; each `None` when their tokens cannot be scored apart. Leaves the
+    /// session longer than it found it: the caller truncates.
+    async fn score_categories(
+        &self,
+        state: &mut JudgeState,
+        labels: &LabelTokens,
+        chosen: usize,
+        answer: &str,
+        prefix: &str,
+    ) -> Result<Vec<Option<f64>>> {
+        let categories = self.protocol.categories();
+        let ids = categories
+            .iter()
+            .map(|c| self.tokenizer.encode_text(&format!("{answer}{prefix}{}", c.code)))
+            .collect::<Result<Vec<_>>>()?;
+        let common = shared_prefix(&ids);
+        let held = &labels.ids[chosen][..labels.common];
+        // The session holds the label words' shared tokens: the categories must
+        // start with them to be scored from there.
+        if common <= held.len() || !ids[0].starts_with(held) || ambiguous(&ids, common) {
+            return Ok(vec![None; categories.len()]);
+        }
+        let continuations: Vec<&[u32]> = ids.iter().map(|c| &c[common..]).collect();
+        let scored = self
+            .engine
+            .score(&mut state.session, &ids[0][held.len()..common], &continuations, &[])
+            .await?;
+        Ok(normalise(&scored.log_probs).into_iter().map(Some).collect())
     }
 
     /// P(unsafe) and the threshold that decide a label from `scores`: the head's
@@ -518,28 +709,27 @@ impl Judge {
             .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))
     }
 
-    /// The answer's fixed prefix followed by each label, tokenized together so BPE
-    /// merges across the boundary are honoured, `(safe, unsafe, common)` with
-    /// `common` the length of the ids the two share. Fails when one is a prefix of
-    /// the other (they could not be scored apart).
-    pub(super) fn label_tokens(&self, lang: Lang) -> Result<(Vec<u32>, Vec<u32>, usize)> {
+    /// The protocol's label words after its answer prefix, tokenized together.
+    /// Fails when one word's tokens are a prefix of another's (they could not be
+    /// scored apart).
+    pub(super) fn label_tokens(&self, lang: Lang) -> Result<LabelTokens> {
         let answer = self.protocol.answer_prefix(lang);
-        let ids = |label| {
-            let text = format!("{answer}{}", self.protocol.label_text(lang, label));
-            self.tokenizer.encode_text(&text)
-        };
-        let (safe_ids, unsafe_ids) = (ids(Label::Safe)?, ids(Label::Unsafe)?);
-        let common = safe_ids
+        let mut words = vec![
+            (self.protocol.label_text(lang, Label::Safe), Label::Safe),
+            (self.protocol.label_text(lang, Label::Unsafe), Label::Unsafe),
+        ];
+        words.extend(self.protocol.extra_labels(lang));
+        let ids = words
             .iter()
-            .zip(&unsafe_ids)
-            .take_while(|(a, b)| a == b)
-            .count();
-        if common == safe_ids.len() || common == unsafe_ids.len() {
+            .map(|(word, _)| self.tokenizer.encode_text(&format!("{answer}{word}")))
+            .collect::<Result<Vec<_>>>()?;
+        let common = shared_prefix(&ids);
+        if ambiguous(&ids, common) {
             return Err(Error::Unsupported(format!(
-                "this tokenizer encodes one label as a prefix of the other ({safe_ids:?} / {unsafe_ids:?}); they cannot be scored apart"
+                "this tokenizer encodes one label as a prefix of another ({ids:?}); they cannot be scored apart"
             )));
         }
-        Ok((safe_ids, unsafe_ids, common))
+        Ok(LabelTokens { words, ids, common })
     }
 
     /// Renders the verdict prompt, reuses the cached prefix, and scores both labels
@@ -571,26 +761,23 @@ impl Judge {
         let cached = state.reuse_prefix(&ids)?;
 
         // Teacher-force the labels' common part after the prompt.
-        let (safe_ids, unsafe_ids, common) = self.label_tokens(lang)?;
+        let labels = self.label_tokens(lang)?;
         let mut first: Vec<u32> = ids[cached..].to_vec();
-        first.extend_from_slice(&safe_ids[..common]);
-        let labels = [&safe_ids[common..], &unsafe_ids[common..]];
+        first.extend_from_slice(&labels.ids[0][..labels.common]);
         let scored = self
             .engine
-            .score(&mut state.session, &first, &labels, layers)
+            .score(&mut state.session, &first, &labels.continuations(), layers)
             .await?;
         state.cached = ids.clone();
-        let (lp_safe, lp_unsafe) = (scored.log_probs[0], scored.log_probs[1]);
+        let (probs, p_unsafe) = labels.probabilities(&scored.log_probs);
         Ok(LabelScores {
             lang,
             prompt_tokens: ids.len(),
             cached,
-            // P(unsafe) = e^u / (e^s + e^u), computed without overflow.
-            p_unsafe: 1.0 / (1.0 + (lp_safe - lp_unsafe).exp()),
+            p_unsafe,
+            probs,
             hidden: scored.hidden,
-            safe_ids,
-            unsafe_ids,
-            common,
+            labels,
         })
     }
 

@@ -147,6 +147,11 @@ impl JudgeProtocol for LlamaGuard {
         self.listed()
     }
 
+    /// The codes follow `unsafe` on the next line.
+    fn category_prefix(&self, label: Label) -> Option<&'static str> {
+        (label == Label::Unsafe).then_some("\n")
+    }
+
     /// The codes on the line after `unsafe` (`S1,S10`, any case and spacing).
     fn parse_categories(&self, output: &str) -> Vec<Category> {
         let Some(line) = self.parse(output, Lang::En).analysis else {

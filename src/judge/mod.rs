@@ -312,9 +312,66 @@ pub trait JudgeProtocol: Send + Sync {
     fn parse_categories(&self, _output: &str) -> Vec<Category> {
         Vec::new()
     }
+    /// The fixed text between a label word and the first category the model names
+    /// (`\nCategories: `), when categories follow that label; `None` (the default)
+    /// when the format names none after it.
+    fn category_prefix(&self, _label: Label) -> Option<&'static str> {
+        None
+    }
     /// Whether the judge was trained for dialogues in `lang`; true by default.
     fn covers(&self, _lang: Lang) -> bool {
         true
+    }
+}
+
+/// The protocols a judge can speak, by the name `--protocol` takes.
+pub const PROTOCOL_NAMES: [&str; 5] = [
+    "safety-j",
+    "qwen3guard-gen",
+    "qwen3guard-gen-loose",
+    "llama-guard-3-1b",
+    "llama-guard-3-8b",
+];
+
+/// The protocol called `name` (one of [`PROTOCOL_NAMES`]). `qwen3guard-gen` counts
+/// `Controversial` as unsafe (Qwen3Guard's strict reading), `qwen3guard-gen-loose`
+/// as safe.
+pub fn protocol_named(name: &str) -> Result<Box<dyn JudgeProtocol>> {
+    use llama_guard::{LlamaGuard, LlamaGuardSize};
+    Ok(match name {
+        "safety-j" => Box::new(safety_j::SafetyJ),
+        "qwen3guard-gen" => Box::new(qwen3guard::Qwen3Guard::default()),
+        "qwen3guard-gen-loose" => Box::new(qwen3guard::Qwen3Guard {
+            controversial: Label::Safe,
+        }),
+        "llama-guard-3-1b" => Box::new(LlamaGuard {
+            size: LlamaGuardSize::OneB,
+        }),
+        "llama-guard-3-8b" => Box::new(LlamaGuard {
+            size: LlamaGuardSize::EightB,
+        }),
+        other => {
+            return Err(Error::InvalidInput(format!(
+                "unknown protocol \"{other}\": the protocols are {}",
+                PROTOCOL_NAMES.join(", ")
+            )))
+        }
+    })
+}
+
+/// The protocol a model speaks, guessed from its name (a file name, a Hugging Face
+/// repository, GGUF's `general.name`): Qwen3Guard and Llama Guard 3 models by their
+/// names, everything else Safety-J.
+pub fn protocol_for_model(name: &str) -> &'static str {
+    let name = name.to_ascii_lowercase().replace(['_', ' '], "-");
+    if name.contains("qwen3guard") {
+        "qwen3guard-gen"
+    } else if name.contains("llama-guard-3-8b") || name.contains("llamaguard-3-8b") {
+        "llama-guard-3-8b"
+    } else if name.contains("llama-guard") || name.contains("llamaguard") {
+        "llama-guard-3-1b"
+    } else {
+        "safety-j"
     }
 }
 
@@ -350,6 +407,19 @@ pub(crate) mod golden {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protocols_are_found_by_name_and_guessed_from_model_names() {
+        for name in PROTOCOL_NAMES {
+            assert_eq!(protocol_named(name).unwrap().name(), name);
+        }
+        let error = protocol_named("shieldlm").err().unwrap().to_string();
+        assert!(error.contains("shieldlm") && error.contains("llama-guard-3-1b"), "{error}");
+        assert_eq!(protocol_for_model("Qwen3Guard-Gen-0.6B-Q4_K_M.gguf"), "qwen3guard-gen");
+        assert_eq!(protocol_for_model("meta-llama/Llama-Guard-3-8B"), "llama-guard-3-8b");
+        assert_eq!(protocol_for_model("llama_guard_3_1b.gguf"), "llama-guard-3-1b");
+        assert_eq!(protocol_for_model("qwen2.5-coder-1.5b"), "safety-j");
+    }
 
     #[test]
     fn lang_choice_and_mode_parse_their_names_and_reject_others() {

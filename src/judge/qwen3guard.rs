@@ -119,8 +119,12 @@ fn value_after<'a>(output: &'a str, key: &str) -> Option<&'a str> {
 }
 
 impl JudgeProtocol for Qwen3Guard {
+    /// `qwen3guard-gen`, or `qwen3guard-gen-loose` when `Controversial` counts as safe.
     fn name(&self) -> &'static str {
-        "qwen3guard-gen"
+        match self.controversial {
+            Label::Unsafe => "qwen3guard-gen",
+            Label::Safe => "qwen3guard-gen-loose",
+        }
     }
 
     /// `USER: ` before the first turn, then `\n\nASSISTANT: ` / `\n\nUSER: ` before
@@ -180,6 +184,12 @@ impl JudgeProtocol for Qwen3Guard {
 
     fn categories(&self) -> &'static [Category] {
         &CATEGORIES
+    }
+
+    /// Every severity line is followed by the categories line (`Categories: None`
+    /// when safe); only the unsafe readings' categories are of interest.
+    fn category_prefix(&self, label: Label) -> Option<&'static str> {
+        (label == Label::Unsafe).then_some("\nCategories: ")
     }
 
     /// The comma-separated names after `Categories:` (any case); `None` names none.

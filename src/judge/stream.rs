@@ -17,7 +17,7 @@
 use std::ops::Deref;
 
 use super::defense::injection_suspected;
-use super::engine::{Judge, Verdict};
+use super::engine::{label_probs, Judge, LabelProb, LabelTokens, Verdict};
 use super::{detect_language, Dialogue, Label, Lang, Mode, PromptPart};
 use crate::error::{Error, Result};
 use crate::model::EngineSession;
@@ -54,6 +54,8 @@ pub struct StreamCheck {
     pub threshold: f64,
     /// The model's own P(unsafe) from its label probabilities.
     pub model_p_unsafe: f64,
+    /// The model's own probability of each label word.
+    pub label_probs: Vec<LabelProb>,
     /// Prompt tokens the response adds to the dialogue's fixed part so far.
     pub response_tokens: usize,
     /// Prompt tokens judged (the whole prompt up to the assistant's answer).
@@ -109,10 +111,8 @@ pub struct ResponseStream<J: Deref<Target = Judge>> {
     partial: Vec<u8>,
     /// The template after the response.
     closing: Vec<PromptPart>,
-    /// The answer prefix and each label tokenized together, and their common length.
-    safe_ids: Vec<u32>,
-    unsafe_ids: Vec<u32>,
-    common: usize,
+    /// The answer prefix and each label word tokenized together.
+    labels: LabelTokens,
     /// Tokens of the fixed part tokenized alone (what `response_tokens` counts from).
     fixed_tokens: usize,
     setup_tokens: usize,
@@ -256,7 +256,7 @@ impl<J: Deref<Target = Judge>> ResponseStream<J> {
         let fixed = &parts[..at];
         let closing = parts[at + 1..].to_vec();
 
-        let (safe_ids, unsafe_ids, common) = judge.label_tokens(lang)?;
+        let labels = judge.label_tokens(lang)?;
 
         let capacity = judge.options.context.min(judge.config().context);
         let session = judge.engine().new_session(capacity)?;
@@ -273,9 +273,7 @@ impl<J: Deref<Target = Judge>> ResponseStream<J> {
             before: None,
             partial: Vec::new(),
             closing,
-            safe_ids,
-            unsafe_ids,
-            common,
+            labels,
             fixed_tokens: whole.len(),
             setup_tokens: 0,
             next_check: options.check_every,
@@ -395,15 +393,18 @@ impl<J: Deref<Target = Judge>> ResponseStream<J> {
         };
         let judge = &*self.judge;
         let answer = judge.protocol().answer_prefix(self.lang);
+        let probs: Vec<f64> = check.label_probs.iter().map(|l| l.p).collect();
+        let word = self.labels.words[self.labels.likeliest(&probs, check.label)].0;
         Ok(Verdict {
             label: check.label,
-            output: format!(
-                "{answer}{}",
-                judge.protocol().label_text(self.lang, check.label)
-            ),
+            protocol: judge.protocol().name().to_string(),
+            output: format!("{answer}{word}"),
             p_unsafe: check.p_unsafe,
             threshold: check.threshold,
             model_p_unsafe: check.model_p_unsafe,
+            label_probs: check.label_probs,
+            // Streams score labels only: no continuation names categories.
+            categories: Vec::new(),
             head: judge.head().map(|h| h.meta.name.clone()),
             // Streams judge the response as given: nothing is neutralised yet.
             sanitized: Vec::new(),
@@ -513,10 +514,11 @@ impl<J: Deref<Target = Judge>> ResponseStream<J> {
         let mut prefix = self.ready.clone();
         prefix.extend_from_slice(&tail);
         let prompt_tokens = self.fed.len() + prefix.len();
-        prefix.extend_from_slice(&self.safe_ids[..self.common]);
+        prefix.extend_from_slice(&self.labels.ids[0][..self.labels.common]);
 
         let reused = self.session.len();
-        let longest = (self.safe_ids.len().max(self.unsafe_ids.len())) - self.common;
+        let continuations = self.labels.continuations();
+        let longest = continuations.iter().map(|c| c.len()).max().unwrap_or(0);
         let capacity = self.session.capacity();
         if reused + prefix.len() + longest > capacity {
             return Err(Error::InvalidInput(format!(
@@ -525,20 +527,15 @@ impl<J: Deref<Target = Judge>> ResponseStream<J> {
             )));
         }
         let layers: Vec<usize> = judge.head().iter().map(|h| h.meta.layer).collect();
-        let labels = [
-            &self.safe_ids[self.common..],
-            &self.unsafe_ids[self.common..],
-        ];
         let scored = judge
             .engine()
-            .score(&mut self.session, &prefix, &labels, &layers)
+            .score(&mut self.session, &prefix, &continuations, &layers)
             .await?;
         let stable = self.ready.len();
         self.session.truncate(reused + stable)?;
         self.fed.append(&mut self.ready);
 
-        let (lp_safe, lp_unsafe) = (scored.log_probs[0], scored.log_probs[1]);
-        let model_p_unsafe = 1.0 / (1.0 + (lp_safe - lp_unsafe).exp());
+        let (probs, model_p_unsafe) = self.labels.probabilities(&scored.log_probs);
         let (p_unsafe, threshold) = match judge.head() {
             Some(head) => (head.p_unsafe(&scored.hidden[0])?, head.meta.threshold),
             None => (model_p_unsafe, judge.options.threshold),
@@ -555,6 +552,7 @@ impl<J: Deref<Target = Judge>> ResponseStream<J> {
             },
             threshold,
             model_p_unsafe,
+            label_probs: label_probs(&self.labels, &probs),
             response_tokens,
             prompt_tokens,
             reused_tokens: reused,
