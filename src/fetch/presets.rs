@@ -245,6 +245,18 @@ mod tests {
         let v5 = catalog.find("safety-j-v5").unwrap();
         assert!(!v5.stand_in);
         assert_eq!(v5.arch, "internlm2");
+        assert_eq!(v5.protocol, "safety-j");
+        // The real guards speak their own protocols; none carries a Safety-J head.
+        for (name, arch, protocol) in [
+            ("qwen3guard-gen-0.6b", "qwen3", "qwen3guard-gen"),
+            ("qwen3guard-gen-4b", "qwen3", "qwen3guard-gen"),
+            ("llama-guard-3-1b", "llama", "llama-guard-3-1b"),
+            ("llama-guard-3-8b", "llama", "llama-guard-3-8b"),
+        ] {
+            let guard = catalog.find(name).unwrap();
+            assert_eq!((guard.arch.as_str(), guard.protocol.as_str()), (arch, protocol));
+            assert!(!guard.stand_in && guard.head.is_none(), "{name}");
+        }
         assert_eq!(
             v5.source,
             Source::HuggingFace {

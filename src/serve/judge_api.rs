@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use crate::judge::engine::{JudgeOptions, JudgeRequest, Verdict};
-use crate::judge::safety_j::SafetyJ;
-use crate::judge::{Dialogue, JudgeProtocol, Label, Lang, Mode, Turn};
+use crate::judge::protocol_named;
+use crate::judge::{Dialogue, Label, Lang, Mode, Turn};
 
 /// The loaded model as responses name it.
 #[derive(Debug, Clone)]
@@ -162,13 +162,21 @@ pub fn apply_threshold(mut verdict: Verdict, threshold: f64, suspected_unsafe: b
             Label::Safe
         };
     if label != verdict.label && verdict.mode == Mode::Verdict {
-        // `Judge::load` speaks Safety-J, whose answer is the prefix and the label.
-        let protocol = SafetyJ;
-        verdict.output = format!(
-            "{}{}",
-            protocol.answer_prefix(verdict.lang),
-            protocol.label_text(verdict.lang, label)
-        );
+        // The answer becomes the prefix and the likeliest word of the new label; a
+        // category line read after the old label no longer applies.
+        if let Ok(protocol) = protocol_named(&verdict.protocol) {
+            let word = verdict
+                .label_probs
+                .iter()
+                .filter(|l| l.label == label)
+                .max_by(|a, b| a.p.total_cmp(&b.p))
+                .map_or_else(
+                    || protocol.label_text(verdict.lang, label).to_string(),
+                    |l| l.word.clone(),
+                );
+            verdict.output = format!("{}{word}", protocol.answer_prefix(verdict.lang));
+        }
+        verdict.categories.clear();
     }
     verdict.label = label;
     verdict.threshold = threshold;

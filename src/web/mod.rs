@@ -27,8 +27,7 @@ use crate::formats::remote::{read_gguf_header, CachedFetch};
 use crate::gpu::{Context, ContextOptions};
 use crate::judge::engine::{Judge as Engine, JudgeOptions, JudgeRequest, Verdict};
 use crate::judge::head::{builtin_head, VerdictHead};
-use crate::judge::safety_j::SafetyJ;
-use crate::judge::{Dialogue, LangChoice, Mode};
+use crate::judge::{protocol_for_model, protocol_named, Dialogue, LangChoice, Mode};
 use crate::model::stream::{load_gguf_streamed, StreamProgress};
 use crate::tokenizer::{GgufVocab, Tokenizer};
 
@@ -73,6 +72,13 @@ pub struct LoadOptions {
     /// the highest P(unsafe); default 0.
     #[tsify(optional)]
     sentence_prefixes: Option<f64>,
+    /// The judge protocol; default the preset's, else what the model's name
+    /// suggests, else "safety-j".
+    #[tsify(
+        type = "\"safety-j\" | \"qwen3guard-gen\" | \"qwen3guard-gen-loose\" | \"llama-guard-3-1b\" | \"llama-guard-3-8b\"",
+        optional
+    )]
+    protocol: Option<String>,
 }
 
 /// Where a load stands. Bytes count the GGUF header plus the tensors the model needs.
@@ -143,6 +149,8 @@ pub struct ModelInfo {
     file_bytes: u64,
     stand_in: Option<bool>,
     head: Option<String>,
+    /// The judge protocol spoken (`qwen3guard-gen`).
+    protocol: String,
 }
 
 #[wasm_bindgen]
@@ -170,6 +178,9 @@ struct Preset {
     /// The built-in verdict head that decides this preset's verdicts by default.
     #[serde(default)]
     head: Option<String>,
+    /// The judge protocol the model speaks; Safety-J's when not given.
+    #[serde(default)]
+    protocol: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -335,6 +346,15 @@ fn settings(options: LoadOptions) -> Result<Settings> {
                 0.0,
                 0.0..=64.0,
             )? as usize,
+            protocol: match options.protocol {
+                Some(name) => Some(
+                    protocol_named(&name)
+                        .map_err(|e| Error::InvalidInput(format!("options.protocol: {e}")))?
+                        .name()
+                        .to_string(),
+                ),
+                None => None,
+            },
         },
         in_flight: in_range("options.inFlight", options.in_flight, 4.0, 1.0..=64.0)? as usize,
     })
@@ -467,6 +487,7 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         file_bytes: version.length,
         stand_in: resolved.preset.as_ref().map(|p| p.stand_in),
         head: None,
+        protocol: String::new(),
     };
     let adapter = if ctx.info.name.is_empty() {
         browser_adapter_name().await
@@ -487,15 +508,23 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
             info.name, info.arch, info.layers, info.quant, adapter
         ),
     });
+    let model_protocol = match &resolved.preset {
+        Some(preset) => preset.protocol.as_deref().unwrap_or("safety-j"),
+        None => protocol_for_model(&format!("{} {}", info.name, resolved.url)),
+    };
+    let protocol = protocol_named(settings.judge.protocol.as_deref().unwrap_or(model_protocol))?;
+    let mut info = info;
+    info.protocol = protocol.name().to_string();
+    // A preset's head was trained on its own protocol's prompts.
+    let use_head = settings.head && info.protocol == model_protocol;
     let mut engine = Engine::new(
         crate::model::Engine::gpu(ctx, model),
         tokenizer,
-        Box::new(SafetyJ),
+        protocol,
         settings.judge.clone(),
     )?;
-    let mut info = info;
     let preset_head = resolved.preset.as_ref().and_then(|p| p.head.as_deref());
-    if let (true, Some(file)) = (settings.head, preset_head) {
+    if let (true, Some(file)) = (use_head, preset_head) {
         let (file, bytes) = builtin_head(file).ok_or_else(|| {
             Error::Unsupported(format!("the head \"{file}\" is not built into this build"))
         })?;

@@ -26,6 +26,11 @@ pub struct EndpointArgs {
     /// Environment variable holding the judge endpoint's API key.
     #[arg(long = "judge-key-env")]
     key_env: Option<String>,
+    /// The judge protocol (prompt and answer format): safety-j, qwen3guard-gen (or
+    /// -loose: Controversial counts as safe), llama-guard-3-1b, llama-guard-3-8b.
+    /// Default: the preset's, else what the model's name suggests, else safety-j.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(safetyj::judge::PROTOCOL_NAMES))]
+    protocol: Option<String>,
 }
 
 /// What every eval run shares.
@@ -156,13 +161,16 @@ impl EvalJudge {
             (Some(url), Some(model), None) => {
                 Ok(EvalJudge::Http(Box::new(safetyj::eval::http::HttpJudge {
                     chat: run.backend(url, model, &args.key_env)?,
-                    protocol: Box::new(safetyj::judge::safety_j::SafetyJ),
+                    protocol: safetyj::judge::protocol_named(
+                        args.protocol.as_deref().unwrap_or("safety-j"),
+                    )?,
                     max_tokens,
                 })))
             }
             (None, _, Some(local)) => {
                 let options = JudgeOptions {
                     max_critique_tokens: max_tokens,
+                    protocol: args.protocol.clone(),
                     ..Default::default()
                 };
                 let (judge, stand_in) = Judge::load(local, options, status_line())?;

@@ -69,6 +69,11 @@ pub struct JudgeArgs {
     /// highest P(unsafe): text appended after unsafe text cannot lower the verdict.
     #[arg(long, value_name = "N", default_value_t = 0)]
     sentence_prefixes: usize,
+    /// The judge protocol (prompt and answer format): safety-j, qwen3guard-gen (or
+    /// -loose: Controversial counts as safe), llama-guard-3-1b, llama-guard-3-8b.
+    /// Default: the preset's, else what the model's name suggests, else safety-j.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(safetyj::judge::PROTOCOL_NAMES))]
+    protocol: Option<String>,
 }
 
 /// Judges the dialogue (streaming a critique) or the file, and prints the verdicts.
@@ -85,6 +90,7 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         defense: !args.no_defense,
         suspected_unsafe: args.suspected_unsafe,
         sentence_prefixes: args.sentence_prefixes,
+        protocol: args.protocol.clone(),
         ..Default::default()
     };
     let device = args.model.device()?;
@@ -169,6 +175,7 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
             verdict.time_to_verdict_ms,
             verdict.total_ms
         );
+        print_judge_details(&judge, &verdict);
         if verdict.injection_suspected || !verdict.sanitized.is_empty() {
             println!(
                 "injection suspected: {}; neutralised: {}",
@@ -189,6 +196,51 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The protocol, its label words' probabilities when it has more than two, the
+/// categories of an unsafe verdict, and a warning when the judge was not trained for
+/// the dialogue's language.
+fn print_judge_details(
+    judge: &safetyj::judge::engine::Judge,
+    verdict: &safetyj::judge::engine::Verdict,
+) {
+    let words = if verdict.label_probs.len() > 2 {
+        let probs: Vec<String> = verdict
+            .label_probs
+            .iter()
+            .map(|l| format!("{} {:.3}", l.word, l.p))
+            .collect();
+        format!(" ({})", probs.join(", "))
+    } else {
+        String::new()
+    };
+    println!("protocol: {}{words}", verdict.protocol);
+    if !verdict.categories.is_empty() {
+        let named: Vec<String> = verdict
+            .categories
+            .iter()
+            .filter(|c| c.flagged)
+            .map(|c| match c.score {
+                Some(score) => format!("{} {} ({score:.2})", c.code, c.name),
+                None => format!("{} {}", c.code, c.name),
+            })
+            .collect();
+        println!(
+            "categories: {}",
+            if named.is_empty() {
+                "none named".to_string()
+            } else {
+                named.join(", ")
+            }
+        );
+    }
+    if !judge.protocol().covers(verdict.lang) {
+        eprintln!(
+            "warning: the {} judge was not trained on {:?} dialogues; its verdict may be unreliable",
+            verdict.protocol, verdict.lang
+        );
+    }
 }
 
 /// Moderates B's response as it arrives on stdin: prints each check (a JSON line with

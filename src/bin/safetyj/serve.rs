@@ -43,6 +43,11 @@ pub struct ServeArgs {
     /// highest P(unsafe) (as `safetyj judge --sentence-prefixes`).
     #[arg(long, value_name = "N", default_value_t = 0)]
     sentence_prefixes: usize,
+    /// The judge protocol (prompt and answer format): safety-j, qwen3guard-gen (or
+    /// -loose: Controversial counts as safe), llama-guard-3-1b, llama-guard-3-8b.
+    /// Default: the preset's, else what the model's name suggests, else safety-j.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(safetyj::judge::PROTOCOL_NAMES))]
+    protocol: Option<String>,
 }
 
 impl ServeArgs {
@@ -63,6 +68,7 @@ impl ServeArgs {
                 defense: !self.no_defense,
                 suspected_unsafe: self.suspected_unsafe,
                 sentence_prefixes: self.sentence_prefixes,
+                protocol: self.protocol.clone(),
                 ..Default::default()
             },
         })
