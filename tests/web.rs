@@ -821,6 +821,27 @@ mod js_api {
         verdict
     }
 
+    /// `a` and `b` equal, numbers within a relative 1e-12: the JS API's judge and the
+    /// engine's own run on separate GPU devices, and CI saw one probability differ in
+    /// its last bit (0.9999967252828976 against …975) with every other field equal.
+    fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                (x - y).abs() <= 1e-12 * x.abs().max(y.abs())
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len()
+                    && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+
     #[wasm_bindgen_test]
     async fn load_evaluate_reload_from_cache_and_dispose() {
         let bytes = judge_gguf();
@@ -910,11 +931,8 @@ mod js_api {
                 .evaluate_async(&request, |_| std::ops::ControlFlow::Continue(()))
                 .await
                 .unwrap();
-            assert_eq!(
-                untimed(got),
-                untimed(serde_json::to_value(&want).unwrap()),
-                "{mode:?}"
-            );
+            let want = untimed(serde_json::to_value(&want).unwrap());
+            assert!(same_json(&untimed(got.clone()), &want), "{mode:?}\n{got}\n{want}");
         }
         let streamed: String = pieces.iter().map(|p| p.as_string().unwrap()).collect();
         drop(on_critique);
