@@ -624,15 +624,25 @@ fn hub_checkpoint_with_tokenizer_json_only_is_fetched_and_without_any_refused() 
     let ModelKind::HfDir(dir) = resolved.kind else {
         panic!("expected a checkpoint folder");
     };
-    assert_eq!(std::fs::read(dir.join("tokenizer.json")).unwrap(), tokenizer);
+    assert_eq!(
+        std::fs::read(dir.join("tokenizer.json")).unwrap(),
+        tokenizer
+    );
     assert!(!dir.join("tokenizer.model").exists());
 
     let bare = "someone/no-tokenizer";
-    serve_repo(&server, bare, &[files[0].clone(), files[1].clone(), files[3].clone()]);
+    serve_repo(
+        &server,
+        bare,
+        &[files[0].clone(), files[1].clone(), files[3].clone()],
+    );
     let message = resolve_preset(&hf_preset(bare), &config, &mut |_| {})
         .unwrap_err()
         .to_string();
-    assert!(message.contains("no-tokenizer/resolve/main/tokenizer.json"), "{message}");
+    assert!(
+        message.contains("no-tokenizer/resolve/main/tokenizer.json"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -556,8 +556,7 @@ fn a_streamed_model_judges_exactly_like_the_file_loaded_one() {
 /// guard: these tests prove the protocols' scoring mechanics, not their judging.
 fn judge_speaking(protocol: &str, threshold: f64) -> Option<Judge> {
     let path = common::real_model(MODEL)?;
-    let (model, tokenizer) =
-        safetyj::model::open::open_cpu(&path, DType::Q4_K, |_, _| {}).unwrap();
+    let (model, tokenizer) = safetyj::model::open::open_cpu(&path, DType::Q4_K, |_, _| {}).unwrap();
     let options = JudgeOptions {
         context: 1024,
         threshold,
@@ -601,21 +600,38 @@ fn qwen3guard_scores_three_labels_and_its_categories() {
     };
     let verdict = strict.evaluate(&request, no_stream).unwrap();
     assert_eq!(verdict.protocol, "qwen3guard-gen");
-    let words: Vec<&str> = verdict.label_probs.iter().map(|l| l.word.as_str()).collect();
+    let words: Vec<&str> = verdict
+        .label_probs
+        .iter()
+        .map(|l| l.word.as_str())
+        .collect();
     assert_eq!(words, ["Safe", "Unsafe", "Controversial"]);
     let completions: Vec<String> = words.iter().map(|w| format!("Safety: {w}")).collect();
     let expected = normalised_completions(&strict, &dialogue, &completions);
     for (got, want) in verdict.label_probs.iter().zip(&expected) {
-        assert!((got.p - want).abs() < 1e-4, "{} {} vs {want}", got.word, got.p);
+        assert!(
+            (got.p - want).abs() < 1e-4,
+            "{} {} vs {want}",
+            got.word,
+            got.p
+        );
     }
     let folded = expected[1] + expected[2];
     assert!((verdict.model_p_unsafe - folded).abs() < 1e-4);
 
     // Threshold 0: unsafe, continued from the likelier unsafe word.
     assert_eq!(verdict.label, Label::Unsafe);
-    let word = if expected[1] >= expected[2] { "Unsafe" } else { "Controversial" };
+    let word = if expected[1] >= expected[2] {
+        "Unsafe"
+    } else {
+        "Controversial"
+    };
     // The stand-in may end its turn right after the label: the continuation is its own.
-    assert!(verdict.output.starts_with(&format!("Safety: {word}")), "{:?}", verdict.output);
+    assert!(
+        verdict.output.starts_with(&format!("Safety: {word}")),
+        "{:?}",
+        verdict.output
+    );
     let names: Vec<&str> = verdict.categories.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names.len(), 9);
     let completions: Vec<String> = names
@@ -625,12 +641,20 @@ fn qwen3guard_scores_three_labels_and_its_categories() {
     let expected = normalised_completions(&strict, &dialogue, &completions);
     for (category, want) in verdict.categories.iter().zip(&expected) {
         let score = category.score.expect("Qwen's tokens tell the names apart");
-        assert!((score - want).abs() < 1e-4, "{} {score} vs {want}", category.name);
+        assert!(
+            (score - want).abs() < 1e-4,
+            "{} {score} vs {want}",
+            category.name
+        );
     }
     let named = strict.protocol().parse_categories(&verdict.output);
     for category in &verdict.categories {
         let listed = named.iter().any(|c| c.name == category.name);
-        assert_eq!(category.flagged, listed, "{}: {:?}", category.name, verdict.output);
+        assert_eq!(
+            category.flagged, listed,
+            "{}: {:?}",
+            category.name, verdict.output
+        );
     }
 
     drop(strict);
@@ -642,7 +666,11 @@ fn qwen3guard_scores_three_labels_and_its_categories() {
     // Threshold 1: safe, and a safe verdict names no categories.
     assert_eq!(verdict.label, Label::Safe);
     assert!(verdict.categories.is_empty());
-    assert!(verdict.output.starts_with("Safety: "), "{:?}", verdict.output);
+    assert!(
+        verdict.output.starts_with("Safety: "),
+        "{:?}",
+        verdict.output
+    );
 }
 
 /// Llama Guard's codes S1…S13 cannot be scored apart with a tokenizer that splits
@@ -667,7 +695,11 @@ fn llama_guard_category_scores_are_none_where_codes_are_prefixes() {
         .unwrap();
     assert_eq!(verdict.protocol, "llama-guard-3-1b");
     assert_eq!(verdict.label, Label::Unsafe);
-    assert!(verdict.output.starts_with("\n\nunsafe"), "{:?}", verdict.output);
+    assert!(
+        verdict.output.starts_with("\n\nunsafe"),
+        "{:?}",
+        verdict.output
+    );
     let expected = normalised_completions(
         &judge,
         &dialogue,

@@ -836,7 +836,8 @@ mod js_api {
             }
             (Value::Object(x), Value::Object(y)) => {
                 x.len() == y.len()
-                    && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+                    && x.iter()
+                        .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
             }
             _ => a == b,
         }
@@ -932,7 +933,10 @@ mod js_api {
                 .await
                 .unwrap();
             let want = untimed(serde_json::to_value(&want).unwrap());
-            assert!(same_json(&untimed(got.clone()), &want), "{mode:?}\n{got}\n{want}");
+            assert!(
+                same_json(&untimed(got.clone()), &want),
+                "{mode:?}\n{got}\n{want}"
+            );
         }
         let streamed: String = pieces.iter().map(|p| p.as_string().unwrap()).collect();
         drop(on_critique);

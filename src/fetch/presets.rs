@@ -254,7 +254,10 @@ mod tests {
             ("llama-guard-3-8b", "llama", "llama-guard-3-8b"),
         ] {
             let guard = catalog.find(name).unwrap();
-            assert_eq!((guard.arch.as_str(), guard.protocol.as_str()), (arch, protocol));
+            assert_eq!(
+                (guard.arch.as_str(), guard.protocol.as_str()),
+                (arch, protocol)
+            );
             assert!(!guard.stand_in && guard.head.is_none(), "{name}");
         }
         assert_eq!(

@@ -190,7 +190,12 @@ fn normalise(log_probs: &[f64]) -> Vec<f64> {
 fn shared_prefix(seqs: &[Vec<u32>]) -> usize {
     let first = &seqs[0];
     seqs[1..].iter().fold(first.len(), |n, seq| {
-        first.iter().zip(seq).take(n).take_while(|(a, b)| a == b).count()
+        first
+            .iter()
+            .zip(seq)
+            .take(n)
+            .take_while(|(a, b)| a == b)
+            .count()
     })
 }
 
@@ -677,7 +682,10 @@ impl Judge {
         let categories = self.protocol.categories();
         let ids = categories
             .iter()
-            .map(|c| self.tokenizer.encode_text(&format!("{answer}{prefix}{}", c.code)))
+            .map(|c| {
+                self.tokenizer
+                    .encode_text(&format!("{answer}{prefix}{}", c.code))
+            })
             .collect::<Result<Vec<_>>>()?;
         let common = shared_prefix(&ids);
         let held = &labels.ids[chosen][..labels.common];
@@ -689,7 +697,12 @@ impl Judge {
         let continuations: Vec<&[u32]> = ids.iter().map(|c| &c[common..]).collect();
         let scored = self
             .engine
-            .score(&mut state.session, &ids[0][held.len()..common], &continuations, &[])
+            .score(
+                &mut state.session,
+                &ids[0][held.len()..common],
+                &continuations,
+                &[],
+            )
             .await?;
         Ok(normalise(&scored.log_probs).into_iter().map(Some).collect())
     }

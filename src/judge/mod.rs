@@ -414,10 +414,22 @@ mod tests {
             assert_eq!(protocol_named(name).unwrap().name(), name);
         }
         let error = protocol_named("shieldlm").err().unwrap().to_string();
-        assert!(error.contains("shieldlm") && error.contains("llama-guard-3-1b"), "{error}");
-        assert_eq!(protocol_for_model("Qwen3Guard-Gen-0.6B-Q4_K_M.gguf"), "qwen3guard-gen");
-        assert_eq!(protocol_for_model("meta-llama/Llama-Guard-3-8B"), "llama-guard-3-8b");
-        assert_eq!(protocol_for_model("llama_guard_3_1b.gguf"), "llama-guard-3-1b");
+        assert!(
+            error.contains("shieldlm") && error.contains("llama-guard-3-1b"),
+            "{error}"
+        );
+        assert_eq!(
+            protocol_for_model("Qwen3Guard-Gen-0.6B-Q4_K_M.gguf"),
+            "qwen3guard-gen"
+        );
+        assert_eq!(
+            protocol_for_model("meta-llama/Llama-Guard-3-8B"),
+            "llama-guard-3-8b"
+        );
+        assert_eq!(
+            protocol_for_model("llama_guard_3_1b.gguf"),
+            "llama-guard-3-1b"
+        );
         assert_eq!(protocol_for_model("qwen2.5-coder-1.5b"), "safety-j");
     }
 

@@ -155,6 +155,12 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         }
         std::ops::ControlFlow::Continue(())
     })?;
+    if !judge.protocol().covers(verdict.lang) {
+        eprintln!(
+            "warning: the {} judge was not trained on {:?} dialogues; its verdict may be unreliable",
+            verdict.protocol, verdict.lang
+        );
+    }
     if args.json {
         let mut value = serde_json::to_value(&verdict).expect("verdicts serialize");
         value["model"] = serde_json::Value::String(args.model.model.clone());
@@ -175,7 +181,7 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
             verdict.time_to_verdict_ms,
             verdict.total_ms
         );
-        print_judge_details(&judge, &verdict);
+        print_judge_details(&verdict);
         if verdict.injection_suspected || !verdict.sanitized.is_empty() {
             println!(
                 "injection suspected: {}; neutralised: {}",
@@ -198,13 +204,9 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
     Ok(())
 }
 
-/// The protocol, its label words' probabilities when it has more than two, the
-/// categories of an unsafe verdict, and a warning when the judge was not trained for
-/// the dialogue's language.
-fn print_judge_details(
-    judge: &safetyj::judge::engine::Judge,
-    verdict: &safetyj::judge::engine::Verdict,
-) {
+/// The protocol, its label words' probabilities when it has more than two, and the
+/// categories of an unsafe verdict.
+fn print_judge_details(verdict: &safetyj::judge::engine::Verdict) {
     let words = if verdict.label_probs.len() > 2 {
         let probs: Vec<String> = verdict
             .label_probs
@@ -233,12 +235,6 @@ fn print_judge_details(
             } else {
                 named.join(", ")
             }
-        );
-    }
-    if !judge.protocol().covers(verdict.lang) {
-        eprintln!(
-            "warning: the {} judge was not trained on {:?} dialogues; its verdict may be unreliable",
-            verdict.protocol, verdict.lang
         );
     }
 }
