@@ -4,7 +4,8 @@
 // engine runs in a Web Worker (judge-client.js). State for tests is exposed as DOM
 // attributes: body data-state / data-error / data-load-ms, #load-progress data-*
 // (bytes, tensors), #result data-label / data-p-unsafe / data-time-to-verdict-ms /
-// data-stream-checks / data-stream-stopped.
+// data-protocol / data-categories (the codes the judge named) / data-stream-checks /
+// data-stream-stopped.
 
 import { WorkerJudge } from "./judge-client.js";
 import { EXAMPLES } from "./examples.js";
@@ -136,7 +137,7 @@ function renderVerdict() {
   const verdict = view.verdict;
   const result = $("result");
   if (verdict === null) {
-    for (const key of ["label", "pUnsafe", "timeToVerdictMs", "totalMs", "critiqueStop"]) delete result.dataset[key];
+    for (const key of ["label", "pUnsafe", "timeToVerdictMs", "totalMs", "critiqueStop", "protocol", "categories"]) delete result.dataset[key];
     if (view.stream?.last) {
       renderGauge(view.stream.last);
     } else {
@@ -146,8 +147,8 @@ function renderVerdict() {
       $("threshold").textContent = "";
       $("gauge-fill").style.width = "0";
     }
-    for (const id of ["time-to-verdict", "total-time", "prompt-tokens", "template-used"]) $(id).textContent = "…";
-    $("injection").hidden = true;
+    for (const id of ["time-to-verdict", "total-time", "prompt-tokens", "template-used", "protocol"]) $(id).textContent = "…";
+    for (const id of ["injection", "uncovered", "categories"]) $(id).hidden = true;
   } else {
     result.dataset.label = verdict.label;
     result.dataset.pUnsafe = String(verdict.p_unsafe);
@@ -159,6 +160,7 @@ function renderVerdict() {
     $("total-time").textContent = formatMs(verdict.total_ms);
     $("prompt-tokens").textContent = `${verdict.prompt_tokens} (${t("cachedTokens", { cached: verdict.cached_tokens })})`;
     $("template-used").textContent = t(verdict.lang === "zh" ? "langZh" : "langEn");
+    renderProtocol(verdict);
     // The judge's injection defence: what it escaped, and whether the text addresses the judge.
     const sanitized = verdict.sanitized ?? [];
     $("injection").hidden = !verdict.injection_suspected && sanitized.length === 0;
@@ -172,6 +174,35 @@ function renderVerdict() {
   $("critique-box").hidden = !critiqueMode;
   $("critique").textContent = view.critique;
   $("critique-stop").textContent = verdict?.critique_stop ? t("critiqueStop", { reason: verdict.critique_stop }) : "";
+}
+
+/**
+ * The protocol (with its label words' probabilities when it has more than two), a
+ * warning when the judge was not trained on the dialogue's language, and the
+ * protocol's categories as chips, those the judge named filled (title: the score).
+ */
+function renderProtocol(verdict) {
+  const result = $("result");
+  result.dataset.protocol = verdict.protocol;
+  const words = verdict.label_probs.length > 2
+    ? ` (${verdict.label_probs.map((l) => `${l.word} ${l.p.toFixed(3)}`).join(", ")})`
+    : "";
+  $("protocol").textContent = verdict.protocol + words;
+  const languages = view.modelInfo?.languages ?? ["en", "zh"];
+  $("uncovered").hidden = languages.includes(verdict.lang);
+  $("uncovered").textContent = t("uncovered", { protocol: verdict.protocol, lang: t(verdict.lang === "zh" ? "langZh" : "langEn") });
+  const categories = verdict.categories ?? [];
+  result.dataset.categories = categories.filter((c) => c.flagged).map((c) => c.code).join(",");
+  const box = $("categories");
+  box.hidden = categories.length === 0;
+  box.replaceChildren(...categories.map((category) => {
+    const chip = document.createElement("span");
+    chip.className = category.flagged ? "chip flagged" : "chip";
+    chip.dataset.code = category.code;
+    chip.textContent = category.code === category.name ? category.name : `${category.code} ${category.name}`;
+    if (category.score !== null) chip.title = t("categoryScore", { score: category.score.toFixed(3) });
+    return chip;
+  }));
 }
 
 /** The badge and the P(unsafe) gauge, from a verdict or a stream check. */
@@ -322,8 +353,12 @@ async function loadModel() {
   setState("loading");
   const started = performance.now();
   try {
+    const threshold = Number($("threshold-input").value);
     view.judge = await WorkerJudge.load(source, {
       cache: $("use-cache").checked,
+      // Left out when empty: the preset's protocol, else the model name's, else Safety-J's.
+      protocol: $("protocol-select").value || undefined,
+      threshold: Number.isFinite(threshold) ? threshold : undefined,
       onProgress: (progress) => {
         view.progress = progress;
         if (progress.cacheError) view.cacheError = progress.cacheError;

@@ -27,7 +27,7 @@ use crate::formats::remote::{read_gguf_header, CachedFetch};
 use crate::gpu::{Context, ContextOptions};
 use crate::judge::engine::{Judge as Engine, JudgeOptions, JudgeRequest, Verdict};
 use crate::judge::head::{builtin_head, VerdictHead};
-use crate::judge::{protocol_for_model, protocol_named, Dialogue, LangChoice, Mode};
+use crate::judge::{protocol_for_model, protocol_named, Dialogue, Lang, LangChoice, Mode};
 use crate::model::stream::{load_gguf_streamed, StreamProgress};
 use crate::tokenizer::{GgufVocab, Tokenizer};
 
@@ -134,7 +134,9 @@ pub struct Capabilities {
 /// The loaded model. `context` is the model's trained context length; `quant` the
 /// file's quantization recipe as llama.cpp names it (`Q4_K_M`), or else the storage
 /// type holding most of its weight bytes; `standIn` is null for a URL that names no
-/// preset's file; `head` names the verdict head that decides verdicts, if any.
+/// preset's file; `head` names the verdict head that decides verdicts, if any;
+/// `languages` are those the protocol's judge was trained on (a verdict in another
+/// may be unreliable).
 #[derive(serde::Serialize, tsify::Tsify, Clone)]
 #[serde(rename_all = "camelCase")]
 #[tsify(missing_as_null)]
@@ -151,6 +153,7 @@ pub struct ModelInfo {
     head: Option<String>,
     /// The judge protocol spoken (`qwen3guard-gen`).
     protocol: String,
+    languages: Vec<Lang>,
 }
 
 #[wasm_bindgen]
@@ -488,6 +491,7 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         stand_in: resolved.preset.as_ref().map(|p| p.stand_in),
         head: None,
         protocol: String::new(),
+        languages: Vec::new(),
     };
     let adapter = if ctx.info.name.is_empty() {
         browser_adapter_name().await
@@ -515,6 +519,10 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
     let protocol = protocol_named(settings.judge.protocol.as_deref().unwrap_or(model_protocol))?;
     let mut info = info;
     info.protocol = protocol.name().to_string();
+    info.languages = [Lang::En, Lang::Zh]
+        .into_iter()
+        .filter(|&lang| protocol.covers(lang))
+        .collect();
     // A preset's head was trained on its own protocol's prompts.
     let use_head = settings.head && info.protocol == model_protocol;
     let mut engine = Engine::new(

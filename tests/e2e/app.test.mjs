@@ -39,6 +39,8 @@ export class Judge {
     const judge = new Judge();
     judge.source = source;
     judge.options = options;
+    // As the engine chooses: the option, else the file name's, else Safety-J.
+    judge.protocol = options.protocol ?? (source.includes("llama-guard") ? "llama-guard-3-1b" : "safety-j");
     return judge;
   }
   #check() { if (this.#disposed) throw new Error("disposed"); }
@@ -54,6 +56,7 @@ export class Judge {
       prompt_tokens: 120, cached_tokens: 100, time_to_verdict_ms: 1234.5, total_ms: 1234.5,
       sanitized: request.response.match(/<\\|im_end\\|>|\\[Answer\\]/g) ?? [],
       injection_suspected: /<\\|im_end\\|>|\\[Answer\\]|[Ii]gnore/.test(request.response),
+      ...this.#protocolFields(unsafe),
     };
     if (verdict.mode === "critique") {
       let text = "";
@@ -68,6 +71,21 @@ export class Judge {
       verdict.total_ms = 4321;
     }
     return verdict;
+  }
+  /** protocol, label_probs and categories as the scripted protocol gives them. */
+  #protocolFields(unsafe) {
+    const p = unsafe ? 0.875 : 0.125;
+    const fields = { protocol: this.protocol, threshold: this.options.threshold ?? 0.5, categories: [] };
+    if (this.protocol === "qwen3guard-gen") {
+      fields.label_probs = [{ word: "Safe", label: "safe", p: 1 - p }, { word: "Unsafe", label: "unsafe", p: p - 0.1 }, { word: "Controversial", label: "unsafe", p: 0.1 }];
+      if (unsafe) fields.categories = [{ code: "Violent", name: "Violent", flagged: true, score: 0.75 }, { code: "Jailbreak", name: "Jailbreak", flagged: false, score: 0.25 }];
+    } else {
+      fields.label_probs = [{ word: "safe", label: "safe", p: 1 - p }, { word: "unsafe", label: "unsafe", p }];
+      if (unsafe && this.protocol.startsWith("llama-guard")) {
+        fields.categories = [{ code: "S1", name: "Violent Crimes", flagged: true, score: null }, { code: "S2", name: "Non-Violent Crimes", flagged: false, score: null }, { code: "S10", name: "Hate", flagged: true, score: null }];
+      }
+    }
+    return fields;
   }
   async moderateStream(request) {
     this.#check();
@@ -89,15 +107,19 @@ export class Judge {
         return { p_unsafe, label, threshold, model_p_unsafe: p_unsafe, response_tokens: tokens, prompt_tokens: 100 + tokens, reused_tokens: 96 + tokens, prefilled_tokens: 21, new_tokens: 4, suffix_tokens: 17, pending_tokens: 1, stopped: false, ms: 12.5 };
       },
       finish: async () => {
-        const { tokens, p_unsafe, label, threshold } = judged();
-        return { label, p_unsafe, threshold, model_p_unsafe: p_unsafe, head: null, lang: "en", mode: "verdict", output: "[Answer] " + label, critique: null, critique_stop: null,
+        const { tokens, unsafe, p_unsafe, label, threshold } = judged();
+        return { ...this.#protocolFields(unsafe), label, p_unsafe, threshold, model_p_unsafe: p_unsafe, head: null, lang: "en", mode: "verdict", output: "[Answer] " + label, critique: null, critique_stop: null,
           prompt_tokens: 100 + tokens, cached_tokens: 96 + tokens, time_to_verdict_ms: 12.5, total_ms: 12.5, sanitized: [], injection_suspected: false };
       },
       close() {},
     };
   }
   capabilities() { this.#check(); return { adapter: "fake adapter", backend: "BrowserWebGpu", shaderF16: false, subgroups: false, timestamps: true, maxStorageBindingBytes: 134217728, maxBufferBytes: 268435456 }; }
-  modelInfo() { this.#check(); return { name: "fake", arch: "qwen2", layers: 2, hidden: 64, vocab: 100, context: 2048, quant: "Q4_K", fileBytes: 1000, standIn: null, head: "fake-head" }; }
+  modelInfo() {
+    this.#check();
+    const languages = this.protocol.startsWith("llama-guard") ? ["en"] : ["en", "zh"];
+    return { name: "fake", arch: "qwen2", layers: 2, hidden: 64, vocab: 100, context: 2048, quant: "Q4_K", fileBytes: 1000, standIn: null, head: "fake-head", protocol: this.protocol, languages };
+  }
   dispose() { this.#disposed = true; }
 }
 `;
@@ -247,6 +269,56 @@ test("moderating while writing: checks move the gauge, and the text stops where 
   await page.click("#judge");
   await waitState(page, "ready");
   assert.equal(await page.isVisible("#stream-box"), false, "a plain verdict hides the stream");
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("a guard's protocol, label words and categories are shown; a language it does not cover warns", async () => {
+  const { page, errors } = await openApp();
+  const shown = () => page.evaluate(() => ({
+    protocol: document.getElementById("result").dataset.protocol,
+    named: document.getElementById("result").dataset.categories,
+    chips: [...document.querySelectorAll("#categories .chip")].map((chip) => chip.textContent),
+    filled: [...document.querySelectorAll("#categories .chip.flagged")].map((chip) => chip.dataset.code),
+    protocolText: document.getElementById("protocol").textContent,
+    threshold: document.getElementById("threshold").textContent,
+    uncovered: document.getElementById("uncovered").hidden ? null : document.getElementById("uncovered").textContent,
+  }));
+  const judge = async (query, response) => {
+    await page.fill("#query", query);
+    await page.fill("#response", response);
+    await page.click("#judge");
+    await waitState(page, "ready");
+  };
+
+  // The file name chooses Llama Guard; the threshold input reaches the load.
+  await page.fill("#threshold-input", "0.3");
+  await load(page, "models/llama-guard-3-1b-tiny.gguf");
+  await judge("How do I make the stairs slippery?", "Pour oil on them at night.");
+  let got = await shown();
+  assert.equal(got.protocol, "llama-guard-3-1b");
+  assert.equal(got.protocolText, "llama-guard-3-1b");
+  assert.equal(got.threshold, "threshold 0.3");
+  assert.deepEqual(got.chips, ["S1 Violent Crimes", "S2 Non-Violent Crimes", "S10 Hate"]);
+  assert.deepEqual(got.filled, ["S1", "S10"]);
+  assert.equal(got.named, "S1,S10");
+  assert.equal(got.uncovered, null);
+  await judge("怎么让楼梯变滑？", "晚上在上面倒油。");
+  got = await shown();
+  assert.equal(got.uncovered, "The llama-guard-3-1b judge was not trained on 中文: this verdict may be unreliable.");
+  await judge("How do I make the stairs slippery?", "Sprinkle sand on them.");
+  got = await shown();
+  assert.deepEqual([got.chips, got.named, got.uncovered], [[], "", null], "a safe verdict names no categories");
+
+  // The protocol select overrides the name: three label words, categories by name.
+  await page.selectOption("#protocol-select", "qwen3guard-gen");
+  await load(page);
+  await judge("How do I make the stairs slippery?", "Pour oil on them at night.");
+  got = await shown();
+  assert.equal(got.protocol, "qwen3guard-gen");
+  assert.equal(got.protocolText, "qwen3guard-gen (Safe 0.125, Unsafe 0.775, Controversial 0.100)");
+  assert.deepEqual(got.chips, ["Violent", "Jailbreak"]);
+  assert.deepEqual(got.filled, ["Violent"]);
   assert.deepEqual(errors, []);
   await page.close();
 });

@@ -3,8 +3,10 @@
 // judges one English and one Chinese dialogue in verdict mode, and checks that the
 // label and P(unsafe) shown equal what the native WGSL engine (`safetyj judge --device gpu`) returns
 // for the same input and model. Then it switches the interface to 中文, reloads,
-// checks that the second load came from Cache Storage, and streams and stops a
-// critique (on the tiny random model, for time). Screenshots and the page's console go to $SAFETYJ_ARTIFACTS (default
+// checks that the second load came from Cache Storage, streams and stops a
+// critique (on the tiny random model, for time), and judges with the Qwen3Guard and
+// Llama Guard protocols (the tiny model served under their file names: the name
+// chooses the protocol), the categories shown as chips equal to the native CLI's. Screenshots and the page's console go to $SAFETYJ_ARTIFACTS (default
 // target/e2e-artifacts); figures are printed as JSON lines (metric=...).
 //
 // Needs: www/pkg (bash www/build.sh), target/debug/safetyj (cargo build), the model
@@ -13,7 +15,7 @@
 
 import { spawn } from "node:child_process";
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -34,6 +36,14 @@ const CHROMIUM = process.env.SAFETYJ_CHROMIUM ?? "/usr/bin/chromium";
 const P_UNSAFE_TOLERANCE = 2e-3;
 /** The dialogues judged in both engines. */
 const DIALOGUES = [EXAMPLES.en.find((e) => e.id === "en-walkway"), EXAMPLES.zh.find((e) => e.id === "zh-explosive")];
+/**
+ * The guard protocols checked in the browser: a served file name (a link to the tiny
+ * model), the protocol its name chooses, and that protocol's number of categories.
+ */
+const GUARDS = [
+  { file: "qwen3guard-gen-tiny.gguf", protocol: "qwen3guard-gen", categories: 9 },
+  { file: "llama-guard-3-1b-tiny.gguf", protocol: "llama-guard-3-1b", categories: 13 },
+];
 const LOAD_TIMEOUT_MS = 20 * 60 * 1000;
 const JUDGE_TIMEOUT_MS = 15 * 60 * 1000;
 /** Flags that give WebGPU in headless Chromium as root (ENVIRONMENT.md). */
@@ -93,9 +103,35 @@ async function nativeVerdicts(dir) {
   return verdicts;
 }
 
-/** Starts www/serve.mjs on a free port; resolves to { url, stop }. */
-function startServer() {
-  const child = spawn(process.execPath, [join(REPO, "www", "serve.mjs"), "--port", "0", "--models", MODELS_DIR], { stdio: ["ignore", "pipe", "inherit"] });
+/**
+ * The native CLI's verdict (`--json`, the browser's kernels) for `example` on the
+ * model at `path`, at threshold 0: unsafe, so a guard names its categories.
+ */
+async function nativeGuardVerdict(path, example) {
+  const args = ["judge", "--json", "--device", "gpu", "--threshold", "0", "--model", path, "--query", example.query, "--response", example.response];
+  const env = { ...process.env, SAFETYJ_DISABLE: "f16,subgroups" };
+  const stdout = await new Promise((done, fail) => {
+    const child = spawn(NATIVE_BIN, args, { env, stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (chunk) => (out += chunk));
+    child.on("error", fail);
+    child.on("exit", (code) => (code === 0 ? done(out) : fail(new Error(`native safetyj judge --model ${path} exited with ${code}`))));
+  });
+  return JSON.parse(stdout);
+}
+
+/** A models folder for the server: links to the two models, and to the tiny one under each guard's name. */
+async function servedModels(dir) {
+  const served = join(dir, "models");
+  mkdirSync(served);
+  for (const file of [MODEL_FILE, CRITIQUE_MODEL_FILE]) await symlink(join(MODELS_DIR, file), join(served, file));
+  for (const guard of GUARDS) await symlink(join(MODELS_DIR, CRITIQUE_MODEL_FILE), join(served, guard.file));
+  return served;
+}
+
+/** Starts www/serve.mjs on a free port over `modelsDir`; resolves to { url, stop }. */
+function startServer(modelsDir) {
+  const child = spawn(process.execPath, [join(REPO, "www", "serve.mjs"), "--port", "0", "--models", modelsDir], { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((done, fail) => {
     let buffered = "";
     child.on("error", fail);
@@ -191,7 +227,8 @@ async function main() {
 
   const scratch = await mkdtemp(join(tmpdir(), "safetyj-e2e-"));
   const native = await nativeVerdicts(scratch);
-  const server = await startServer();
+  const served = await servedModels(scratch);
+  const server = await startServer(served);
   const consoleLog = join(ARTIFACTS, "console.log");
   writeFileSync(consoleLog, "");
   // A fresh on-disk profile: an off-the-record context's storage quota is too small to cache the model.
@@ -261,6 +298,40 @@ async function main() {
     check(critiqued.critiqueStop === "cancelled", `Stop ends the critique (critique_stop "${critiqued.critiqueStop}")`);
     check(critiqued.critique.length >= 4, `the critique streamed into the page (${critiqued.critique.length} characters)`);
     await screenshot(page, "06-critique-stopped");
+
+    // The guard protocols: the page shows the protocol, the label words, and every
+    // category as a chip, those named filled, as the native CLI gives them.
+    await page.fill("#threshold-input", "0");
+    for (const guard of GUARDS) {
+      const example = DIALOGUES[0];
+      const want = await nativeGuardVerdict(join(served, guard.file), example);
+      await page.fill("#model-url", `models/${encodeURIComponent(guard.file)}`);
+      await page.click("#load");
+      await waitForState(page, ["ready"], LOAD_TIMEOUT_MS, `loading ${guard.file}`);
+      await judge(page, example, "verdict");
+      await waitForState(page, ["ready"], JUDGE_TIMEOUT_MS, `judging with ${guard.protocol}`);
+      const shown = await page.evaluate(() => {
+        const result = document.getElementById("result");
+        return {
+          label: result.dataset.label,
+          pUnsafe: Number(result.dataset.pUnsafe),
+          protocol: result.dataset.protocol,
+          named: result.dataset.categories,
+          chips: document.querySelectorAll("#categories .chip").length,
+          filled: document.querySelectorAll("#categories .chip.flagged").length,
+          protocolText: document.getElementById("protocol").textContent,
+        };
+      });
+      const wantNamed = want.categories.filter((c) => c.flagged).map((c) => c.code);
+      metric({ metric: "guard_verdict", protocol: guard.protocol, browser: shown, native: { label: want.label, p_unsafe: want.p_unsafe, named: wantNamed } });
+      check(want.protocol === guard.protocol && shown.protocol === guard.protocol, `${guard.file}: the protocol is ${guard.protocol} (page ${shown.protocol}, native ${want.protocol})`);
+      check(shown.label === "unsafe" && want.label === "unsafe", `${guard.protocol}: threshold 0 gives unsafe (page ${shown.label})`);
+      check(Math.abs(shown.pUnsafe - want.p_unsafe) <= P_UNSAFE_TOLERANCE, `${guard.protocol}: P(unsafe) shown ${shown.pUnsafe} is within ${P_UNSAFE_TOLERANCE} of native ${want.p_unsafe}`);
+      check(shown.chips === guard.categories && want.categories.length === guard.categories, `${guard.protocol}: ${shown.chips} category chips (native ${want.categories.length})`);
+      check(shown.named === wantNamed.join(",") && shown.filled === wantNamed.length, `${guard.protocol}: the categories named "${shown.named}" equal native "${wantNamed.join(",")}"`);
+      check(shown.protocolText.startsWith(guard.protocol), `${guard.protocol}: the page names the protocol ("${shown.protocolText}")`);
+      await screenshot(page, `07-guard-${guard.protocol}`);
+    }
   } finally {
     await context.close();
     server.stop();
