@@ -429,3 +429,42 @@ fn qwen_0_5b_q4_k_m_greedy_tokens_match_transformers() {
 fn smollm2_135m_q4_1_greedy_tokens_match_transformers() {
     check_real("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m.en.json");
 }
+
+/// The CPU model loaded by byte range (as the browser without WebGPU loads it) from
+/// each architecture's GGUF gives exactly the logits of the file load, one request
+/// per tensor (the checks before fetching are the GPU loader's, tested in model.rs).
+#[test]
+fn a_streamed_load_equals_the_file_load() {
+    use safetyj::formats::remote::read_gguf_header;
+    use safetyj::formats::MemoryFetch;
+    for name in ARCHS {
+        let path = common::fixture_gguf(name);
+        let fetch = MemoryFetch::new(name, std::fs::read(&path).unwrap());
+        let header = pollster::block_on(read_gguf_header(&fetch, |_| {})).unwrap();
+        let before = fetch.requests().len();
+        let mut last = None;
+        let streamed = pollster::block_on(CpuModel::load_streamed(&header, &fetch, 3, |p| {
+            last = Some(p)
+        }))
+        .unwrap();
+        let last = last.unwrap();
+        assert_eq!(last.tensors_done, last.tensors_total, "{name}");
+        assert_eq!(
+            fetch.requests().len() - before,
+            header.tensors().len(),
+            "{name}"
+        );
+
+        let weights = GgufWeights::new(Box::new(MmapSource::open(&path).unwrap())).unwrap();
+        let from_file = CpuModel::load(&weights, |_, _| {}).unwrap();
+        let (prompt, _) = expected(name);
+        let logits = |model: &CpuModel| {
+            let mut session = model.new_session(64).unwrap();
+            model
+                .forward(&mut session, &prompt, Logits::All, &[])
+                .unwrap()
+                .logits
+        };
+        assert_eq!(logits(&streamed), logits(&from_file), "{name}");
+    }
+}

@@ -365,6 +365,29 @@ pub struct NeededWeight {
     pub optional: bool,
 }
 
+/// Fails unless `need` is a matrix of `rows` × `cols`; `file` names the model in the
+/// error.
+pub fn check_matrix_shape(file: &str, need: NeededWeight, rows: usize, cols: usize) -> Result<()> {
+    let name = need.weight.gguf_name();
+    let message = match need.kind {
+        WeightKind::Matrix {
+            rows: want_rows,
+            cols: want_cols,
+        } if (rows, cols) == (want_rows, want_cols) => return Ok(()),
+        WeightKind::Matrix {
+            rows: want_rows,
+            cols: want_cols,
+        } => format!(
+            "tensor {name} is {rows}×{cols} but the configuration needs {want_rows}×{want_cols}"
+        ),
+        WeightKind::Vector { .. } => format!("tensor {name} is a matrix where a vector is needed"),
+    };
+    Err(Error::Format {
+        file: file.to_string(),
+        message,
+    })
+}
+
 /// Every weight a model of configuration `c` needs, in load order.
 pub fn needed_weights(c: &ModelConfig) -> Vec<NeededWeight> {
     let (q_width, kv_width) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
@@ -466,23 +489,7 @@ impl<'a> ModelBuilder<'a> {
     /// Fails unless needed weight `index` is a matrix of `rows` × `cols` (callers can
     /// check a tensor table before fetching any data).
     pub fn check_matrix(&self, index: usize, rows: usize, cols: usize) -> Result<()> {
-        let need = self.need(index)?;
-        let name = need.weight.gguf_name();
-        match need.kind {
-            WeightKind::Matrix {
-                rows: want_rows,
-                cols: want_cols,
-            } if (rows, cols) == (want_rows, want_cols) => Ok(()),
-            WeightKind::Matrix {
-                rows: want_rows,
-                cols: want_cols,
-            } => Err(self.invalid(format!(
-                "tensor {name} is {rows}×{cols} but the configuration needs {want_rows}×{want_cols}"
-            ))),
-            WeightKind::Vector { .. } => Err(self.invalid(format!(
-                "tensor {name} is a matrix where a vector is needed"
-            ))),
-        }
+        check_matrix_shape(&self.name, self.need(index)?, rows, cols)
     }
 
     fn need(&self, index: usize) -> Result<NeededWeight> {

@@ -1,15 +1,21 @@
 //! Loading a GGUF model by byte range: the header first, then each tensor's range
-//! fetched (a few requests in flight) and uploaded straight into its GPU buffers,
-//! so at most a bounded window of tensor bytes is ever in memory. The per-weight
-//! checks and the assembly are [`ModelBuilder`]'s, shared with [`Model::load`].
+//! fetched (a few requests in flight) and handed on as it arrives — uploaded straight
+//! into its GPU buffers here ([`load_gguf_streamed`]), or kept in its block type for
+//! the CPU engine (`crate::cpu::CpuModel::load_streamed`) — so at most a bounded
+//! window of raw tensor bytes is in flight. The GPU's per-weight checks and assembly
+//! are [`ModelBuilder`]'s, shared with [`Model::load`].
 
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 use std::task::Poll;
 
+use super::config::ModelConfig;
 use super::forward::Model;
-use super::load::{gguf_config, gguf_matrix, gguf_vector, ModelBuilder, WeightKind, ROPE_FREQS};
+use super::load::{
+    check_matrix_shape, gguf_config, gguf_matrix, gguf_vector, ModelBuilder, NeededWeight,
+    StoredMatrix, WeightKind, ROPE_FREQS,
+};
 use crate::error::Result;
 use crate::formats::gguf::GgufFile;
 use crate::formats::remote::{fetch_exact, RangeFetch};
@@ -28,7 +34,7 @@ pub struct StreamProgress {
 /// flight, though one request always goes (a tensor larger than this comes alone).
 pub const WINDOW_BYTES: u64 = 64 << 20;
 
-/// One tensor to fetch: its index in the builder's needed weights and its bytes.
+/// One tensor to fetch: its index in the needed weights and its bytes.
 struct Job {
     index: usize,
     range: Range<u64>,
@@ -36,27 +42,67 @@ struct Job {
 
 type Pending<'a> = Pin<Box<dyn Future<Output = (usize, u64, Result<Vec<u8>>)> + 'a>>;
 
-/// Loads the model whose header is `file` from `source` (the same file): every
-/// tensor the configuration needs is checked against the header first (missing
-/// tensors, shapes), then fetched with up to `in_flight` requests and
-/// [`WINDOW_BYTES`] at once and uploaded as it arrives. `progress` is called after
-/// each tensor.
+/// Loads the model whose header is `file` from `source` (the same file) into GPU
+/// buffers: every tensor is fetched by [`fetch_needed`] and uploaded as it arrives.
+/// `progress` is called after each tensor.
 pub async fn load_gguf_streamed<F: RangeFetch>(
     ctx: &Context,
     file: &GgufFile,
     source: &F,
     in_flight: usize,
-    mut progress: impl FnMut(StreamProgress),
+    progress: impl FnMut(StreamProgress),
 ) -> Result<Model> {
+    let config = streamed_config(file, source).await?;
+    let mut builder = ModelBuilder::new(ctx, file.name(), config);
+    let needed = builder.needed().to_vec();
+    fetch_needed(
+        file,
+        source,
+        &needed,
+        in_flight,
+        progress,
+        |index, tensor| match tensor {
+            FetchedTensor::Matrix(m) => builder.put_matrix(index, m),
+            FetchedTensor::Vector(v) => builder.put_vector(index, v),
+        },
+    )
+    .await?;
+    builder.finish()
+}
+
+/// The configuration `file` describes, with its RoPE frequency factors fetched from
+/// `source` when the file has them.
+pub async fn streamed_config<F: RangeFetch>(file: &GgufFile, source: &F) -> Result<ModelConfig> {
     let rope_freqs = match file.tensor(ROPE_FREQS) {
         Ok(info) => Some(fetch_exact(source, info.file_range()).await?),
         Err(_) => None,
     };
-    let config = gguf_config(file, rope_freqs.as_deref())?;
-    let mut builder = ModelBuilder::new(ctx, file.name(), config);
+    gguf_config(file, rope_freqs.as_deref())
+}
 
+/// A fetched tensor, decoded as its needed weight's kind asks.
+pub enum FetchedTensor {
+    /// A matrix in its stored type.
+    Matrix(StoredMatrix),
+    /// A vector as f32.
+    Vector(Vec<f32>),
+}
+
+/// Fetches every tensor of `needed` that `file` has (an optional one may be absent)
+/// from `source`, after checking each matrix's shape against the header, with up to
+/// `in_flight` requests and [`WINDOW_BYTES`] at once; `put(index, tensor)` receives
+/// each as it arrives, so at most that window of raw bytes is held. `progress` is
+/// called before the first and after each tensor.
+pub async fn fetch_needed<F: RangeFetch>(
+    file: &GgufFile,
+    source: &F,
+    needed: &[NeededWeight],
+    in_flight: usize,
+    mut progress: impl FnMut(StreamProgress),
+    mut put: impl FnMut(usize, FetchedTensor) -> Result<()>,
+) -> Result<()> {
     let mut jobs = Vec::new();
-    for (index, need) in builder.needed().iter().enumerate() {
+    for (index, need) in needed.iter().enumerate() {
         let info = match file.tensor(&need.weight.gguf_name()) {
             Ok(info) => info,
             Err(_) if need.optional => continue,
@@ -64,7 +110,12 @@ pub async fn load_gguf_streamed<F: RangeFetch>(
         };
         if let WeightKind::Matrix { .. } = need.kind {
             if info.dims.len() == 2 {
-                builder.check_matrix(index, info.rows() as usize, info.cols() as usize)?;
+                check_matrix_shape(
+                    file.name(),
+                    *need,
+                    info.rows() as usize,
+                    info.cols() as usize,
+                )?;
             }
         }
         jobs.push(Job {
@@ -103,20 +154,21 @@ pub async fn load_gguf_streamed<F: RangeFetch>(
         let (index, len, bytes) = next_finished(&mut pending).await;
         pending_bytes -= len;
         let bytes = bytes?;
-        let need = builder.needed()[index];
-        match need.kind {
+        let need = needed[index];
+        let tensor = match need.kind {
             WeightKind::Matrix { .. } => {
-                builder.put_matrix(index, gguf_matrix(file, need.weight, bytes)?)?
+                FetchedTensor::Matrix(gguf_matrix(file, need.weight, bytes)?)
             }
             WeightKind::Vector { .. } => {
-                builder.put_vector(index, gguf_vector(file, need.weight, &bytes)?)?
+                FetchedTensor::Vector(gguf_vector(file, need.weight, &bytes)?)
             }
-        }
+        };
+        put(index, tensor)?;
         status.bytes_done += len;
         status.tensors_done += 1;
         progress(status);
     }
-    builder.finish()
+    Ok(())
 }
 
 /// Waits for whichever of `pending` finishes first, removes it and returns its output.
