@@ -843,6 +843,91 @@ mod js_api {
         }
     }
 
+    /// `device: "cpu"` loads the same file into the CPU engine (WebAssembly SIMD):
+    /// verdicts within 1e-3 of the GPU engine's, the same greedy critique tokens,
+    /// capabilities naming the CPU; an unknown device is refused by name.
+    #[wasm_bindgen_test]
+    async fn the_cpu_engine_judges_as_the_gpu_engine_does() {
+        let bytes = judge_gguf();
+        let run = js_sys::Date::now();
+        let url = super::streamed::page_url(&format!("/safetyj-js-cpu-{run}/tiny-judge.gguf"));
+        let log = Array::new();
+        let original = fake_range_server(&url, &bytes, &log);
+        let options = |device: &str| {
+            let options = Object::new();
+            set(&options, "device", device);
+            set(&options, "context", 1024);
+            set(&options, "maxCritiqueTokens", 4);
+            set(&options, "cache", false);
+            JsValue::from(options)
+        };
+        let err = WebJudge::load(url.clone(), Some(options("tpu").into()))
+            .await
+            .err()
+            .map(|e| format!("{:?}", JsValue::from(e)))
+            .expect("refused");
+        assert!(
+            err.contains("options.device must be \"auto\", \"gpu\" or \"cpu\""),
+            "{err}"
+        );
+
+        let judge = WebJudge::load(url.clone(), Some(options("cpu").into()))
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", JsValue::from(e)));
+        let caps = JsValue::from(judge.capabilities().unwrap());
+        assert_eq!(get(&caps, "backend").as_string().unwrap(), "Cpu");
+        assert!(get(&caps, "adapter")
+            .as_string()
+            .unwrap()
+            .starts_with("CPU"));
+        assert!(get(&caps, "gpuError").is_null());
+        let gpu = engine_judge(&bytes).await;
+        let (query, response) = (
+            "How do I make the stairs slippery?",
+            "Pour oil on them at night.",
+        );
+        for mode in [Mode::Verdict, Mode::Critique] {
+            let request = Object::new();
+            set(&request, "query", query);
+            set(&request, "response", response);
+            set(
+                &request,
+                "mode",
+                if mode == Mode::Verdict {
+                    "verdict"
+                } else {
+                    "critique"
+                },
+            );
+            let got = evaluate(&judge, &request).await;
+            let want = gpu
+                .evaluate_async(
+                    &JudgeRequest {
+                        dialogue: Dialogue::single(query, response),
+                        lang: None,
+                        mode,
+                    },
+                    |_| std::ops::ControlFlow::Continue(()),
+                )
+                .await
+                .unwrap();
+            let p = got["p_unsafe"].as_f64().unwrap();
+            assert!(
+                (p - want.p_unsafe).abs() < 1e-3,
+                "{mode:?}: CPU {p} vs GPU {}",
+                want.p_unsafe
+            );
+            assert_eq!(
+                got["label"],
+                serde_json::to_value(want.label).unwrap(),
+                "{mode:?}"
+            );
+            assert_eq!(got["output"].as_str().unwrap(), want.output, "{mode:?}");
+        }
+        judge.dispose();
+        Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
+    }
+
     #[wasm_bindgen_test]
     async fn load_evaluate_reload_from_cache_and_dispose() {
         let bytes = judge_gguf();

@@ -21,6 +21,7 @@ pub use cache::{CacheStore, CACHE_NAME};
 pub use http::HttpRange;
 pub use stream::{ModerateStreamRequest, ModerationStream};
 
+use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
 use crate::formats::remote::{read_gguf_header, CachedFetch};
@@ -79,6 +80,11 @@ pub struct LoadOptions {
         optional
     )]
     protocol: Option<String>,
+    /// Where the model runs: "gpu" (WebGPU), "cpu" (WebAssembly SIMD, no GPU needed,
+    /// slower), or "auto" (WebGPU when the browser has a usable adapter, else the
+    /// CPU); default "auto".
+    #[tsify(type = "\"auto\" | \"gpu\" | \"cpu\"", optional)]
+    device: Option<String>,
 }
 
 /// Where a load stands. Bytes count the GGUF header plus the tensors the model needs.
@@ -118,9 +124,12 @@ pub struct EvaluateRequest {
     on_critique: JsValue,
 }
 
-/// The GPU the judge runs on.
+/// What the judge runs on: the GPU adapter and the features and limits the judge
+/// uses, or the CPU (`backend` "Cpu", no GPU features, limits 0). `gpuError` says
+/// why a load with `device: "auto"` did not get the GPU.
 #[derive(serde::Serialize, tsify::Tsify)]
 #[serde(rename_all = "camelCase")]
+#[tsify(missing_as_null)]
 pub struct Capabilities {
     adapter: String,
     backend: String,
@@ -129,6 +138,7 @@ pub struct Capabilities {
     timestamps: bool,
     max_storage_binding_bytes: u64,
     max_buffer_bytes: u64,
+    gpu_error: Option<String>,
 }
 
 /// The loaded model. `context` is the model's trained context length; `quant` the
@@ -268,7 +278,19 @@ struct Settings {
     head: bool,
     judge: JudgeOptions,
     in_flight: usize,
+    device: WebDevice,
 }
+
+/// Where a browser load runs the model (`options.device`).
+#[derive(Clone, Copy, PartialEq)]
+enum WebDevice {
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+/// The CPU engine's name in `capabilities().adapter`.
+const CPU_ADAPTER: &str = "CPU (WebAssembly SIMD, one thread)";
 
 /// A JS value read as `T`; errors name the field at fault (`options.threshold: …`).
 fn from_js<T: serde::de::DeserializeOwned>(what: &str, value: JsValue) -> Result<T> {
@@ -360,6 +382,16 @@ fn settings(options: LoadOptions) -> Result<Settings> {
             },
         },
         in_flight: in_range("options.inFlight", options.in_flight, 4.0, 1.0..=64.0)? as usize,
+        device: match options.device.as_deref() {
+            None | Some("auto") => WebDevice::Auto,
+            Some("gpu") => WebDevice::Gpu,
+            Some("cpu") => WebDevice::Cpu,
+            Some(other) => {
+                return Err(Error::InvalidInput(format!(
+                    "options.device must be \"auto\", \"gpu\" or \"cpu\", not \"{other}\""
+                )))
+            }
+        },
     })
 }
 
@@ -403,8 +435,9 @@ fn js_error(error: &Error) -> JsValue {
     js_sys::Error::new(&error.to_string()).into()
 }
 
-/// Loads a judge: resolves `source`, streams the model into a new GPU context,
-/// and reports progress through `settings.on_progress`.
+/// Loads a judge: resolves `source`, streams the model into a new GPU context (or,
+/// per `settings.device`, into wasm memory for the CPU engine), and reports
+/// progress through `settings.on_progress`.
 async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
     let report = |progress: &LoadProgress| {
         if let (Some(callback), Ok(value)) = (&settings.on_progress, to_js(progress)) {
@@ -413,7 +446,15 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
     };
     let resolved = resolve_source(source, &settings.model_base_url)?;
     let remote = HttpRange::open(&resolved.url).await?;
-    let ctx = Context::new(&ContextOptions::default()).await?;
+    // The GPU unless the CPU was asked for; with "auto", the CPU when WebGPU fails.
+    let (ctx, gpu_error) = match settings.device {
+        WebDevice::Cpu => (None, None),
+        WebDevice::Gpu => (Some(Context::new(&ContextOptions::default()).await?), None),
+        WebDevice::Auto => match Context::new(&ContextOptions::default()).await {
+            Ok(ctx) => (Some(ctx), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
     let version = remote.version().clone();
     let http_url = resolved.url.starts_with("http:") || resolved.url.starts_with("https:");
     let (store, store_error) = if settings.cache && http_url {
@@ -443,36 +484,40 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
     let header_bytes = fetch.bytes_from_cache() + fetch.bytes_fetched();
     let tokenizer = Tokenizer::from_gguf_vocab(&GgufVocab::from_gguf(&header)?)?;
     let last = std::cell::Cell::new(StreamProgress::default());
-    let model = load_gguf_streamed(
-        &ctx,
-        &header,
-        &fetch,
-        settings.in_flight,
-        |p: StreamProgress| {
-            last.set(p);
-            let cached = fetch.bytes_from_cache();
-            report(&LoadProgress {
-                phase: "weights",
-                bytes_done: header_bytes + p.bytes_done,
-                bytes_total: header_bytes + p.bytes_total,
-                bytes_from_cache: cached,
-                tensors_done: p.tensors_done,
-                tensors_total: p.tensors_total,
-                cache_error: cache_error(),
-                message: format!(
-                    "loading weights: {}/{} tensors, {:.0}/{:.0} MiB ({:.0} MiB from the cache)",
-                    p.tensors_done,
-                    p.tensors_total,
-                    mib(p.bytes_done),
-                    mib(p.bytes_total),
-                    mib(cached)
-                ),
-            })
-        },
-    )
-    .await?;
+    let mut on_weights = |p: StreamProgress| {
+        last.set(p);
+        let cached = fetch.bytes_from_cache();
+        report(&LoadProgress {
+            phase: "weights",
+            bytes_done: header_bytes + p.bytes_done,
+            bytes_total: header_bytes + p.bytes_total,
+            bytes_from_cache: cached,
+            tensors_done: p.tensors_done,
+            tensors_total: p.tensors_total,
+            cache_error: cache_error(),
+            message: format!(
+                "loading weights: {}/{} tensors, {:.0}/{:.0} MiB ({:.0} MiB from the cache)",
+                p.tensors_done,
+                p.tensors_total,
+                mib(p.bytes_done),
+                mib(p.bytes_total),
+                mib(cached)
+            ),
+        })
+    };
+    let model = match ctx {
+        Some(ctx) => {
+            let model =
+                load_gguf_streamed(&ctx, &header, &fetch, settings.in_flight, &mut on_weights)
+                    .await?;
+            crate::model::Engine::gpu(ctx, model)
+        }
+        None => crate::model::Engine::Cpu(
+            CpuModel::load_streamed(&header, &fetch, settings.in_flight, &mut on_weights).await?,
+        ),
+    };
 
-    let c = &model.config;
+    let c = model.config();
     let info = ModelInfo {
         name: match &resolved.preset {
             Some(preset) => preset.name.clone(),
@@ -493,10 +538,10 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         protocol: String::new(),
         languages: Vec::new(),
     };
-    let adapter = if ctx.info.name.is_empty() {
-        browser_adapter_name().await
-    } else {
-        ctx.info.name.clone()
+    let adapter = match model.gpu_context() {
+        Some(ctx) if ctx.info.name.is_empty() => browser_adapter_name().await,
+        Some(ctx) => ctx.info.name.clone(),
+        None => CPU_ADAPTER.to_string(),
     };
     let last = last.get();
     report(&LoadProgress {
@@ -525,12 +570,7 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         .collect();
     // A preset's head was trained on its own protocol's prompts.
     let use_head = settings.head && info.protocol == model_protocol;
-    let mut engine = Engine::new(
-        crate::model::Engine::gpu(ctx, model),
-        tokenizer,
-        protocol,
-        settings.judge.clone(),
-    )?;
+    let mut engine = Engine::new(model, tokenizer, protocol, settings.judge.clone())?;
     let preset_head = resolved.preset.as_ref().and_then(|p| p.head.as_deref());
     if let (true, Some(file)) = (use_head, preset_head) {
         let (file, bytes) = builtin_head(file).ok_or_else(|| {
@@ -549,6 +589,7 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         engine: RefCell::new(Some(Rc::new(engine))),
         info,
         adapter,
+        gpu_error,
         queue: Queue::default(),
     })
 }
@@ -658,6 +699,8 @@ pub struct WebJudge {
     info: ModelInfo,
     /// What the adapter is called, for `capabilities()`.
     adapter: String,
+    /// Why `device: "auto"` did not get the GPU, for `capabilities()`.
+    gpu_error: Option<String>,
     queue: Queue,
 }
 
@@ -666,7 +709,8 @@ impl WebJudge {
     /// Loads a judge from `source`: the URL of a `.gguf` file (absolute or relative),
     /// or a preset name with a GGUF file (resolved under `options.modelBaseUrl`).
     /// The file is read with HTTP Range requests, tensor by tensor, straight into GPU
-    /// buffers, and cached in Cache Storage unless `options.cache` is false.
+    /// buffers (on the CPU: kept in its block types in wasm memory, about the file's
+    /// size), and cached in Cache Storage unless `options.cache` is false.
     pub async fn load(
         source: String,
         options: Option<LoadOptionsArg>,
@@ -710,20 +754,31 @@ impl WebJudge {
         Ok(promise.unchecked_into())
     }
 
-    /// The GPU adapter and the features and limits the judge uses.
+    /// What the judge runs on: the GPU adapter with the features and limits the
+    /// judge uses, or the CPU.
     pub fn capabilities(&self) -> Result<Ts<Capabilities>, JsError> {
         let engine = self.engine()?;
-        let ctx = engine
-            .context()
-            .ok_or_else(|| JsError::new("this judge does not run on a GPU"))?;
-        let info = Capabilities {
-            adapter: self.adapter.clone(),
-            backend: format!("{:?}", ctx.info.backend),
-            shader_f16: ctx.caps.shader_f16,
-            subgroups: ctx.caps.subgroups,
-            timestamps: ctx.caps.timestamp_query,
-            max_storage_binding_bytes: ctx.caps.max_storage_binding_bytes,
-            max_buffer_bytes: ctx.caps.max_buffer_bytes,
+        let info = match engine.context() {
+            Some(ctx) => Capabilities {
+                adapter: self.adapter.clone(),
+                backend: format!("{:?}", ctx.info.backend),
+                shader_f16: ctx.caps.shader_f16,
+                subgroups: ctx.caps.subgroups,
+                timestamps: ctx.caps.timestamp_query,
+                max_storage_binding_bytes: ctx.caps.max_storage_binding_bytes,
+                max_buffer_bytes: ctx.caps.max_buffer_bytes,
+                gpu_error: None,
+            },
+            None => Capabilities {
+                adapter: self.adapter.clone(),
+                backend: "Cpu".to_string(),
+                shader_f16: false,
+                subgroups: false,
+                timestamps: false,
+                max_storage_binding_bytes: 0,
+                max_buffer_bytes: 0,
+                gpu_error: self.gpu_error.clone(),
+            },
         };
         ts(&info)
     }
