@@ -32,6 +32,8 @@ const view = {
   stream: null,
   stopRequested: false,
   hint: null,
+  /** Where loads run the model: "auto" (WebGPU, else the CPU), or "cpu" where the page found no WebGPU. */
+  device: "auto",
 };
 
 const t = (key, values) => translate(view.lang, key, values);
@@ -56,7 +58,7 @@ function formatMs(ms) {
 function setState(state) {
   document.body.dataset.state = state;
   const busy = state === "loading" || state === "judging" || state === "streaming";
-  const usable = !["checking", "no-webgpu", "lost"].includes(state);
+  const usable = !["checking", "lost"].includes(state);
   $("load").disabled = busy || !usable;
   $("judge").disabled = busy || !usable || view.judge === null;
   $("stream").disabled = busy || !usable || view.judge === null;
@@ -125,7 +127,8 @@ function renderModel() {
     $("model-info").textContent = info.head === null ? loaded : `${loaded} · ${t("verdictHead", { head: info.head })}`;
   }
   const caps = view.capabilities;
-  $("adapter").textContent = caps === null ? "" : t("adapter", {
+  if (caps !== null) document.body.dataset.backend = caps.backend;
+  $("adapter").textContent = caps === null ? "" : caps.backend === "Cpu" ? t("adapterCpu", { adapter: caps.adapter }) : t("adapter", {
     adapter: caps.adapter || t("unnamedAdapter"),
     backend: caps.backend,
     f16: t(caps.shaderF16 ? "yes" : "no"),
@@ -358,6 +361,8 @@ async function loadModel() {
       cache: $("use-cache").checked,
       // Left out when empty: the preset's protocol, else the model name's, else Safety-J's.
       protocol: $("protocol-select").value || undefined,
+      // Without WebGPU the CPU engine runs the model (WebAssembly SIMD).
+      device: view.device,
       threshold: Number.isFinite(threshold) ? threshold : undefined,
       onProgress: (progress) => {
         view.progress = progress;
@@ -481,7 +486,10 @@ function pickExample() {
   $("response").value = example.response;
 }
 
-/** Checks WebGPU on the page before anything is loaded; false (with a notice) if unusable. */
+/**
+ * Checks WebGPU on the page before anything is loaded; false (with a notice that the
+ * judge will run on the CPU) if unusable.
+ */
 async function checkWebGpu() {
   if (!("gpu" in navigator)) {
     showNotice("noWebGpu");
@@ -520,7 +528,8 @@ async function start() {
 
   const [models, gpuOk] = await Promise.all([fetchModels(), checkWebGpu()]);
   fillModels(models);
-  setState(gpuOk ? "idle" : "no-webgpu");
+  view.device = gpuOk ? "auto" : "cpu";
+  setState("idle");
 }
 
 start().catch(fail);

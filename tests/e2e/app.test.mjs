@@ -114,7 +114,11 @@ export class Judge {
       close() {},
     };
   }
-  capabilities() { this.#check(); return { adapter: "fake adapter", backend: "BrowserWebGpu", shaderF16: false, subgroups: false, timestamps: true, maxStorageBindingBytes: 134217728, maxBufferBytes: 268435456 }; }
+  capabilities() {
+    this.#check();
+    if (this.options.device === "cpu") return { adapter: "CPU (fake)", backend: "Cpu", shaderF16: false, subgroups: false, timestamps: false, maxStorageBindingBytes: 0, maxBufferBytes: 0, gpuError: null };
+    return { adapter: "fake adapter", backend: "BrowserWebGpu", shaderF16: false, subgroups: false, timestamps: true, maxStorageBindingBytes: 134217728, maxBufferBytes: 268435456, gpuError: null };
+  }
   modelInfo() {
     this.#check();
     const languages = this.protocol.startsWith("llama-guard") ? ["en"] : ["en", "zh"];
@@ -408,13 +412,17 @@ test("WorkerJudge: same surface as Judge, dispose makes later calls fail", async
   await page.close();
 });
 
-test("without WebGPU the page says so and disables loading", async () => {
+test("without WebGPU the page says the judge runs on the CPU, and loads it there", async () => {
   const page = await browser.newPage({ locale: "en-US" });
   await page.addInitScript(() => { delete Object.getPrototypeOf(navigator).gpu; });
   await page.goto(url);
   await page.waitForFunction(() => document.body.dataset.state !== "checking");
-  assert.equal(await state(page), "no-webgpu");
-  assert.match(await page.textContent("#notice-text"), /no WebGPU/);
-  assert.equal(await page.isDisabled("#load"), true);
+  assert.equal(await state(page), "idle");
+  assert.match(await page.textContent("#notice-text"), /no WebGPU.*runs on the CPU/);
+  assert.equal(await page.isDisabled("#load"), false);
+  await load(page, "models/another.gguf");
+  assert.equal(await state(page), "ready");
+  assert.equal(await page.evaluate(() => document.body.dataset.backend), "Cpu");
+  assert.equal(await page.textContent("#adapter"), "Runs on the CPU (fake): no GPU in use");
   await page.close();
 });

@@ -6,7 +6,8 @@
 // checks that the second load came from Cache Storage, streams and stops a
 // critique (on the tiny random model, for time), and judges with the Qwen3Guard and
 // Llama Guard protocols (the tiny model served under their file names: the name
-// chooses the protocol), the categories shown as chips equal to the native CLI's. Screenshots and the page's console go to $SAFETYJ_ARTIFACTS (default
+// chooses the protocol), the categories shown as chips equal to the native CLI's,
+// and judges on a page without WebGPU (the CPU engine) as the native CPU engine does. Screenshots and the page's console go to $SAFETYJ_ARTIFACTS (default
 // target/e2e-artifacts); figures are printed as JSON lines (metric=...).
 //
 // Needs: www/pkg (bash www/build.sh), target/debug/safetyj (cargo build), the model
@@ -104,11 +105,11 @@ async function nativeVerdicts(dir) {
 }
 
 /**
- * The native CLI's verdict (`--json`, the browser's kernels) for `example` on the
- * model at `path`, at threshold 0: unsafe, so a guard names its categories.
+ * The native CLI's verdict (`--json`; on the GPU with the browser's kernels) for
+ * `example` on the model at `path`, with `extra` arguments.
  */
-async function nativeGuardVerdict(path, example) {
-  const args = ["judge", "--json", "--device", "gpu", "--threshold", "0", "--model", path, "--query", example.query, "--response", example.response];
+async function nativeVerdict(path, example, device, extra = []) {
+  const args = ["judge", "--json", "--device", device, "--model", path, "--query", example.query, "--response", example.response, ...extra];
   const env = { ...process.env, SAFETYJ_DISABLE: "f16,subgroups" };
   const stdout = await new Promise((done, fail) => {
     const child = spawn(NATIVE_BIN, args, { env, stdio: ["ignore", "pipe", "inherit"] });
@@ -161,7 +162,7 @@ async function waitForState(page, states, timeout, what) {
       progress: document.getElementById("progress-text")?.textContent ?? "",
     }));
     if (states.includes(state)) return state;
-    if (state === "error" || state === "lost" || state === "no-webgpu") {
+    if (state === "error" || state === "lost") {
       const notice = await page.locator("#notice-text").textContent();
       throw new Error(`${what}: the page is in state "${state}": ${error ?? notice}`);
     }
@@ -254,6 +255,7 @@ async function main() {
     await screenshot(page, "01-start");
 
     const cold = await loadModel(page, "cold");
+    check(await page.evaluate(() => document.body.dataset.backend) !== "Cpu", "the page runs the model on WebGPU");
     check(cold.bytesTotal > 0 && cold.tensorsDone === cold.tensorsTotal, `cold load fetched ${cold.bytesTotal} bytes, ${cold.tensorsDone}/${cold.tensorsTotal} tensors`);
     await screenshot(page, "02-loaded");
 
@@ -304,7 +306,8 @@ async function main() {
     await page.fill("#threshold-input", "0");
     for (const guard of GUARDS) {
       const example = DIALOGUES[0];
-      const want = await nativeGuardVerdict(join(served, guard.file), example);
+      // Threshold 0: unsafe, so the guard names its categories.
+      const want = await nativeVerdict(join(served, guard.file), example, "gpu", ["--threshold", "0"]);
       await page.fill("#model-url", `models/${encodeURIComponent(guard.file)}`);
       await page.click("#load");
       await waitForState(page, ["ready"], LOAD_TIMEOUT_MS, `loading ${guard.file}`);
@@ -332,6 +335,26 @@ async function main() {
       check(shown.protocolText.startsWith(guard.protocol), `${guard.protocol}: the page names the protocol ("${shown.protocolText}")`);
       await screenshot(page, `07-guard-${guard.protocol}`);
     }
+
+    // A page without WebGPU runs the model on the CPU engine (WebAssembly SIMD), the
+    // weights from Cache Storage: the verdict equals the native CPU engine's.
+    const cpuPage = await context.newPage();
+    cpuPage.on("pageerror", (error) => failures.push(`uncaught error in the CPU page: ${error.message}`));
+    await cpuPage.addInitScript(() => { delete Object.getPrototypeOf(navigator).gpu; });
+    await cpuPage.goto(server.url);
+    await waitForState(cpuPage, ["idle"], 60000, "opening the page without WebGPU");
+    const onCpu = await loadModel(cpuPage, "cpu");
+    check(await cpuPage.evaluate(() => document.body.dataset.backend) === "Cpu", `without WebGPU the model runs on the CPU (${await cpuPage.textContent("#adapter")})`);
+    check(onCpu.bytesFromCache === onCpu.bytesTotal, `the CPU load came from the cache (${onCpu.bytesFromCache} of ${onCpu.bytesTotal} bytes)`);
+    const example = DIALOGUES[0];
+    const wantCpu = await nativeVerdict(join(MODELS_DIR, MODEL_FILE), example, "cpu");
+    await judge(cpuPage, example, "verdict");
+    await waitForState(cpuPage, ["ready"], JUDGE_TIMEOUT_MS, `judging ${example.id} on the CPU`);
+    const shownCpu = await readVerdict(cpuPage);
+    const cpuDifference = Math.abs(shownCpu.pUnsafe - wantCpu.p_unsafe);
+    metric({ metric: "time_to_verdict_ms_cpu", dialogue: example.id, browser_wasm: shownCpu.timeToVerdictMs, native_cpu: wantCpu.time_to_verdict_ms, prompt_tokens: wantCpu.prompt_tokens, load_ms: onCpu.loadMs });
+    check(shownCpu.label === wantCpu.label && cpuDifference <= 1e-3, `${example.id} on the CPU: ${shownCpu.label} P(unsafe) ${shownCpu.pUnsafe}, native CPU ${wantCpu.label} ${wantCpu.p_unsafe}`);
+    await screenshot(cpuPage, "08-cpu-verdict");
   } finally {
     await context.close();
     server.stop();
