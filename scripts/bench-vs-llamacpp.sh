@@ -8,8 +8,9 @@
 # device and backend.
 #
 # Usage: scripts/bench-vs-llamacpp.sh [MODEL.gguf]
-# Environment: PROMPT_TOKENS (64), GEN_TOKENS (16), THREADS (all cores) for
-# llama.cpp, VENV (target/llamacpp-venv), PYTHON (python3) to create the venv.
+# Environment: PROMPT_TOKENS (64), GEN_TOKENS (16), THREADS (all cores) for both
+# (RAYON_NUM_THREADS for safetyj's CPU engine), DEVICE (cpu, or gpu: safetyj's
+# engine), VENV (target/llamacpp-venv), PYTHON (python3) to create the venv.
 set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36
@@ -18,6 +19,7 @@ model="${1:-$HOME/.cache/safetyj/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}
 prompt_tokens="${PROMPT_TOKENS:-64}"
 gen_tokens="${GEN_TOKENS:-16}"
 threads="${THREADS:-$(nproc)}"
+device="${DEVICE:-cpu}"
 venv="${VENV:-$root/target/llamacpp-venv}"
 out="$root/target/bench-vs-llamacpp"
 
@@ -40,9 +42,10 @@ fi
 echo "building safetyj (release)" >&2
 (cd "$root" && cargo build --release --quiet --bin safetyj)
 
-echo "safetyj bench: $prompt_tokens prompt tokens, $gen_tokens generated" >&2
-"$root/target/release/safetyj" bench --model "$model" --json \
-    --prompt-tokens "$prompt_tokens" --gen-tokens "$gen_tokens" >"$out/safetyj.json"
+echo "safetyj bench --device $device: $prompt_tokens prompt tokens, $gen_tokens generated" >&2
+RAYON_NUM_THREADS="$threads" "$root/target/release/safetyj" bench --model "$model" --json \
+    --device "$device" --prompt-tokens "$prompt_tokens" --gen-tokens "$gen_tokens" \
+    >"$out/safetyj.json"
 
 echo "llama.cpp: same lengths, $threads threads" >&2
 "$venv/bin/python" "$root/scripts/llamacpp_bench.py" --model "$model" \
@@ -67,13 +70,17 @@ def per_cpu_second(tokens, cpu_seconds):
     return tokens / cpu_seconds if tokens and cpu_seconds else None
 
 
+# The CPU engine's report names its engine and threads; the WGSL engine's its
+# adapter, backend and CPU seconds.
+cpu_engine = "engine" in ours
 safetyj = {
-    "device": ours["adapter"],
-    "backend": "safetyj wgpu " + ours["backend"],
+    "device": ours["engine"] if cpu_engine else ours["adapter"],
+    "backend": "safetyj CPU engine" if cpu_engine else "safetyj wgpu " + ours["backend"],
+    "threads": ours.get("threads"),
     "prefill_tokens_per_second": ours["prefill_tokens_per_second"],
-    "prefill_tokens_per_cpu_second": per_cpu_second(ours["prompt_tokens"], ours["prefill_cpu_seconds"]),
+    "prefill_tokens_per_cpu_second": per_cpu_second(ours["prompt_tokens"], ours.get("prefill_cpu_seconds")),
     "decode_tokens_per_second": ours["decode_tokens_per_second"],
-    "decode_tokens_per_cpu_second": per_cpu_second(ours["gen_tokens"], ours["decode_cpu_seconds"]),
+    "decode_tokens_per_cpu_second": per_cpu_second(ours["gen_tokens"], ours.get("decode_cpu_seconds")),
     "report": ours,
 }
 llamacpp = {

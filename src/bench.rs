@@ -228,6 +228,7 @@ pub fn run(ctx: Context, path: &str, options: &BenchOptions) -> Result<BenchRepo
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuBenchReport {
     pub engine: String,
+    /// Threads of the CPU engine's pool (`RAYON_NUM_THREADS`, else every core).
     pub threads: usize,
     pub model: String,
     pub layers: usize,
@@ -288,7 +289,7 @@ pub fn run_cpu(path: &str, options: &BenchOptions) -> Result<CpuBenchReport> {
     let (verdict, stream) = judge_timing(engine, tokenizer, &options.stream_lengths)?;
     Ok(CpuBenchReport {
         engine: describe,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads: rayon::current_num_threads(),
         model: path.to_string(),
         layers: c.layers,
         hidden: c.hidden,

@@ -106,7 +106,7 @@ impl KvCache {
 }
 
 /// Dot product with eight independent sums, so the compiler vectorizes it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ac

@@ -21,6 +21,7 @@ use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
+use super::kernels;
 use crate::error::{Error, Result};
 use crate::model::load::StoredMatrix;
 use crate::quant::{self, DType};
@@ -30,6 +31,16 @@ pub const EXACT_ROWS: usize = 4;
 
 /// Weight elements decoded to f32 at a time by the f32 path (16 MiB).
 const DECODED_ELEMS: usize = 1 << 22;
+
+/// Exact steps of fewer input rows than this decode one weight row at a time and
+/// dot it with each input row; longer ones decode slices and run a gemm.
+const GEMM_ROWS: usize = 8;
+
+thread_local! {
+    /// The f32 path's decoded slice of weights, kept by each thread between calls so
+    /// that every matmul does not fault in 16 MiB of fresh pages.
+    static DECODED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// A `rows` × `cols` weight matrix (rows are output features), stored quantized.
 pub struct QuantMatrix {
@@ -133,15 +144,17 @@ impl QuantMatrix {
                 ),
             });
         }
-        let err = candle_error("cpu matmul");
-        let x = Tensor::from_slice(input, (m, self.cols), &Device::Cpu).map_err(&err)?;
-        let mut out = if exact {
-            self.matmul_decoded(&x, m)?
-        } else {
+        let mut out = if !exact {
+            let err = candle_error("cpu matmul");
+            let x = Tensor::from_slice(input, (m, self.cols), &Device::Cpu).map_err(&err)?;
             let y = x.apply_op1_no_bwd(&self.tensor).map_err(&err)?;
             y.flatten_all()
                 .and_then(|y| y.to_vec1::<f32>())
                 .map_err(&err)?
+        } else if m < GEMM_ROWS {
+            self.matmul_rowwise(input, m)?
+        } else {
+            self.matmul_decoded(input, m)?
         };
         if let Some(bias) = bias {
             for row in out.chunks_exact_mut(self.rows) {
@@ -151,31 +164,95 @@ impl QuantMatrix {
         Ok(out)
     }
 
-    /// `x` (`m` × `cols`) times the transposed matrix in f32: weights decoded a slice
-    /// of rows at a time (in parallel), each slice one gemm.
-    fn matmul_decoded(&self, x: &Tensor, m: usize) -> Result<Vec<f32>> {
-        let err = candle_error("cpu matmul");
+    /// `input` (`m` × `cols`, few rows) times the transposed matrix in f32, one
+    /// weight row at a time: each is decoded into a small buffer and dotted with
+    /// every input row, so no decoded matrix is ever written out.
+    fn matmul_rowwise(&self, input: &[f32], m: usize) -> Result<Vec<f32>> {
         let row_bytes = self.dtype.row_bytes(self.cols)?;
-        let data = self.tensor.data().map_err(&err)?;
-        let slice_rows = (DECODED_ELEMS / self.cols).clamp(1, self.rows);
+        let data = self.tensor.data().map_err(candle_error("cpu matmul"))?;
+        // Output feature major (`rows` × `m`), turned to token major below.
+        let mut by_feature = vec![0.0; self.rows * m];
+        by_feature
+            .par_chunks_mut(m)
+            .zip(data.par_chunks(row_bytes))
+            .try_for_each_init(
+                || vec![0.0; self.cols],
+                |w, (y, bytes)| {
+                    quant::dequantize(self.dtype, bytes, w)?;
+                    for (y, x) in y.iter_mut().zip(input.chunks_exact(self.cols)) {
+                        *y = kernels::dot(x, w);
+                    }
+                    Ok::<_, Error>(())
+                },
+            )?;
         let mut out = vec![0.0; m * self.rows];
-        let mut decoded = vec![0.0; slice_rows * self.cols];
-        for first in (0..self.rows).step_by(slice_rows) {
-            let n = slice_rows.min(self.rows - first);
-            let w = &mut decoded[..n * self.cols];
-            w.par_chunks_mut(self.cols)
-                .zip(data[first * row_bytes..(first + n) * row_bytes].par_chunks(row_bytes))
-                .try_for_each(|(w, bytes)| quant::dequantize(self.dtype, bytes, w))?;
-            let w = Tensor::from_slice(w, (n, self.cols), &Device::Cpu).map_err(&err)?;
-            let y = x
-                .matmul(&w.t().map_err(&err)?)
-                .and_then(|y| y.flatten_all())
-                .and_then(|y| y.to_vec1::<f32>())
-                .map_err(&err)?;
-            for (out, y) in out.chunks_exact_mut(self.rows).zip(y.chunks_exact(n)) {
-                out[first..first + n].copy_from_slice(y);
+        for (feature, ys) in by_feature.chunks_exact(m).enumerate() {
+            for (token, &y) in ys.iter().enumerate() {
+                out[token * self.rows + feature] = y;
             }
         }
+        Ok(out)
+    }
+
+    /// `input` (`m` × `cols`) times the transposed matrix in f32: weights decoded a
+    /// slice of rows at a time (in parallel) into a buffer kept by the thread, each
+    /// slice one gemm written straight into its columns of the output.
+    fn matmul_decoded(&self, input: &[f32], m: usize) -> Result<Vec<f32>> {
+        self.matmul_in_slices(input, m, (DECODED_ELEMS / self.cols).clamp(1, self.rows))
+    }
+
+    /// [`QuantMatrix::matmul_decoded`] with slices of `slice_rows` weight rows.
+    fn matmul_in_slices(&self, input: &[f32], m: usize, slice_rows: usize) -> Result<Vec<f32>> {
+        let row_bytes = self.dtype.row_bytes(self.cols)?;
+        let data = self.tensor.data().map_err(candle_error("cpu matmul"))?;
+        let mut out = vec![0.0; m * self.rows];
+        let threads = rayon::current_num_threads();
+        let parallelism = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        DECODED.with_borrow_mut(|decoded| {
+            if decoded.len() < slice_rows * self.cols {
+                decoded.resize(slice_rows * self.cols, 0.0);
+            }
+            for first in (0..self.rows).step_by(slice_rows) {
+                let n = slice_rows.min(self.rows - first);
+                let w = &mut decoded[..n * self.cols];
+                w.par_chunks_mut(self.cols)
+                    .zip(data[first * row_bytes..(first + n) * row_bytes].par_chunks(row_bytes))
+                    .try_for_each(|(w, bytes)| quant::dequantize(self.dtype, bytes, w))?;
+                // SAFETY: the output is `m` rows of `self.rows` and the columns
+                // `first..first + n` lie inside each row (dst: row stride `rows`,
+                // column stride 1); the input is `m` × `cols` row major (checked by
+                // `matmul`); `w` holds `n` decoded rows of `cols`, read as the
+                // `cols` × `n` right-hand side (row stride 1, column stride `cols`).
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        self.cols,
+                        out.as_mut_ptr().add(first),
+                        1,
+                        self.rows as isize,
+                        false,
+                        input.as_ptr(),
+                        1,
+                        self.cols as isize,
+                        w.as_ptr(),
+                        self.cols as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        parallelism,
+                    );
+                }
+            }
+            Ok::<_, Error>(())
+        })?;
         Ok(out)
     }
 
@@ -220,7 +297,16 @@ mod tests {
                 },
             )
             .unwrap();
-            for (m, exact) in [(1, false), (5, false), (40, false), (1, true), (40, true)] {
+            let cases = [
+                (1, false),
+                (5, false),
+                (40, false),
+                (1, true),
+                (GEMM_ROWS - 1, true),
+                (GEMM_ROWS, true),
+                (40, true),
+            ];
+            for (m, exact) in cases {
                 let x = random_f32(&mut rng, m * k, 1.0);
                 let got = matrix.matmul(&x, m, Some(&bias), exact).unwrap();
                 let want =
@@ -239,6 +325,19 @@ mod tests {
                     diff <= tolerance,
                     "{dtype}, {m} rows, exact {exact}: max |diff| {diff} over {tolerance}"
                 );
+                if exact && m >= GEMM_ROWS {
+                    // Slices that do not divide the rows: the last one is shorter.
+                    let mut sliced = matrix.matmul_in_slices(&x, m, 13).unwrap();
+                    for row in sliced.chunks_exact_mut(n) {
+                        row.iter_mut().zip(&bias).for_each(|(y, b)| *y += b);
+                    }
+                    let diff = sliced
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max);
+                    assert!(diff <= tolerance, "{dtype}, {m} rows in slices of 13: {diff}");
+                }
             }
             let mut row = vec![0.0; k];
             matrix.row(n - 1, &mut row).unwrap();
