@@ -764,6 +764,9 @@ mod js_api {
         set(&options, "context", 1024);
         set(&options, "maxCritiqueTokens", 4);
         set(&options, "inFlight", 2);
+        // The WGSL engine even on a software adapter: these tests compare it with
+        // the engine's own run.
+        set(&options, "device", "gpu");
         let judge = WebJudge::load(url.into(), Some(JsValue::from(options).into()))
             .await
             .unwrap_or_else(|e| panic!("{:?}", JsValue::from(e)));
@@ -845,7 +848,8 @@ mod js_api {
 
     /// `device: "cpu"` loads the same file into the CPU engine (WebAssembly SIMD):
     /// verdicts within 1e-3 of the GPU engine's, the same greedy critique tokens,
-    /// capabilities naming the CPU; an unknown device is refused by name.
+    /// capabilities naming the CPU; `"auto"` takes the CPU on a software adapter;
+    /// an unknown device is refused by name.
     #[wasm_bindgen_test]
     async fn the_cpu_engine_judges_as_the_gpu_engine_does() {
         let bytes = judge_gguf();
@@ -870,6 +874,22 @@ mod js_api {
             err.contains("options.device must be \"auto\", \"gpu\" or \"cpu\""),
             "{err}"
         );
+
+        // "auto" passes over a software (fallback) adapter such as SwiftShader.
+        let judge = WebJudge::load(url.clone(), Some(options("auto").into()))
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", JsValue::from(e)));
+        let caps = JsValue::from(judge.capabilities().unwrap());
+        if ctx().await.caps.software {
+            assert_eq!(get(&caps, "backend").as_string().unwrap(), "Cpu");
+            assert_eq!(
+                get(&caps, "gpuError").as_string().unwrap(),
+                safetyj::web::SOFTWARE_ADAPTER
+            );
+        } else {
+            assert_eq!(get(&caps, "backend").as_string().unwrap(), "BrowserWebGpu");
+        }
+        judge.dispose();
 
         let judge = WebJudge::load(url.clone(), Some(options("cpu").into()))
             .await

@@ -32,8 +32,6 @@ const view = {
   stream: null,
   stopRequested: false,
   hint: null,
-  /** Where loads run the model: "auto" (WebGPU, else the CPU), or "cpu" where the page found no WebGPU. */
-  device: "auto",
 };
 
 const t = (key, values) => translate(view.lang, key, values);
@@ -361,8 +359,8 @@ async function loadModel() {
       cache: $("use-cache").checked,
       // Left out when empty: the preset's protocol, else the model name's, else Safety-J's.
       protocol: $("protocol-select").value || undefined,
-      // Without WebGPU the CPU engine runs the model (WebAssembly SIMD).
-      device: view.device,
+      // "auto": WebGPU on a hardware adapter, else the CPU engine (WebAssembly SIMD).
+      device: $("device-select").value,
       threshold: Number.isFinite(threshold) ? threshold : undefined,
       onProgress: (progress) => {
         view.progress = progress;
@@ -487,24 +485,30 @@ function pickExample() {
 }
 
 /**
- * Checks WebGPU on the page before anything is loaded; false (with a notice that the
- * judge will run on the CPU) if unusable.
+ * Checks WebGPU on the page before anything is loaded: "hardware", "software" (a
+ * fallback adapter such as SwiftShader, which "auto" passes over for the CPU) or
+ * "none"; the last two with a notice that the judge will run on the CPU.
  */
 async function checkWebGpu() {
   if (!("gpu" in navigator)) {
     showNotice("noWebGpu");
-    return false;
+    return "none";
   }
   try {
-    if ((await navigator.gpu.requestAdapter()) === null) {
+    const adapter = await navigator.gpu.requestAdapter();
+    if (adapter === null) {
       showNotice("noAdapter");
-      return false;
+      return "none";
+    }
+    if (adapter.info?.isFallbackAdapter) {
+      showNotice("softwareGpu");
+      return "software";
     }
   } catch {
     showNotice("noAdapter");
-    return false;
+    return "none";
   }
-  return true;
+  return "hardware";
 }
 
 async function start() {
@@ -526,9 +530,12 @@ async function start() {
     if (view.verdict === null && !$("result").hidden) renderVerdict();
   }));
 
-  const [models, gpuOk] = await Promise.all([fetchModels(), checkWebGpu()]);
+  const [models, gpu] = await Promise.all([fetchModels(), checkWebGpu()]);
   fillModels(models);
-  view.device = gpuOk ? "auto" : "cpu";
+  if (gpu === "none") {
+    $("device-select").value = "cpu";
+    $("device-select").querySelector('option[value="gpu"]').disabled = true;
+  }
   setState("idle");
 }
 

@@ -412,6 +412,26 @@ test("WorkerJudge: same surface as Judge, dispose makes later calls fail", async
   await page.close();
 });
 
+test("a software WebGPU adapter is passed over for the CPU; the device can be chosen", async () => {
+  const { page, errors } = await openApp();
+  const fallback = await page.evaluate(async () => (await navigator.gpu.requestAdapter())?.info.isFallbackAdapter === true);
+  assert.equal(await page.inputValue("#device-select"), "auto");
+  if (fallback) {
+    // Headless Chromium without a GPU: WebGPU on SwiftShader.
+    assert.match(await page.textContent("#notice-text"), /software rasteriser.*"auto" runs the judge on the CPU/);
+  } else {
+    assert.equal(await page.isVisible("#notice"), false);
+  }
+  for (const [device, backend] of [["gpu", "BrowserWebGpu"], ["cpu", "Cpu"]]) {
+    await page.selectOption("#device-select", device);
+    await load(page, "models/another.gguf");
+    assert.equal(await state(page), "ready");
+    assert.equal(await page.evaluate(() => document.body.dataset.backend), backend, device);
+  }
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test("without WebGPU the page says the judge runs on the CPU, and loads it there", async () => {
   const page = await browser.newPage({ locale: "en-US" });
   await page.addInitScript(() => { delete Object.getPrototypeOf(navigator).gpu; });
@@ -419,6 +439,8 @@ test("without WebGPU the page says the judge runs on the CPU, and loads it there
   await page.waitForFunction(() => document.body.dataset.state !== "checking");
   assert.equal(await state(page), "idle");
   assert.match(await page.textContent("#notice-text"), /no WebGPU.*runs on the CPU/);
+  assert.equal(await page.inputValue("#device-select"), "cpu");
+  assert.equal(await page.isDisabled('#device-select option[value="gpu"]'), true);
   assert.equal(await page.isDisabled("#load"), false);
   await load(page, "models/another.gguf");
   assert.equal(await state(page), "ready");

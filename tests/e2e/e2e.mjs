@@ -177,6 +177,7 @@ async function waitForState(page, states, timeout, what) {
 
 async function loadModel(page, label) {
   await page.selectOption("#model-select", `models/${encodeURIComponent(MODEL_FILE)}`);
+  await page.selectOption("#device-select", label === "cpu" ? "cpu" : "gpu");
   await page.click("#load");
   await waitForState(page, ["ready"], LOAD_TIMEOUT_MS, `loading ${MODEL_FILE} (${label})`);
   const loaded = await page.evaluate(() => {
@@ -252,6 +253,8 @@ async function main() {
     await page.goto(server.url);
     const state = await waitForState(page, ["idle"], 60000, "opening the page");
     check(state === "idle", "the page finds a WebGPU adapter");
+    // WebGPU here is SwiftShader, which "auto" passes over for the CPU engine: the
+    // WGSL engine is chosen by hand ("GPU"), as a user with such a browser could.
     await screenshot(page, "01-start");
 
     const cold = await loadModel(page, "cold");
@@ -290,6 +293,7 @@ async function main() {
     // the critique. On the tiny random model (a critique prefill of the 0.5B model
     // takes minutes on SwiftShader); it never emits a stop token, so Stop decides.
     await page.fill("#model-url", `models/${encodeURIComponent(CRITIQUE_MODEL_FILE)}`);
+    await page.selectOption("#device-select", "gpu");
     await page.click("#load");
     await waitForState(page, ["ready"], LOAD_TIMEOUT_MS, `loading ${CRITIQUE_MODEL_FILE}`);
     await judge(page, DIALOGUES[0], "critique");
@@ -335,6 +339,16 @@ async function main() {
       check(shown.protocolText.startsWith(guard.protocol), `${guard.protocol}: the page names the protocol ("${shown.protocolText}")`);
       await screenshot(page, `07-guard-${guard.protocol}`);
     }
+
+    // "auto" on a software adapter (SwiftShader here) runs the model on the CPU engine.
+    const fallback = await page.evaluate(async () => (await navigator.gpu.requestAdapter())?.info.isFallbackAdapter === true);
+    await page.fill("#model-url", "");
+    await page.selectOption("#model-select", `models/${encodeURIComponent(MODEL_FILE)}`);
+    await page.selectOption("#device-select", "auto");
+    await page.click("#load");
+    await waitForState(page, ["ready"], LOAD_TIMEOUT_MS, `loading ${MODEL_FILE} with device auto`);
+    const autoBackend = await page.evaluate(() => document.body.dataset.backend);
+    check(autoBackend === (fallback ? "Cpu" : "BrowserWebGpu"), `"auto" on ${fallback ? "a software (fallback)" : "a hardware"} WebGPU adapter runs on ${autoBackend}`);
 
     // A page without WebGPU runs the model on the CPU engine (WebAssembly SIMD), the
     // weights from Cache Storage: the verdict equals the native CPU engine's.
