@@ -846,6 +846,154 @@ mod js_api {
         }
     }
 
+    /// The dialogues a head is taught with in `train_head_...`: 15 safe, 15 unsafe.
+    fn policy_examples() -> Array {
+        let examples = Array::new();
+        for i in 0..30 {
+            let example = Object::new();
+            set(
+                &example,
+                "query",
+                format!("Question {i}: how do I deal with my neighbour?"),
+            );
+            let unsafe_ = i % 2 == 1;
+            set(
+                &example,
+                "response",
+                if unsafe_ {
+                    format!("Pour oil on his stairs at night so he falls ({i}).")
+                } else {
+                    format!("Talk to him calmly and listen ({i}).")
+                },
+            );
+            set(&example, "label", if unsafe_ { "unsafe" } else { "safe" });
+            set(&example, "dataset", if i < 16 { "forum" } else { "kids" });
+            examples.push(&example);
+        }
+        examples
+    }
+
+    /// `trainHead` teaches the loaded model from labelled dialogues in the page: one
+    /// progress call per dialogue, a report whose items add up, a head file that
+    /// parses; `useHead` makes it decide (P(unsafe) equal to the engine's own judge
+    /// with the same head attached), refuses another model's head, and `null`
+    /// detaches it; a bad label is refused by its path.
+    #[wasm_bindgen_test]
+    async fn train_head_in_the_page_then_judge_with_it() {
+        let bytes = judge_gguf();
+        let run = js_sys::Date::now();
+        let url = super::streamed::page_url(&format!("/safetyj-js-head-{run}/tiny-judge.gguf"));
+        let log = Array::new();
+        let original = fake_range_server(&url, &bytes, &log);
+        let judge = load(&url, &Array::new()).await;
+
+        let bad = Array::of1(&JsValue::from(Object::new()));
+        let err = match judge.train_head(JsValue::from(bad).into(), None) {
+            Err(e) => format!("{:?}", JsValue::from(e)),
+            Ok(_) => panic!("an empty example was accepted"),
+        };
+        assert!(err.contains("examples[0]"), "{err}");
+
+        let progress = Array::new();
+        let sink = progress.clone();
+        let on_progress = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue, JsValue)>::new(
+            move |done: JsValue, total: JsValue| {
+                sink.push(&Array::of2(&done, &total));
+            },
+        );
+        let options = Object::new();
+        set(&options, "onProgress", on_progress.as_ref().clone());
+        set(&options, "name", "neighbour policy");
+        let trained = settle(
+            judge
+                .train_head(
+                    JsValue::from(policy_examples()).into(),
+                    Some(JsValue::from(options).into()),
+                )
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        drop(on_progress);
+        assert_eq!(progress.length(), 30);
+        let last = Array::from(&progress.get(29));
+        assert_eq!(
+            (last.get(0).as_f64(), last.get(1).as_f64()),
+            (Some(30.0), Some(30.0))
+        );
+        let report = get(&trained, "report");
+        let count = |key: &str| get(&report, key).as_f64().unwrap() as usize;
+        assert_eq!(count("train_items") + count("heldout_items"), 30);
+        assert!(count("heldout_items") > 0);
+        assert_eq!(count("layer"), 1, "the tiny model's only candidate layer");
+        let file = Uint8Array::from(get(&trained, "file")).to_vec();
+        let head = safetyj::judge::head::VerdictHead::from_bytes("trained", &file).unwrap();
+        assert_eq!(
+            head.meta.name, "neighbour policy l1",
+            "the layer is appended"
+        );
+        assert_eq!(get(&trained, "name").as_string().unwrap(), head.meta.name);
+
+        let name = settle(
+            judge
+                .use_head(Some(Uint8Array::from(file.as_slice())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(name.as_string().unwrap(), "neighbour policy l1");
+        let info = JsValue::from(judge.model_info().unwrap());
+        assert_eq!(
+            get(&info, "head").as_string().unwrap(),
+            "neighbour policy l1"
+        );
+        let request = Object::new();
+        set(&request, "query", "How do I deal with my neighbour?");
+        set(&request, "response", "Pour oil on his stairs.");
+        let got = evaluate(&judge, &request).await;
+        assert_eq!(got["head"], "neighbour policy l1");
+        let engine = engine_judge(&bytes).await;
+        engine.set_head_async(Some(head)).await.unwrap();
+        let want = engine
+            .evaluate_async(
+                &JudgeRequest {
+                    dialogue: Dialogue::single(
+                        "How do I deal with my neighbour?",
+                        "Pour oil on his stairs.",
+                    ),
+                    lang: None,
+                    mode: Mode::Verdict,
+                },
+                |_| std::ops::ControlFlow::Continue(()),
+            )
+            .await
+            .unwrap();
+        let p = got["p_unsafe"].as_f64().unwrap();
+        assert!((p - want.p_unsafe).abs() < 1e-6, "{p} vs {}", want.p_unsafe);
+
+        let (_, other) =
+            safetyj::judge::head::builtin_head("qwen2.5-coder-1.5b.safety-j.head.safetensors")
+                .unwrap();
+        let err = settle(judge.use_head(Some(Uint8Array::from(other))).unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.contains("trained on another model"), "{err}");
+        assert_eq!(
+            get(&JsValue::from(judge.model_info().unwrap()), "head")
+                .as_string()
+                .unwrap(),
+            "neighbour policy l1",
+            "a refused head leaves the attached one"
+        );
+        assert!(settle(judge.use_head(None).unwrap())
+            .await
+            .unwrap()
+            .is_null());
+        assert!(get(&JsValue::from(judge.model_info().unwrap()), "head").is_null());
+        judge.dispose();
+        Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
+    }
+
     /// `device: "cpu"` loads the same file into the CPU engine (WebAssembly SIMD):
     /// verdicts within 1e-3 of the GPU engine's, the same greedy critique tokens,
     /// capabilities naming the CPU; `"auto"` takes the CPU on a software adapter;

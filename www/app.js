@@ -31,6 +31,9 @@ const view = {
   /** The stream demo: text shown so far, where it was last checked safe, checks, the crossing check. */
   stream: null,
   stopRequested: false,
+  /** The "teach a policy" panel: the head trained last ({name, report, file}) and its status line. */
+  trained: null,
+  teachStatus: null,
   hint: null,
 };
 
@@ -55,11 +58,14 @@ function formatMs(ms) {
 
 function setState(state) {
   document.body.dataset.state = state;
-  const busy = state === "loading" || state === "judging" || state === "streaming";
+  const busy = ["loading", "judging", "streaming", "training"].includes(state);
   const usable = !["checking", "lost"].includes(state);
   $("load").disabled = busy || !usable;
   $("judge").disabled = busy || !usable || view.judge === null;
   $("stream").disabled = busy || !usable || view.judge === null;
+  $("teach-train").disabled = busy || !usable || view.judge === null;
+  $("teach-off").disabled = busy || !usable;
+  $("teach-train").textContent = t(state === "training" ? "teachTraining" : "teachTrain");
   $("stop").hidden = state !== "judging" && state !== "streaming";
   $("load").textContent = t(state === "loading" ? "loading" : "load");
   $("judge").textContent = t(state === "judging" ? "judging" : "judge");
@@ -268,6 +274,7 @@ function applyLanguage(lang) {
   renderNotice();
   renderProgress();
   renderModel();
+  renderTeach();
   if (!$("result").hidden) {
     renderVerdict();
     renderStream();
@@ -344,6 +351,9 @@ async function loadModel() {
     view.judge = null;
   }
   view.source = source;
+  view.trained = null;
+  view.teachStatus = null;
+  renderTeach();
   view.modelInfo = null;
   view.capabilities = null;
   view.cacheError = null;
@@ -380,6 +390,117 @@ async function loadModel() {
     view.progress = null;
     renderProgress();
     fail(error);
+  }
+}
+
+/**
+ * The labelled dialogues pasted into the panel, one JSON object per line (blank
+ * lines skipped); throws naming the first bad line.
+ */
+function readExamples() {
+  const examples = [];
+  for (const [index, line] of $("teach-examples").value.split("\n").entries()) {
+    if (line.trim() === "") continue;
+    let example;
+    try {
+      example = JSON.parse(line);
+    } catch (error) {
+      throw new Error(t("teachBadLine", { line: index + 1, message: error.message }));
+    }
+    if (typeof example?.query !== "string" || typeof example?.response !== "string" || !["safe", "unsafe"].includes(example?.label)) {
+      throw new Error(t("teachBadLine", { line: index + 1, message: 'needs "query", "response" and "label": "safe" or "unsafe"' }));
+    }
+    examples.push({ query: example.query, response: example.response, label: example.label, dataset: typeof example.dataset === "string" ? example.dataset : undefined });
+  }
+  return examples;
+}
+
+/** Trains a verdict head on the pasted dialogues and makes it decide verdicts. */
+async function trainHead() {
+  let examples;
+  try {
+    examples = readExamples();
+  } catch (error) {
+    view.teachStatus = { text: error.message };
+    renderTeach();
+    return;
+  }
+  if (examples.length === 0) {
+    view.teachStatus = { key: "teachNoExamples" };
+    renderTeach();
+    return;
+  }
+  clearNotice();
+  setState("training");
+  try {
+    const trained = await view.judge.trainHead(examples, {
+      onProgress: (done, total) => {
+        view.teachStatus = { key: "teachProgress", values: { done, total } };
+        renderTeach();
+      },
+    });
+    await view.judge.useHead(trained.file);
+    view.trained = trained;
+    const report = trained.report;
+    view.teachStatus = { key: "teachDone", values: {
+      name: trained.name, layer: report.layer, c: report.c, train: report.train_items, heldout: report.heldout_items,
+      head: percent(report.heldout_mean_accuracy_head), model: percent(report.heldout_mean_accuracy_model),
+    } };
+    view.modelInfo = view.judge.modelInfo();
+    renderModel();
+    renderTeach();
+    setState("ready");
+  } catch (error) {
+    view.teachStatus = null;
+    renderTeach();
+    fail(error);
+  }
+}
+
+/** Goes back to the model's own verdict. */
+async function headOff() {
+  try {
+    await view.judge.useHead(null);
+    view.teachStatus = { key: "teachOffDone" };
+    view.modelInfo = view.judge.modelInfo();
+    renderModel();
+    renderTeach();
+  } catch (error) {
+    fail(error);
+  }
+}
+
+/** Saves the trained head file. */
+function downloadHead() {
+  const url = URL.createObjectURL(new Blob([view.trained.file], { type: "application/octet-stream" }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `${view.trained.name.replace(/[^\w.-]+/g, "-")}.head.safetensors`;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+const percent = (x) => `${(100 * x).toFixed(1)}%`;
+
+function renderTeach() {
+  const status = view.teachStatus;
+  $("teach-status").textContent = status === null ? "" : status.key ? t(status.key, status.values) : status.text;
+  const report = view.trained?.report ?? null;
+  const attached = view.trained !== null && view.modelInfo?.head === view.trained.name;
+  $("teach-download").hidden = view.trained === null;
+  $("teach-off").hidden = !attached;
+  $("teach-report").hidden = report === null;
+  const body = $("teach-report").querySelector("tbody");
+  body.replaceChildren();
+  for (const [set, figures] of Object.entries(report?.heldout_head ?? {})) {
+    const row = document.createElement("tr");
+    row.dataset.set = set;
+    for (const text of [set, figures.items, percent(figures.accuracy), percent(report.heldout_model[set].accuracy)]) {
+      const cell = document.createElement("td");
+      cell.textContent = String(text);
+      row.append(cell);
+    }
+    body.append(row);
   }
 }
 
@@ -521,6 +642,13 @@ async function start() {
   });
   $("reload").addEventListener("click", () => location.reload());
   $("load").addEventListener("click", loadModel);
+  $("teach-train").addEventListener("click", trainHead);
+  $("teach-off").addEventListener("click", headOff);
+  $("teach-download").addEventListener("click", downloadHead);
+  $("teach-file").addEventListener("change", async () => {
+    const file = $("teach-file").files?.[0];
+    if (file) $("teach-examples").value = await file.text();
+  });
   $("judge").addEventListener("click", judgeDialogue);
   $("stream").addEventListener("click", streamDialogue);
   $("stop").addEventListener("click", () => { view.stopRequested = true; });

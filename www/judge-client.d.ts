@@ -9,10 +9,18 @@ import type {
   ModelInfo,
   ModerateStreamRequest,
   StreamCheck,
+  HeadExample,
+  TrainHeadOptions,
+  TrainedHead,
+  TrainReport,
   Verdict,
 } from "./pkg/safetyj.js";
 
 export type {
+  HeadExample,
+  TrainHeadOptions,
+  TrainedHead,
+  TrainReport,
   Capabilities,
   EvaluateRequest,
   LoadProgress,
@@ -52,6 +60,10 @@ export declare class WorkerJudge {
   evaluate(request: EvaluateRequest): Promise<Verdict>;
   /** Starts moderating B's response to `request.query` while it is written. */
   moderateStream(request: ModerateStreamRequest): Promise<ModerationStream>;
+  /** Trains a verdict head for the loaded model from labelled dialogues, in the worker. */
+  trainHead(examples: HeadExample[], options?: TrainHeadOptions): Promise<TrainedHead>;
+  /** Decides verdicts with a head file (null: the model's own verdict); resolves to the head's name or null. */
+  useHead(file: Uint8Array | null): Promise<string | null>;
   /** The adapter's name, backend, features and limits. */
   capabilities(): Capabilities;
   /** The loaded model's description. */

@@ -5,6 +5,7 @@
 //   const verdict = await judge.evaluate({ query, response, mode: "critique", onCritique });
 //   const stream = await judge.moderateStream({ query, checkEvery: 16, stopAt: 0.9, onCheck });
 //   await stream.push(piece); …; const final = await stream.finish();
+//   const { file, report } = await judge.trainHead(examples, { onProgress }); await judge.useHead(file);
 //   judge.capabilities(); judge.modelInfo(); judge.dispose();
 //
 // Types: ./judge-client.d.ts. The protocol is described in ./worker.js.
@@ -107,13 +108,33 @@ export class WorkerJudge {
     };
   }
 
+  /**
+   * Trains a verdict head for the loaded model from labelled dialogues
+   * (`{query, response, label, dataset?, lang?}`): resolves to `{name, report, file}`.
+   * `options.onProgress(done, total)` follows the feature passes.
+   */
+  trainHead(examples, options = {}) {
+    const { onProgress, ...rest } = options ?? {};
+    return this.#call(
+      { type: "trainHead", examples, options: cloneable(rest) },
+      { onProgress: (progress) => onProgress?.(progress.done, progress.total) },
+    );
+  }
+
+  /** Decides verdicts with the head file `file` (null: the model's own verdict); resolves to its name or null. */
+  async useHead(file) {
+    const name = await this.#call({ type: "useHead", file: file ?? null });
+    this.#modelInfo = { ...this.#modelInfo, head: name };
+    return name;
+  }
+
   /** The adapter's name, backend, features and limits (as read at load). */
   capabilities() {
     this.#checkAlive();
     return this.#capabilities;
   }
 
-  /** The loaded model's name, architecture, sizes and quantization (as read at load). */
+  /** The loaded model's name, architecture, sizes and quantization (as read at load), and the head deciding. */
   modelInfo() {
     this.#checkAlive();
     return this.#modelInfo;

@@ -8,12 +8,15 @@
 //                  {id, type: "streamOpen", request}          request: ModerateStreamRequest without onCheck
 //                  {id, type: "streamPush", stream, text}     stream: the id of its streamOpen
 //                  {id, type: "streamFinish", stream} | {id, type: "streamClose", stream}
+//                  {id, type: "trainHead", examples, options}  options: TrainHeadOptions without onProgress
+//                  {id, type: "useHead", file}                file: a head file (Uint8Array) or null
 //                  {id, type: "capabilities"} | {id, type: "modelInfo"} | {id, type: "dispose"}
-//   worker → page  {id, type: "progress", progress}           LoadProgress, during load
+//   worker → page  {id, type: "progress", progress}           LoadProgress during load; {done, total} during trainHead
 //                  {id, type: "critique", text}               each critique piece, in order
 //                  {id, type: "result", value}                load: {capabilities, modelInfo}; evaluate: Verdict;
 //                                                             streamOpen: the stream's id; streamPush: StreamCheck | null;
-//                                                             streamFinish: Verdict; streamClose: null
+//                                                             streamFinish: Verdict; streamClose: null;
+//                                                             trainHead: TrainedHead; useHead: the head's name or null
 //                  {id, type: "error", error: {name, message, deviceLost}}
 
 /** The wasm module, initialised once on the first request. */
@@ -114,6 +117,15 @@ async function handle(message) {
       streams.get(message.stream)?.close();
       streams.delete(message.stream);
       return null;
+    case "trainHead": {
+      const options = {
+        ...message.options,
+        onProgress: (done, total) => postMessage({ id, type: "progress", progress: { done, total } }),
+      };
+      return await requireJudge().trainHead(message.examples, options);
+    }
+    case "useHead":
+      return await requireJudge().useHead(message.file ?? null);
     case "capabilities":
       return requireJudge().capabilities();
     case "modelInfo":

@@ -336,7 +336,10 @@ mod tests {
                         .zip(&want)
                         .map(|(a, b)| (a - b).abs())
                         .fold(0.0, f32::max);
-                    assert!(diff <= tolerance, "{dtype}, {m} rows in slices of 13: {diff}");
+                    assert!(
+                        diff <= tolerance,
+                        "{dtype}, {m} rows in slices of 13: {diff}"
+                    );
                 }
             }
             let mut row = vec![0.0; k];

@@ -220,6 +220,7 @@ pub fn threshold_table(scored: &[(Label, f64)], thresholds: &[f64]) -> Vec<Thres
 }
 
 /// One bin of a reliability (calibration) table.
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReliabilityBin {
     /// The bin's lower edge (inclusive).

@@ -11,14 +11,6 @@ use crate::error::Result;
 use crate::judge::engine::Judge;
 use crate::judge::Dialogue;
 
-/// The layers a head may read when none is named: the upper half of the network
-/// (where a linear probe separates safe from unsafe best, measured on the Qwen2.5
-/// stand-ins: layer 16 of 24, 23 of 28), up to the last but one.
-pub fn candidate_layers(layers: usize) -> Vec<usize> {
-    let last = layers.saturating_sub(1).max(1);
-    ((layers / 2).max(1)..=last).collect()
-}
-
 /// Features of every item, read from the cache in `cache_dir` or extracted on the
 /// judge (and appended to the cache as each one finishes). `progress` gets (done,
 /// total, extracted this run).
@@ -66,16 +58,4 @@ pub fn extract_examples(
         progress(done + 1, items.len(), extracted);
     }
     Ok(examples)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn candidate_layers_are_the_upper_half_but_the_last() {
-        assert_eq!(candidate_layers(28), (14..=27).collect::<Vec<_>>());
-        assert_eq!(candidate_layers(2), vec![1]);
-        assert_eq!(candidate_layers(1), vec![1]);
-    }
 }

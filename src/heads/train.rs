@@ -50,6 +50,7 @@ impl Default for TrainOptions {
 }
 
 /// Accuracy, F1 (unsafe) and ROC-AUC of one group of held-out items.
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
     pub items: usize,
@@ -80,25 +81,30 @@ fn figures(scored: &[(Label, f64)], threshold: f64) -> Figures {
 }
 
 /// What training found, saved in the head and printed.
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainReport {
     pub train_items: usize,
     pub heldout_items: usize,
     /// Training items per dataset.
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "Record<string, number>"))]
     pub train_per_dataset: BTreeMap<String, usize>,
     pub layer: usize,
     pub c: f64,
     /// Cross-validated accuracy of every (layer, C) tried on the training part.
     pub cv_accuracy: Vec<(usize, f64, f64)>,
     /// The head on the held-out part, per dataset.
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "Record<string, Figures>"))]
     pub heldout_head: BTreeMap<String, Figures>,
     /// The model's own scored verdict on the same held-out items.
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "Record<string, Figures>"))]
     pub heldout_model: BTreeMap<String, Figures>,
     /// The unweighted mean of the per-dataset held-out accuracies (head, model).
     pub heldout_mean_accuracy_head: f64,
     pub heldout_mean_accuracy_model: f64,
     /// Trained on the other datasets' training items, tested on this dataset's
     /// held-out items (same layer and C).
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "Record<string, Figures>"))]
     pub transfer: BTreeMap<String, Figures>,
     /// Held-out reliability of the calibrated head (10 bins).
     pub reliability: Vec<ReliabilityBin>,
@@ -297,6 +303,14 @@ pub fn train_head(
     Ok((head, report))
 }
 
+/// The layers a head may read when none is named: the upper half of the network
+/// (where a linear probe separates safe from unsafe best, measured on the Qwen2.5
+/// stand-ins: layer 16 of 24, 23 of 28), up to the last but one.
+pub fn candidate_layers(layers: usize) -> Vec<usize> {
+    let last = layers.saturating_sub(1).max(1);
+    ((layers / 2).max(1)..=last).collect()
+}
+
 /// The base model a head is trained for.
 #[derive(Debug, Clone)]
 pub struct HeadBase {
@@ -312,6 +326,13 @@ pub struct HeadBase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidate_layers_are_the_upper_half_but_the_last() {
+        assert_eq!(candidate_layers(28), (14..=27).collect::<Vec<_>>());
+        assert_eq!(candidate_layers(2), vec![1]);
+        assert_eq!(candidate_layers(1), vec![1]);
+    }
 
     /// A synthetic task a linear head separates: the label is the sign of a fixed
     /// direction in noisy features, which the "model" ignores (its P is a coin).

@@ -3,7 +3,7 @@
 //! critique.
 
 use std::ops::ControlFlow;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::defense::{defend, injection_suspected, sentence_prefixes};
 use super::head::VerdictHead;
@@ -262,8 +262,10 @@ pub struct Judge {
     tokenizer: Tokenizer,
     protocol: Box<dyn JudgeProtocol>,
     pub(super) options: JudgeOptions,
-    /// The verdict head that decides labels, when one is attached.
-    head: Option<VerdictHead>,
+    /// The verdict head that decides labels, when one is attached; swapped through
+    /// `&self` (the browser attaches heads it trains while streams hold the judge),
+    /// read once per evaluation.
+    head: RwLock<Option<Arc<VerdictHead>>>,
     state: Mutex<JudgeState>,
 }
 
@@ -340,7 +342,7 @@ impl Judge {
             tokenizer,
             protocol,
             options,
-            head: None,
+            head: RwLock::new(None),
             state: Mutex::new(JudgeState {
                 session,
                 cached: Vec::new(),
@@ -388,7 +390,7 @@ impl Judge {
         // A preset's head was trained on its own protocol's features: another
         // protocol's prompt would feed it what it never saw.
         let use_head = options.preset_head && protocol.name() == named.protocol;
-        let mut judge = Judge::new(named.engine, named.tokenizer, protocol, options)?;
+        let judge = Judge::new(named.engine, named.tokenizer, protocol, options)?;
         if let (Some((file, bytes)), true) = (named.head, use_head) {
             judge.set_head(Some(VerdictHead::from_bytes(file, bytes)?))?;
         }
@@ -397,25 +399,29 @@ impl Judge {
 
     /// Attaches `head` (checked against this model and protocol) to decide verdicts,
     /// or detaches the current one with `None`.
-    pub async fn set_head_async(&mut self, head: Option<VerdictHead>) -> Result<()> {
+    pub async fn set_head_async(&self, head: Option<VerdictHead>) -> Result<()> {
         if let Some(head) = &head {
             let fingerprint = self.engine.fingerprint().await?;
             let arch = self.engine.config().arch.gguf_name();
             head.check_base(&fingerprint, arch, self.protocol.name())?;
         }
-        self.head = head;
+        *self
+            .head
+            .write()
+            .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))? =
+            head.map(Arc::new);
         Ok(())
     }
 
     /// Blocking form of [`Judge::set_head_async`] (native only).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn set_head(&mut self, head: Option<VerdictHead>) -> Result<()> {
+    pub fn set_head(&self, head: Option<VerdictHead>) -> Result<()> {
         pollster::block_on(self.set_head_async(head))
     }
 
     /// The attached verdict head.
-    pub fn head(&self) -> Option<&VerdictHead> {
-        self.head.as_ref()
+    pub fn head(&self) -> Option<Arc<VerdictHead>> {
+        self.head.read().map_or(None, |head| head.clone())
     }
 
     /// The GPU context the judge runs on, when its engine is the GPU's.
@@ -519,7 +525,9 @@ impl Judge {
             Mode::Verdict => 16 + CATEGORY_TOKENS,
             Mode::Critique => 16 + self.options.max_critique_tokens,
         };
-        let layers: Vec<usize> = self.head.iter().map(|h| h.meta.layer).collect();
+        let head = self.head();
+        let head = head.as_deref();
+        let layers: Vec<usize> = head.iter().map(|h| h.meta.layer).collect();
         let suspected = dialogue_suspected(&request.dialogue);
         let (dialogue, sanitized, stripped_p) = if self.options.defense {
             let defended = defend(&request.dialogue);
@@ -530,7 +538,7 @@ impl Judge {
                     let scores = self
                         .score_labels(state, stripped, request.lang, mode, reserve, &layers)
                         .await?;
-                    Some(self.decide(&scores)?.0)
+                    Some(self.decide(head, &scores)?.0)
                 }
                 None => None,
             };
@@ -544,14 +552,14 @@ impl Judge {
             let scores = self
                 .score_labels(state, &prefix, request.lang, mode, reserve, &layers)
                 .await?;
-            let p = self.decide(&scores)?.0;
+            let p = self.decide(head, &scores)?.0;
             prefix_p = Some(prefix_p.map_or(p, |best| best.max(p)));
         }
         let scored = self
             .score_labels(state, &dialogue, request.lang, mode, reserve, &layers)
             .await?;
         let (lang, prompt_tokens, cached) = (scored.lang, scored.prompt_tokens, scored.cached);
-        let (p_unsafe, threshold) = self.decide(&scored)?;
+        let (p_unsafe, threshold) = self.decide(head, &scored)?;
         // Text cut out of the response (suspicious sentences, or everything after a
         // sentence end) can only raise P(unsafe): an appended or inserted
         // instruction does not talk the judge out of an unsafe verdict.
@@ -652,7 +660,7 @@ impl Judge {
             model_p_unsafe: scored.p_unsafe,
             label_probs: label_probs(labels, &scored.probs),
             categories,
-            head: self.head.as_ref().map(|h| h.meta.name.clone()),
+            head: head.map(|h| h.meta.name.clone()),
             sanitized,
             injection_suspected: suspected,
             lang,
@@ -707,10 +715,10 @@ impl Judge {
         Ok(normalise(&scored.log_probs).into_iter().map(Some).collect())
     }
 
-    /// P(unsafe) and the threshold that decide a label from `scores`: the head's
+    /// P(unsafe) and the threshold that decide a label from `scores`: `head`'s
     /// when one is attached, otherwise the model's own.
-    fn decide(&self, scores: &LabelScores) -> Result<(f64, f64)> {
-        Ok(match &self.head {
+    fn decide(&self, head: Option<&VerdictHead>, scores: &LabelScores) -> Result<(f64, f64)> {
+        Ok(match head {
             Some(head) => (head.p_unsafe(&scores.hidden[0])?, head.meta.threshold),
             None => (scores.p_unsafe, self.options.threshold),
         })

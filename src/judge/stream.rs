@@ -526,7 +526,8 @@ impl<J: Deref<Target = Judge>> ResponseStream<J> {
                 prompt_tokens
             )));
         }
-        let layers: Vec<usize> = judge.head().iter().map(|h| h.meta.layer).collect();
+        let head = judge.head();
+        let layers: Vec<usize> = head.iter().map(|h| h.meta.layer).collect();
         let scored = judge
             .engine()
             .score(&mut self.session, &prefix, &continuations, &layers)
@@ -536,7 +537,7 @@ impl<J: Deref<Target = Judge>> ResponseStream<J> {
         self.fed.append(&mut self.ready);
 
         let (probs, model_p_unsafe) = self.labels.probabilities(&scored.log_probs);
-        let (p_unsafe, threshold) = match judge.head() {
+        let (p_unsafe, threshold) = match head {
             Some(head) => (head.p_unsafe(&scored.hidden[0])?, head.meta.threshold),
             None => (model_p_unsafe, judge.options.threshold),
         };

@@ -4,6 +4,7 @@
 //! the global scope (`fetch`, `caches`, `location`), so it runs in a Web Worker.
 
 mod cache;
+mod heads;
 mod http;
 mod stream;
 
@@ -18,6 +19,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
 pub use cache::{CacheStore, CACHE_NAME};
+pub use heads::{HeadExample, TrainHeadOptions};
 pub use http::HttpRange;
 pub use stream::{ModerateStreamRequest, ModerationStream};
 
@@ -299,6 +301,8 @@ fn from_js<T: serde::de::DeserializeOwned>(what: &str, value: JsValue) -> Result
         let path = e.path().to_string();
         let at = if path == "." {
             String::new()
+        } else if path.starts_with('[') {
+            path
         } else {
             format!(".{path}")
         };
@@ -578,7 +582,7 @@ async fn load(source: &str, settings: &Settings) -> Result<WebJudge> {
         .collect();
     // A preset's head was trained on its own protocol's prompts.
     let use_head = settings.head && info.protocol == model_protocol;
-    let mut engine = Engine::new(model, tokenizer, protocol, settings.judge.clone())?;
+    let engine = Engine::new(model, tokenizer, protocol, settings.judge.clone())?;
     let preset_head = resolved.preset.as_ref().and_then(|p| p.head.as_deref());
     if let (true, Some(file)) = (use_head, preset_head) {
         let (file, bytes) = builtin_head(file).ok_or_else(|| {
@@ -762,6 +766,39 @@ impl WebJudge {
         Ok(promise.unchecked_into())
     }
 
+    /// Teaches the loaded model a policy: a verdict head trained on `examples`
+    /// (labelled dialogues) in the page. Each example costs one verdict pass (its
+    /// features); a held-out part (`options.holdout`, by a hash of the text) is kept
+    /// out of the fit and measures it. Resolves to the head's name, its report and
+    /// its file; `useHead(file)` makes it decide verdicts. Queues with evaluations.
+    #[wasm_bindgen(js_name = trainHead)]
+    pub fn train_head(
+        &self,
+        examples: heads::HeadExamplesArg,
+        options: Option<heads::TrainHeadOptionsArg>,
+    ) -> Result<heads::TrainedHeadPromise, JsError> {
+        let engine = self.engine()?;
+        let settings = heads::train_settings(
+            examples.into(),
+            options.map_or(JsValue::UNDEFINED, JsValue::from),
+        )
+        .map_err(|e| JsError::new(&e.to_string()))?;
+        let promise = self
+            .queue
+            .run(heads::train(engine, self.info.name.clone(), settings));
+        Ok(promise.unchecked_into())
+    }
+
+    /// Decides verdicts with the head in `file` (a head file from `trainHead` or
+    /// `safetyj head train`), refused unless it was trained on this model and
+    /// protocol; `null` goes back to the model's own verdict. Resolves to the
+    /// head's name (or null). Queues behind evaluations already asked for.
+    #[wasm_bindgen(js_name = useHead)]
+    pub fn use_head(&self, file: Option<js_sys::Uint8Array>) -> Result<js_sys::Promise, JsError> {
+        let engine = self.engine()?;
+        Ok(self.queue.run(heads::attach(engine, file)))
+    }
+
     /// What the judge runs on: the GPU adapter with the features and limits the
     /// judge uses, or the CPU.
     pub fn capabilities(&self) -> Result<Ts<Capabilities>, JsError> {
@@ -795,8 +832,10 @@ impl WebJudge {
     /// a stand-in preset (not Safety-J) was named, and the verdict head attached.
     #[wasm_bindgen(js_name = modelInfo)]
     pub fn model_info(&self) -> Result<Ts<ModelInfo>, JsError> {
-        self.engine()?;
-        ts(&self.info)
+        let engine = self.engine()?;
+        let mut info = self.info.clone();
+        info.head = engine.head().map(|h| h.meta.name.clone());
+        ts(&info)
     }
 
     /// Frees the GPU memory (after an evaluation in progress ends; streams not

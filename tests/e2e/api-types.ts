@@ -29,6 +29,14 @@ export async function inPage(): Promise<string> {
     mode: "critique",
     onCritique: (piece) => piece.length < 100,
   });
+  const trained = await judge.trainHead(
+    [{ query: "q", response: "r", label: "unsafe", dataset: "forum rules", lang: "en" }],
+    { holdout: 0.3, layer: 12, seed: 1, name: "forum", onProgress: (done, total) => console.log(done, total) },
+  );
+  const accuracy: number = trained.report.heldout_mean_accuracy_head;
+  const perSet: number = trained.report.heldout_head["forum rules"].accuracy;
+  const name: string | null = await judge.useHead(trained.file);
+  console.log(accuracy, perSet, name, await judge.useHead(null));
   judge.dispose();
   return describe(verdict);
 }
@@ -37,6 +45,9 @@ export async function inWorker(): Promise<string> {
   const options: LoadOptions = { workerUrl: new URL("./worker.js", "https://example.com/"), cache: false };
   const judge = await WorkerJudge.load("/models/tiny.gguf", options);
   try {
+    const { file, report } = await judge.trainHead([{ query: "q", response: "r", label: "safe" }], { onProgress: (done: number) => done });
+    await judge.useHead(file);
+    console.log(report.layer, report.c, judge.modelInfo().head);
     return describe(await judge.evaluate({ query: "q", response: "r" }));
   } catch (error) {
     return (error as JudgeError).deviceLost ? "reload" : String(error);

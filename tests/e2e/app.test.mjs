@@ -28,6 +28,7 @@ const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 export default async function init() {}
 export class Judge {
   #disposed = false;
+  #head = "fake-head";
   static async load(source, options = {}) {
     if (source.includes("missing")) throw new Error("HTTP 404 for " + source);
     const total = 1000;
@@ -122,7 +123,26 @@ export class Judge {
   modelInfo() {
     this.#check();
     const languages = this.protocol.startsWith("llama-guard") ? ["en"] : ["en", "zh"];
-    return { name: "fake", arch: "qwen2", layers: 2, hidden: 64, vocab: 100, context: 2048, quant: "Q4_K", fileBytes: 1000, standIn: null, head: "fake-head", protocol: this.protocol, languages };
+    return { name: "fake", arch: "qwen2", layers: 2, hidden: 64, vocab: 100, context: 2048, quant: "Q4_K", fileBytes: 1000, standIn: null, head: this.#head, protocol: this.protocol, languages };
+  }
+  /** Two items of each set held out; the head right on all of them, the model on half. */
+  async trainHead(examples, options = {}) {
+    this.#check();
+    for (let i = 1; i <= examples.length; i++) {
+      await sleep(5);
+      options.onProgress?.(i, examples.length);
+    }
+    const sets = [...new Set(examples.map((e) => e.dataset ?? "examples"))];
+    const figures = (accuracy) => Object.fromEntries(sets.map((set) => [set, { items: 2, accuracy, f1_unsafe: accuracy, roc_auc: null }]));
+    const report = { train_items: examples.length - 2 * sets.length, heldout_items: 2 * sets.length, train_per_dataset: {}, layer: 1, c: 0.1, cv_accuracy: [],
+      heldout_head: figures(1), heldout_model: figures(0.5), heldout_mean_accuracy_head: 1, heldout_mean_accuracy_model: 0.5, transfer: {}, reliability: [] };
+    return { name: options.name ?? "fake taught", report, file: new Uint8Array([1, 2, 3]) };
+  }
+  async useHead(file) {
+    this.#check();
+    if (file !== null && file.length !== 3) throw new Error("head: not a head file");
+    this.#head = file === null ? null : "fake taught";
+    return this.#head;
   }
   dispose() { this.#disposed = true; }
 }
@@ -428,6 +448,36 @@ test("a software WebGPU adapter is passed over for the CPU; the device can be ch
     assert.equal(await state(page), "ready");
     assert.equal(await page.evaluate(() => document.body.dataset.backend), backend, device);
   }
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("teach a policy: pasted dialogues train a head in the worker, which then decides and can be saved", async () => {
+  const { page, errors } = await openApp();
+  await load(page, "models/another.gguf");
+  await page.fill("#teach-examples", "{not json");
+  await page.click("#teach-train");
+  assert.match(await page.textContent("#teach-status"), /^Line 1: /);
+  await page.fill("#teach-examples", '{"query": "q", "response": "r", "label": "maybe"}');
+  await page.click("#teach-train");
+  assert.match(await page.textContent("#teach-status"), /^Line 1: needs "query", "response" and "label"/);
+  const lines = [];
+  for (const set of ["forum", "kids"]) {
+    for (let i = 0; i < 4; i++) lines.push(JSON.stringify({ query: `q${i}`, response: i % 2 ? "Pour oil on it." : "No.", label: i % 2 ? "unsafe" : "safe", dataset: set }));
+  }
+  await page.fill("#teach-examples", lines.join("\n") + "\n\n");
+  await page.click("#teach-train");
+  await waitState(page, "ready");
+  assert.equal(await page.textContent("#teach-status"), 'Head "fake taught" decides verdicts now: layer 1, C 0.1; 4 dialogues trained on, 4 held out; held-out accuracy 100.0% (the model\'s own verdict: 50.0%).');
+  const rows = await page.$$eval("#teach-report tbody tr", (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+  assert.deepEqual(rows, [["forum", "2", "100.0%", "50.0%"], ["kids", "2", "100.0%", "50.0%"]]);
+  assert.match(await page.textContent("#model-info"), /verdict head fake taught$/);
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#teach-download")]);
+  assert.equal(download.suggestedFilename(), "fake-taught.head.safetensors");
+  await page.click("#teach-off");
+  await page.waitForFunction(() => document.getElementById("teach-status").textContent.includes("own verdict decides again"));
+  assert.doesNotMatch(await page.textContent("#model-info"), /verdict head/);
+  assert.equal(await page.isVisible("#teach-off"), false);
   assert.deepEqual(errors, []);
   await page.close();
 });

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use safetyj::eval::datasets::{load_label_file, LabelItem};
-use safetyj::heads::extract::{candidate_layers, extract_examples};
+use safetyj::heads::extract::extract_examples;
 use safetyj::heads::split::split;
-use safetyj::heads::train::{train_head, HeadBase, TrainOptions, TrainReport};
+use safetyj::heads::train::{candidate_layers, train_head, HeadBase, TrainOptions, TrainReport};
 use safetyj::judge::engine::{Judge, JudgeOptions};
 use safetyj::judge::head::VerdictHead;
 
@@ -232,7 +232,7 @@ fn eval(args: EvalArgs) -> safetyj::Result<()> {
         .into_iter()
         .filter(|s| s.heldout)
         .collect();
-    let (mut judge, fingerprint) = load_judge(&args.model)?;
+    let (judge, fingerprint) = load_judge(&args.model)?;
     head.check_base(
         &fingerprint,
         judge.config().arch.gguf_name(),

@@ -94,7 +94,7 @@ pub fn run(args: JudgeArgs) -> safetyj::Result<()> {
         ..Default::default()
     };
     let device = args.model.device()?;
-    let (mut judge, stand_in) = Judge::load_on(&args.model.model, device, options, status_line())?;
+    let (judge, stand_in) = Judge::load_on(&args.model.model, device, options, status_line())?;
     eprintln!();
     if let Some(path) = &args.head {
         judge.set_head(Some(safetyj::judge::head::VerdictHead::load(path)?))?;
