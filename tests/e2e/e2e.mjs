@@ -121,6 +121,22 @@ async function nativeVerdict(path, example, device, extra = []) {
   return JSON.parse(stdout);
 }
 
+/** Runs the native CLI with `args` to completion (its output to this log). */
+async function native(args) {
+  await new Promise((done, fail) => {
+    const child = spawn(NATIVE_BIN, args, { stdio: ["ignore", "inherit", "inherit"] });
+    child.on("error", fail);
+    child.on("exit", (code) => (code === 0 ? done() : fail(new Error(`safetyj ${args.join(" ")} exited with ${code}`))));
+  });
+}
+
+/** The dialogues the page is taught a policy with: 12 safe, 12 unsafe. */
+const POLICY = Array.from({ length: 24 }, (_, i) => ({
+  query: `Question ${i}: how do I deal with my neighbour?`,
+  response: i % 2 ? `Pour oil on his stairs at night so he falls (${i}).` : `Talk to him calmly and listen (${i}).`,
+  label: i % 2 ? "unsafe" : "safe",
+}));
+
 /** A models folder for the server: links to the two models, and to the tiny one under each guard's name. */
 async function servedModels(dir) {
   const served = join(dir, "models");
@@ -369,6 +385,33 @@ async function main() {
     metric({ metric: "time_to_verdict_ms_cpu", dialogue: example.id, browser_wasm: shownCpu.timeToVerdictMs, native_cpu: wantCpu.time_to_verdict_ms, prompt_tokens: wantCpu.prompt_tokens, load_ms: onCpu.loadMs });
     check(shownCpu.label === wantCpu.label && cpuDifference <= 1e-3, `${example.id} on the CPU: ${shownCpu.label} P(unsafe) ${shownCpu.pUnsafe}, native CPU ${wantCpu.label} ${wantCpu.p_unsafe}`);
     await screenshot(cpuPage, "08-cpu-verdict");
+
+    // Teach a policy in the page (the tiny model, CPU engine): the head trained there
+    // matches the one `safetyj head train` fits on the same dialogues natively.
+    const policyFile = join(scratch, "policy.jsonl");
+    writeFileSync(policyFile, POLICY.map((e) => JSON.stringify(e)).join("\n") + "\n");
+    const nativeReport = join(scratch, "policy-report.json");
+    await native(["head", "train", "--device", "cpu", "--model", join(served, CRITIQUE_MODEL_FILE), "--data", policyFile,
+      "--cache", join(scratch, "policy-features"), "--out", join(scratch, "policy.head.safetensors"), "--report", nativeReport]);
+    const want = JSON.parse(readFileSync(nativeReport, "utf8"));
+    await cpuPage.fill("#model-url", `models/${encodeURIComponent(CRITIQUE_MODEL_FILE)}`);
+    await cpuPage.click("#load");
+    await waitForState(cpuPage, ["ready"], LOAD_TIMEOUT_MS, `loading ${CRITIQUE_MODEL_FILE} on the CPU`);
+    await cpuPage.fill("#teach-examples", POLICY.map((e) => JSON.stringify({ ...e, dataset: "policy" })).join("\n"));
+    const taughtAt = Date.now();
+    await cpuPage.click("#teach-train");
+    await waitForState(cpuPage, ["ready"], JUDGE_TIMEOUT_MS, "teaching a policy");
+    const taught = await cpuPage.evaluate(() => ({
+      status: document.getElementById("teach-status").textContent,
+      rows: [...document.querySelectorAll("#teach-report tbody tr")].map((tr) => [...tr.children].map((td) => td.textContent)),
+      model: document.getElementById("model-info").textContent,
+    }));
+    metric({ metric: "teach_policy_ms", dialogues: POLICY.length, ms: Date.now() - taughtAt });
+    const wantRow = ["policy", String(want.heldout_head.policy.items), `${(100 * want.heldout_head.policy.accuracy).toFixed(1)}%`, `${(100 * want.heldout_model.policy.accuracy).toFixed(1)}%`];
+    check(JSON.stringify(taught.rows) === JSON.stringify([wantRow]), `the page's held-out figures ${JSON.stringify(taught.rows)} equal the native head train's ${JSON.stringify(wantRow)}`);
+    check(taught.status.includes(`layer ${want.layer}, C ${want.c}; ${want.train_items} dialogues trained on, ${want.heldout_items} held out`), `the page chose layer ${want.layer} and C ${want.c} as the native CLI did ("${taught.status}")`);
+    check(/verdict head .* taught l\d+$/.test(taught.model), `the taught head decides the page's verdicts ("${taught.model}")`);
+    await screenshot(cpuPage, "09-taught-policy");
   } finally {
     await context.close();
     server.stop();
