@@ -255,7 +255,7 @@ fn qwen_checks_equal_cold_verdicts_in_chinese_cut_inside_characters() {
 
 #[test]
 fn a_stream_stops_at_the_threshold_and_follows_the_verdict_head() {
-    let Some(mut judge) = judge(TINY) else {
+    let Some(judge) = judge(TINY) else {
         return;
     };
     // A head on the last layer with seeded weights: checks must read it as

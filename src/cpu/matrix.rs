@@ -316,11 +316,13 @@ mod tests {
                     (DType::F32, _) | (_, true) => 1e-5,
                     _ => 4e-2,
                 } * scale;
-                let diff = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
+                let max_diff = |got: &[f32]| {
+                    got.iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max)
+                };
+                let diff = max_diff(&got);
                 assert!(
                     diff <= tolerance,
                     "{dtype}, {m} rows, exact {exact}: max |diff| {diff} over {tolerance}"
@@ -331,11 +333,7 @@ mod tests {
                     for row in sliced.chunks_exact_mut(n) {
                         row.iter_mut().zip(&bias).for_each(|(y, b)| *y += b);
                     }
-                    let diff = sliced
-                        .iter()
-                        .zip(&want)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f32::max);
+                    let diff = max_diff(&sliced);
                     assert!(
                         diff <= tolerance,
                         "{dtype}, {m} rows in slices of 13: {diff}"
