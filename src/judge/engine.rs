@@ -405,11 +405,8 @@ impl Judge {
             let arch = self.engine.config().arch.gguf_name();
             head.check_base(&fingerprint, arch, self.protocol.name())?;
         }
-        *self
-            .head
-            .write()
-            .map_err(|_| Error::InvalidInput("the judge panicked earlier".into()))? =
-            head.map(Arc::new);
+        // Only an assignment runs under the lock, so a poisoned lock holds a whole value.
+        *self.head.write().unwrap_or_else(|p| p.into_inner()) = head.map(Arc::new);
         Ok(())
     }
 
@@ -421,7 +418,7 @@ impl Judge {
 
     /// The attached verdict head.
     pub fn head(&self) -> Option<Arc<VerdictHead>> {
-        self.head.read().map_or(None, |head| head.clone())
+        self.head.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The GPU context the judge runs on, when its engine is the GPU's.
