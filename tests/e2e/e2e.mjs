@@ -1,14 +1,18 @@
 // End-to-end test of the web app in headless Chromium (WebGPU on SwiftShader):
 // serves www/ and the real model, loads it in the page (streamed by HTTP Range),
-// judges one English and one Chinese dialogue in verdict mode, and checks that the
-// label and P(unsafe) shown equal what the native WGSL engine (`safetyj judge --device gpu`) returns
-// for the same input and model. Then it switches the interface to 中文, reloads,
-// checks that the second load came from Cache Storage, streams and stops a
-// critique (on the tiny random model, for time), and judges with the Qwen3Guard and
-// Llama Guard protocols (the tiny model served under their file names: the name
-// chooses the protocol), the categories shown as chips equal to the native CLI's,
-// and judges on a page without WebGPU (the CPU engine) as the native CPU engine does. Screenshots and the page's console go to $SAFETYJ_ARTIFACTS (default
-// target/e2e-artifacts); figures are printed as JSON lines (metric=...).
+// judges an English dialogue in verdict mode on WebGPU ("run on: GPU") and checks
+// that the label and P(unsafe) shown equal what the native WGSL engine
+// (`safetyj judge --device gpu`) returns for the same input and model. Then it
+// switches the interface to 中文, reloads, checks that the second load came from
+// Cache Storage, streams and stops a critique (on the tiny random model, for time),
+// judges with the Qwen3Guard and Llama Guard protocols (the tiny model served under
+// their file names: the name chooses the protocol), the categories shown as chips
+// equal to the native CLI's, checks that "auto" on SwiftShader runs on the CPU,
+// judges the English and a Chinese dialogue on a page without WebGPU (the CPU
+// engine) as the native CPU engine does, and teaches that page a policy as
+// `safetyj head train` does. Screenshots and the page's console go to
+// $SAFETYJ_ARTIFACTS (default target/e2e-artifacts); figures are printed as JSON
+// lines (metric=...).
 //
 // Needs: www/pkg (bash www/build.sh), target/debug/safetyj (cargo build), the model
 // in the models folder (tests/fixtures/fetch_models.sh), `npm ci` here.
@@ -35,8 +39,13 @@ const NATIVE_BIN = process.env.SAFETYJ_BIN ?? join(REPO, "target", "debug", "saf
 const CHROMIUM = process.env.SAFETYJ_CHROMIUM ?? "/usr/bin/chromium";
 /** Largest |P(unsafe) browser − P(unsafe) native| accepted (SwiftShader vs lavapipe float order). */
 const P_UNSAFE_TOLERANCE = 2e-3;
-/** The dialogues judged in both engines. */
+/** The dialogues judged on the CPU engine in the page, against the native CPU engine. */
 const DIALOGUES = [EXAMPLES.en.find((e) => e.id === "en-walkway"), EXAMPLES.zh.find((e) => e.id === "zh-explosive")];
+/**
+ * Those judged on WebGPU in the page, against the native WGSL engine: one, since a
+ * verdict on SwiftShader takes minutes (the Chinese one is judged on the CPU).
+ */
+const GPU_DIALOGUES = DIALOGUES.slice(0, 1);
 /**
  * The guard protocols checked in the browser: a served file name (a link to the tiny
  * model), the protocol its name chooses, and that protocol's number of categories.
@@ -83,7 +92,7 @@ function requireFile(path, hint) {
 async function nativeVerdicts(dir) {
   const input = join(dir, "dialogues.jsonl");
   const output = join(dir, "verdicts.jsonl");
-  writeFileSync(input, DIALOGUES.map(({ query, response }) => JSON.stringify({ query, response })).join("\n") + "\n");
+  writeFileSync(input, GPU_DIALOGUES.map(({ query, response }) => JSON.stringify({ query, response })).join("\n") + "\n");
   const args = ["judge", "--device", "gpu", "--model", join(MODELS_DIR, MODEL_FILE), "--input", input, "--output", output, "--mode", "verdict"];
   console.log(`native: ${NATIVE_BIN} ${args.join(" ")}`);
   const started = Date.now();
@@ -96,8 +105,8 @@ async function nativeVerdicts(dir) {
   });
   // One {"line": N, "verdict": {...}} (or {"line": N, "error": ...}) per input line.
   const records = readFileSync(output, "utf8").trim().split("\n").map((line) => JSON.parse(line));
-  metric({ metric: "native_batch_ms", dialogues: DIALOGUES.length, ms: Date.now() - started });
-  const verdicts = DIALOGUES.map((_, index) => records.find((record) => record.line === index + 1)?.verdict);
+  metric({ metric: "native_batch_ms", dialogues: GPU_DIALOGUES.length, ms: Date.now() - started });
+  const verdicts = GPU_DIALOGUES.map((_, index) => records.find((record) => record.line === index + 1)?.verdict);
   if (verdicts.some((verdict) => verdict === undefined)) {
     throw new Error(`native verdicts are incomplete: ${JSON.stringify(records)}`);
   }
@@ -278,7 +287,7 @@ async function main() {
     check(cold.bytesTotal > 0 && cold.tensorsDone === cold.tensorsTotal, `cold load fetched ${cold.bytesTotal} bytes, ${cold.tensorsDone}/${cold.tensorsTotal} tensors`);
     await screenshot(page, "02-loaded");
 
-    for (const [index, example] of DIALOGUES.entries()) {
+    for (const [index, example] of GPU_DIALOGUES.entries()) {
       await judge(page, example, "verdict");
       await waitForState(page, ["ready"], JUDGE_TIMEOUT_MS, `judging ${example.id}`);
       const shown = await readVerdict(page);
@@ -376,15 +385,16 @@ async function main() {
     const onCpu = await loadModel(cpuPage, "cpu");
     check(await cpuPage.evaluate(() => document.body.dataset.backend) === "Cpu", `without WebGPU the model runs on the CPU (${await cpuPage.textContent("#adapter")})`);
     check(onCpu.bytesFromCache === onCpu.bytesTotal, `the CPU load came from the cache (${onCpu.bytesFromCache} of ${onCpu.bytesTotal} bytes)`);
-    const example = DIALOGUES[0];
-    const wantCpu = await nativeVerdict(join(MODELS_DIR, MODEL_FILE), example, "cpu");
-    await judge(cpuPage, example, "verdict");
-    await waitForState(cpuPage, ["ready"], JUDGE_TIMEOUT_MS, `judging ${example.id} on the CPU`);
-    const shownCpu = await readVerdict(cpuPage);
-    const cpuDifference = Math.abs(shownCpu.pUnsafe - wantCpu.p_unsafe);
-    metric({ metric: "time_to_verdict_ms_cpu", dialogue: example.id, browser_wasm: shownCpu.timeToVerdictMs, native_cpu: wantCpu.time_to_verdict_ms, prompt_tokens: wantCpu.prompt_tokens, load_ms: onCpu.loadMs });
-    check(shownCpu.label === wantCpu.label && cpuDifference <= 1e-3, `${example.id} on the CPU: ${shownCpu.label} P(unsafe) ${shownCpu.pUnsafe}, native CPU ${wantCpu.label} ${wantCpu.p_unsafe}`);
-    await screenshot(cpuPage, "08-cpu-verdict");
+    for (const example of DIALOGUES) {
+      const wantCpu = await nativeVerdict(join(MODELS_DIR, MODEL_FILE), example, "cpu");
+      await judge(cpuPage, example, "verdict");
+      await waitForState(cpuPage, ["ready"], JUDGE_TIMEOUT_MS, `judging ${example.id} on the CPU`);
+      const shownCpu = await readVerdict(cpuPage);
+      const cpuDifference = Math.abs(shownCpu.pUnsafe - wantCpu.p_unsafe);
+      metric({ metric: "time_to_verdict_ms_cpu", dialogue: example.id, browser_wasm: shownCpu.timeToVerdictMs, native_cpu: wantCpu.time_to_verdict_ms, prompt_tokens: wantCpu.prompt_tokens, load_ms: onCpu.loadMs });
+      check(shownCpu.label === wantCpu.label && cpuDifference <= 1e-3, `${example.id} on the CPU: ${shownCpu.label} P(unsafe) ${shownCpu.pUnsafe}, native CPU ${wantCpu.label} ${wantCpu.p_unsafe}`);
+      await screenshot(cpuPage, `08-cpu-verdict-${example.id}`);
+    }
 
     // Teach a policy in the page (the tiny model, CPU engine): the head trained there
     // matches the one `safetyj head train` fits on the same dialogues natively.
