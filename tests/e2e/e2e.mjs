@@ -131,7 +131,7 @@ async function nativeVerdict(path, example, device, extra = []) {
 }
 
 /** Runs the native CLI with `args` to completion (its output to this log). */
-async function native(args) {
+async function runNative(args) {
   await new Promise((done, fail) => {
     const child = spawn(NATIVE_BIN, args, { stdio: ["ignore", "inherit", "inherit"] });
     child.on("error", fail);
@@ -401,7 +401,7 @@ async function main() {
     const policyFile = join(scratch, "policy.jsonl");
     writeFileSync(policyFile, POLICY.map((e) => JSON.stringify(e)).join("\n") + "\n");
     const nativeReport = join(scratch, "policy-report.json");
-    await native(["head", "train", "--device", "cpu", "--model", join(served, CRITIQUE_MODEL_FILE), "--data", policyFile,
+    await runNative(["head", "train", "--device", "cpu", "--model", join(served, CRITIQUE_MODEL_FILE), "--data", policyFile,
       "--cache", join(scratch, "policy-features"), "--out", join(scratch, "policy.head.safetensors"), "--report", nativeReport]);
     const want = JSON.parse(readFileSync(nativeReport, "utf8"));
     await cpuPage.fill("#model-url", `models/${encodeURIComponent(CRITIQUE_MODEL_FILE)}`);
