@@ -109,6 +109,11 @@ pub(super) struct TrainSettings {
 /// Reads `judge.trainHead`'s arguments.
 pub(super) fn train_settings(examples: JsValue, options: JsValue) -> Result<TrainSettings> {
     let examples: Vec<HeadExample> = from_js("examples", examples)?;
+    if examples.is_empty() {
+        return Err(Error::InvalidInput(
+            "examples is empty: a head is trained from labelled dialogues".into(),
+        ));
+    }
     let options: TrainHeadOptions = if options.is_undefined() || options.is_null() {
         TrainHeadOptions::default()
     } else {
@@ -170,6 +175,7 @@ pub(super) async fn train(
     Ok(object.into())
 }
 
+/// Extracts every example's features on `engine`, trains, and reports.
 async fn train_on(
     engine: &Engine,
     model_name: &str,
