@@ -846,6 +846,65 @@ mod js_api {
         }
     }
 
+    /// A load whose server sends other bytes than asked for (a 206 whose
+    /// Content-Range starts elsewhere), or switches to another version of the file
+    /// mid-load (a new ETag), fails naming what happened instead of assembling a
+    /// model from mismatched parts.
+    #[wasm_bindgen_test]
+    async fn a_load_refuses_wrong_ranges_and_a_file_changed_mid_load() {
+        let bytes = judge_gguf();
+        let run = js_sys::Date::now();
+        let install = Function::new_with_args(
+            "bytes, url, mode",
+            r#"
+            const original = globalThis.fetch;
+            let served = 0;
+            globalThis.fetch = async (request) => {
+                if (request.url !== url) return original(request);
+                const m = /^bytes=(\d+)-(\d+)$/.exec(request.headers.get("Range"));
+                let start = Number(m[1]);
+                const end = Number(m[2]) + 1;
+                served += 1;
+                // The first answers (the header) are right; a later one is wrong.
+                if (mode === "shifted" && served > 2 && start > 0) start -= 1;
+                const etag = mode === "changed" && served > 2 ? '"v2"' : '"v1"';
+                return new Response(bytes.slice(start, start + end - Number(m[1])), {
+                    status: 206,
+                    headers: { "Content-Range": `bytes ${start}-${start + end - Number(m[1]) - 1}/${bytes.length}`, "ETag": etag },
+                });
+            };
+            return original;
+            "#,
+        );
+        for (mode, want) in [
+            ("shifted", "but the server sent bytes"),
+            (
+                "changed",
+                "the file changed on the server during the load (etag \"v1\" became \"v2\")",
+            ),
+        ] {
+            let url =
+                super::streamed::page_url(&format!("/safetyj-js-{mode}-{run}/tiny-judge.gguf"));
+            let original = install
+                .call3(
+                    &JsValue::NULL,
+                    &Uint8Array::from(bytes.as_slice()),
+                    &url.clone().into(),
+                    &mode.into(),
+                )
+                .unwrap();
+            let options = Object::new();
+            set(&options, "device", "cpu");
+            set(&options, "cache", false);
+            let err = match WebJudge::load(url, Some(JsValue::from(options).into())).await {
+                Ok(_) => panic!("{mode}: the load succeeded"),
+                Err(e) => format!("{:?}", JsValue::from(e)),
+            };
+            assert!(err.contains(want), "{mode}: {err}");
+            Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
+        }
+    }
+
     /// The dialogues a head is taught with in `train_head_...`: 15 safe, 15 unsafe.
     fn policy_examples() -> Array {
         let examples = Array::new();

@@ -98,6 +98,7 @@ impl RangeFetch for HttpRange {
             return Err(no_range_support(&self.url));
         }
         check_status(&self.url, &response)?;
+        self.check_same_version(&response, &range)?;
         let failed = |e: JsValue| Error::Download {
             url: self.url.clone(),
             message: format!(
@@ -111,6 +112,53 @@ impl RangeFetch for HttpRange {
             .await
             .map_err(failed)?;
         Ok(Uint8Array::new(&buffer).to_vec())
+    }
+}
+
+impl HttpRange {
+    /// Refuses a part that is not the one asked for (a 206 whose `Content-Range`
+    /// names other bytes or another length) or that comes from another version of
+    /// the file than the load started with (its `ETag` or `Last-Modified` changed):
+    /// a model assembled from two versions would load and judge wrongly.
+    fn check_same_version(&self, response: &Response, range: &Range<u64>) -> Result<()> {
+        let headers = response.headers();
+        let header = |name: &str| headers.get(name).ok().flatten();
+        let changed = |what: &str, was: &str, now: &str| Error::Download {
+            url: self.url.clone(),
+            message: format!(
+                "the file changed on the server during the load ({what} {was} became {now}); \
+                 load it again to start over (cached parts of the old version are dropped)"
+            ),
+        };
+        for (what, pinned) in [
+            ("etag", &self.version.etag),
+            ("last-modified", &self.version.last_modified),
+        ] {
+            if let (Some(was), Some(now)) = (pinned, header(what)) {
+                if *was != now {
+                    return Err(changed(what, was, &now));
+                }
+            }
+        }
+        if response.status() != 206 {
+            return Ok(());
+        }
+        let want = format!(
+            "bytes {}-{}/{}",
+            range.start,
+            range.end - 1,
+            self.version.length
+        );
+        match header("content-range") {
+            Some(got) if got.trim() == want => Ok(()),
+            Some(got) => Err(Error::Download {
+                url: self.url.clone(),
+                message: format!("asked for {want} but the server sent {got}"),
+            }),
+            // A cross-origin server may hide it (Access-Control-Expose-Headers); the
+            // length is checked by the caller.
+            None => Ok(()),
+        }
     }
 }
 
