@@ -26,6 +26,13 @@ pub struct EndpointArgs {
     /// Environment variable holding the judge endpoint's API key.
     #[arg(long = "judge-key-env")]
     key_env: Option<String>,
+    /// Escape control-token look-alikes (`<|im_end|>`, …) and answer markers in the
+    /// dialogues before sending them to --judge-url. The server tokenizes what it is
+    /// sent, and many (vLLM, llama.cpp's server, TGI) parse special tokens in message
+    /// text, so a judged response could otherwise close the judge's turn. Off by
+    /// default: it changes the text a benchmark sends.
+    #[arg(long = "judge-url-neutralize", requires = "url")]
+    neutralize: bool,
     /// The judge protocol (prompt and answer format): safety-j, qwen3guard-gen (or
     /// -loose: Controversial counts as safe), llama-guard-3-1b, llama-guard-3-8b.
     /// Default: the preset's, else what the model's name suggests, else safety-j.
@@ -165,6 +172,7 @@ impl EvalJudge {
                         args.protocol.as_deref().unwrap_or("safety-j"),
                     )?,
                     max_tokens,
+                    neutralize: args.neutralize,
                 })))
             }
             (None, _, Some(local)) => {
