@@ -34,6 +34,14 @@ enum Route {
     Redirect(String),
     /// An error status line, e.g. `503 Service Unavailable`, every time.
     Fails(&'static str),
+    /// `first` (ETag "v1"), its connection cut after `cut` bytes; from then on the
+    /// file is `second` (ETag "v2"), with `If-Range` honoured: a resume whose
+    /// validator is not "v2" gets the whole new file (200).
+    ChangesAfterCut {
+        first: Vec<u8>,
+        second: Vec<u8>,
+        cut: usize,
+    },
 }
 
 /// One request as the server saw it.
@@ -41,6 +49,7 @@ enum Route {
 struct Seen {
     path: String,
     range: Option<String>,
+    if_range: Option<String>,
     authorization: Option<String>,
 }
 
@@ -125,6 +134,7 @@ fn serve(mut stream: TcpStream, routes: &Mutex<HashMap<String, Route>>, seen: &M
         .unwrap_or("")
         .to_owned();
     let mut range = None;
+    let mut if_range = None;
     let mut authorization = None;
     loop {
         let mut line = String::new();
@@ -135,6 +145,7 @@ fn serve(mut stream: TcpStream, routes: &Mutex<HashMap<String, Route>>, seen: &M
             let value = value.trim().to_owned();
             match name.to_ascii_lowercase().as_str() {
                 "range" => range = Some(value),
+                "if-range" => if_range = Some(value),
                 "authorization" => authorization = Some(value),
                 _ => {}
             }
@@ -146,6 +157,7 @@ fn serve(mut stream: TcpStream, routes: &Mutex<HashMap<String, Route>>, seen: &M
         seen.push(Seen {
             path: path.clone(),
             range: range.clone(),
+            if_range: if_range.clone(),
             authorization,
         });
         hits
@@ -161,6 +173,48 @@ fn serve(mut stream: TcpStream, routes: &Mutex<HashMap<String, Route>>, seen: &M
         Some(Route::Redirect(to)) => respond(&mut stream, "302 Found", &[("Location", to)], b""),
         Some(Route::Fails(status)) => respond(&mut stream, status, &[], b"try later"),
         Some(Route::IgnoresRange(body)) => respond(&mut stream, "200 OK", &[], &body),
+        Some(Route::ChangesAfterCut { first, cut, .. }) if earlier_hits == 0 => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n",
+                first.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&first[..cut]);
+            let _ = stream.flush();
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        Some(Route::ChangesAfterCut { second, .. }) => {
+            let etag = ("ETag", "\"v2\"".to_string());
+            match start {
+                Some(start) if if_range.as_deref() == Some("\"v2\"") => respond(
+                    &mut stream,
+                    "206 Partial Content",
+                    &[
+                        (
+                            "Content-Range",
+                            format!("bytes {start}-{}/{}", second.len() - 1, second.len()),
+                        ),
+                        etag,
+                    ],
+                    &second[start..],
+                ),
+                // No validator, or an old one: a server that ignores If-Range would
+                // send the rest of the new file; this one sends all of it.
+                Some(start) if if_range.is_none() => respond(
+                    &mut stream,
+                    "206 Partial Content",
+                    &[
+                        (
+                            "Content-Range",
+                            format!("bytes {start}-{}/{}", second.len() - 1, second.len()),
+                        ),
+                        etag,
+                    ],
+                    &second[start..],
+                ),
+                _ => respond(&mut stream, "200 OK", &[etag], &second),
+            }
+        }
         Some(Route::DropsFirst { body, cut }) if earlier_hits == 0 => {
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -425,6 +479,45 @@ fn a_dropped_connection_is_retried_and_resumed() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[0].range, None);
     assert_eq!(seen[1].range.as_deref(), Some("bytes=123456-"));
+}
+
+/// A file replaced on the server between a cut and the resume is fetched whole
+/// again, not completed with the new version's tail: the resume is conditional
+/// (`If-Range` with the ETag the part was started under).
+#[test]
+fn a_resume_after_the_file_changed_starts_over_instead_of_mixing_versions() {
+    let server = TestServer::start();
+    let (first, second) = (payload(200_000, 7), payload(200_000, 8));
+    server.route(
+        "/f.bin",
+        Route::ChangesAfterCut {
+            first,
+            second: second.clone(),
+            cut: 77_777,
+        },
+    );
+    let dir = TempDir::new("changed");
+    let dest = dir.0.join("f.bin");
+    quick_downloader()
+        .fetch(
+            &server.url("/f.bin"),
+            &dest,
+            &Expected::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+    assert!(
+        std::fs::read(&dest).unwrap() == second,
+        "the new version, whole"
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].range.as_deref(), Some("bytes=77777-"));
+    assert_eq!(seen[1].if_range.as_deref(), Some("\"v1\""));
+    assert!(
+        std::fs::read_dir(&dir.0).unwrap().count() == 1,
+        "no part or validator file is left beside the download"
+    );
 }
 
 #[test]

@@ -180,6 +180,7 @@ impl Downloader {
         }
         verify(url, &part, expected)?;
         fs::rename(&part, dest).map_err(|e| io_error(dest, e))?;
+        remove_if_present(&validator_path(&part))?;
         Ok(true)
     }
 
@@ -198,7 +199,7 @@ impl Downloader {
     pub fn get_text_if_exists(&self, url: &str) -> Result<Option<String>> {
         let mut waits = 0;
         loop {
-            let failure = match self.request(url, None) {
+            let failure = match self.request(url, None, None) {
                 Ok(mut response) => {
                     let status = response.status().as_u16();
                     if status == 200 {
@@ -229,11 +230,14 @@ impl Downloader {
         }
     }
 
-    /// Sends a GET, with a `Range` header when resuming from `offset`.
+    /// Sends a GET, with a `Range` header when resuming from `offset`, made
+    /// conditional on `validator` (`If-Range`): a server whose file changed since
+    /// the part was started sends the whole new file instead of the rest of it.
     fn request(
         &self,
         url: &str,
         offset: Option<u64>,
+        validator: Option<&str>,
     ) -> std::result::Result<ureq::http::Response<ureq::Body>, Failure> {
         let mut request = self.agent.get(url);
         for (name, value) in &self.headers {
@@ -241,6 +245,9 @@ impl Downloader {
         }
         if let Some(offset) = offset {
             request = request.header("Range", format!("bytes={offset}-"));
+            if let Some(validator) = validator {
+                request = request.header("If-Range", validator);
+            }
         }
         request.call().map_err(|e| match e {
             ureq::Error::BadUri(_)
@@ -273,8 +280,22 @@ impl Downloader {
         if on_disk > 0 && expected.size == Some(on_disk) {
             return Ok(());
         }
-        let response = self.request(url, (on_disk > 0).then_some(on_disk))?;
+        let validator_file = validator_path(part);
+        let validator = if on_disk > 0 {
+            fs::read_to_string(&validator_file).ok()
+        } else {
+            None
+        };
+        let response = self.request(url, (on_disk > 0).then_some(on_disk), validator.as_deref())?;
         let status = response.status().as_u16();
+        // A strong ETag (a weak one may not be used in If-Range) identifies the
+        // version the part holds, for the next resume.
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.starts_with("W/"))
+            .map(str::to_owned);
         let content_range = response
             .headers()
             .get("content-range")
@@ -315,6 +336,15 @@ impl Downloader {
             _ => return Err(classify_status(url, status)),
         };
         let total = expected.size.or(total);
+        if start == 0 {
+            match &etag {
+                Some(etag) => {
+                    fs::write(&validator_file, etag).map_err(|e| io_error(&validator_file, e))
+                }
+                None => remove_if_present(&validator_file),
+            }
+            .map_err(Failure::Fatal)?;
+        }
         let mut file = if start == 0 {
             File::create(part)
         } else {
@@ -444,6 +474,13 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub fn part_path(dest: &Path) -> PathBuf {
     let mut name = dest.as_os_str().to_owned();
     name.push(".part");
+    PathBuf::from(name)
+}
+
+/// Where the `ETag` of the version a part file holds is kept, for `If-Range`.
+fn validator_path(part: &Path) -> PathBuf {
+    let mut name = part.as_os_str().to_owned();
+    name.push(".etag");
     PathBuf::from(name)
 }
 
