@@ -576,6 +576,112 @@ fn serve_repo(server: &TestServer, repo: &str, files: &[(&str, Vec<u8>)]) {
     }
 }
 
+/// Serves a hub repository at a commit with the hub's API: `main` names `commit`,
+/// the files live under `/{repo}/resolve/{commit}/`, and the API lists each one's
+/// size and (for `.safetensors` files, stored in LFS) the sha256 in `lfs` — the
+/// true one unless `listed` gives another for that file.
+fn serve_repo_pinned(
+    server: &TestServer,
+    repo: &str,
+    commit: &str,
+    files: &[(&str, Vec<u8>)],
+    listed: &[(&str, String)],
+) {
+    let siblings: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(name, body)| {
+            if name.ends_with(".safetensors") {
+                let sha = listed
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or_else(|| sha256_hex(body), |(_, sha)| sha.clone());
+                serde_json::json!({"rfilename": name, "size": 134, "lfs": {"sha256": sha, "size": body.len()}})
+            } else {
+                serde_json::json!({"rfilename": name, "size": body.len()})
+            }
+        })
+        .collect();
+    let info = serde_json::json!({"id": repo, "sha": commit, "siblings": siblings});
+    server.route(
+        &format!("/api/models/{repo}/revision/main?blobs=true"),
+        Route::Bytes(info.to_string().into_bytes()),
+    );
+    for (name, body) in files {
+        server.route(
+            &format!("/{repo}/resolve/{commit}/{name}"),
+            Route::Bytes(body.clone()),
+        );
+    }
+}
+
+/// Where the hub's API answers, a checkpoint is fetched from the commit `main`
+/// names (not from `main`, which may move mid-download), each file checked against
+/// the listed size and sha256; a file the listing does not name is not asked for;
+/// a shard whose bytes differ from its listed sha256 is refused and left out.
+#[test]
+fn hub_checkpoint_is_pinned_to_a_commit_and_checked_against_the_hub_s_listing() {
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let files = |weights: &[u8]| {
+        vec![
+            ("config.json", b"{}".to_vec()),
+            ("tokenizer_config.json", b"{}".to_vec()),
+            ("tokenizer.json", b"{\"model\":{}}".to_vec()),
+            ("model.safetensors", weights.to_vec()),
+        ]
+    };
+    let weights = payload(40_000, 12);
+
+    let server = TestServer::start();
+    let repo = "someone/pinned-model";
+    serve_repo_pinned(&server, repo, commit, &files(&weights), &[]);
+    let cache = TempDir::new("pinned");
+    let config = quick_config(&cache.0, &server);
+    let resolved = resolve_preset(&hf_preset(repo), &config, &mut |_| {}).unwrap();
+    let ModelKind::HfDir(dir) = resolved.kind else {
+        panic!("{:?}", resolved.kind)
+    };
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        weights
+    );
+    let seen = server.seen();
+    assert!(
+        seen.iter()
+            .filter(|s| !s.path.starts_with("/api/"))
+            .all(|s| s.path.starts_with(&format!("/{repo}/resolve/{commit}/"))),
+        "every file from the pinned commit: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|s| s.path.ends_with("tokenizer.model")
+            || s.path.ends_with("special_tokens_map.json")
+            || s.path.ends_with(".index.json")),
+        "files the listing does not name are not asked for: {seen:?}"
+    );
+
+    let server = TestServer::start();
+    let repo = "someone/tampered-model";
+    let listed = sha256_hex(&payload(40_000, 13));
+    serve_repo_pinned(
+        &server,
+        repo,
+        commit,
+        &files(&weights),
+        &[("model.safetensors", listed.clone())],
+    );
+    let cache = TempDir::new("tampered");
+    let config = quick_config(&cache.0, &server);
+    let message = resolve_preset(&hf_preset(repo), &config, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("sha256 mismatch") && message.contains(&listed),
+        "{message}"
+    );
+    let dir = config.cache.hf_dir(repo, "main");
+    assert!(!dir.join("model.safetensors").exists());
+    assert!(!dir.join(hf::COMPLETE_MARKER).exists());
+}
+
 fn hf_preset(repo: &str) -> Preset {
     Preset {
         name: "test-hf".into(),

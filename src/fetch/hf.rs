@@ -1,7 +1,9 @@
 //! Hugging Face repositories: the files a safetensors checkpoint needs, fetched from
-//! the hub's `{endpoint}/{repo}/resolve/{revision}/{file}` layout.
+//! the hub's `{endpoint}/{repo}/resolve/{revision}/{file}` layout, pinned to the
+//! commit the revision names and checked against the sizes and sha256 the hub's API
+//! lists for them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +35,37 @@ const SINGLE_WEIGHTS_FILE: &str = "model.safetensors";
 /// Written into a checkpoint folder once every file is there, listing them; a
 /// folder with it is used without asking the hub anything.
 pub const COMPLETE_MARKER: &str = ".safetyj-complete";
+
+/// What the hub's API (`/api/models/{repo}/revision/{revision}?blobs=true`) says
+/// about a repository at a revision: the commit it names, and its files.
+#[derive(Deserialize)]
+struct RepoInfo {
+    sha: String,
+    siblings: Vec<Sibling>,
+}
+
+/// One file of [`RepoInfo`]: its size, and its sha256 when stored in LFS.
+#[derive(Deserialize)]
+struct Sibling {
+    rfilename: String,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    lfs: Option<LfsBlob>,
+}
+
+/// An LFS file's content hash and size.
+#[derive(Deserialize)]
+struct LfsBlob {
+    sha256: String,
+    size: u64,
+}
+
+/// A repository pinned to one commit, with what each of its files must be.
+struct Pinned {
+    commit: String,
+    files: HashMap<String, Expected>,
+}
 
 /// The part of `model.safetensors.index.json` that names the shards.
 #[derive(Deserialize)]
@@ -74,6 +107,12 @@ impl Hub {
     /// named by `model.safetensors.index.json`, or else `model.safetensors`) into
     /// `dir`, skipping files already there, and returns `dir`. A folder that a
     /// finished fetch marked complete is returned without any request.
+    ///
+    /// The hub's API is asked first which commit the revision names and what its
+    /// files are: every file then comes from that commit (not from a branch that may
+    /// move mid-download) and is checked against the listed size and, for LFS files,
+    /// sha256 before it gets its name. A server without that API (a plain mirror)
+    /// serves the revision's files unchecked.
     pub fn fetch_checkpoint(
         &self,
         repo: &HfRepo,
@@ -84,30 +123,38 @@ impl Hub {
         if marker.is_file() {
             return Ok(dir.to_path_buf());
         }
+        let pinned = self.pin(repo)?;
+        let repo = &HfRepo {
+            repo: repo.repo.clone(),
+            revision: pinned
+                .as_ref()
+                .map_or_else(|| repo.revision.clone(), |p| p.commit.clone()),
+        };
+        let pinned = pinned.as_ref();
         let mut files: Vec<String> = Vec::new();
         for file in REQUIRED_FILES {
-            self.fetch_file(repo, dir, file, progress)?;
+            self.fetch_file(repo, pinned, dir, file, progress)?;
             files.push(file.into());
         }
         let tokenizer = TOKENIZER_FILES[0];
-        if self.fetch_optional_file(repo, dir, tokenizer, progress)? {
+        if self.fetch_optional_file(repo, pinned, dir, tokenizer, progress)? {
             files.push(tokenizer.into());
         } else {
-            self.fetch_file(repo, dir, TOKENIZER_FILES[1], progress)?;
+            self.fetch_file(repo, pinned, dir, TOKENIZER_FILES[1], progress)?;
             files.push(TOKENIZER_FILES[1].into());
         }
         for file in OPTIONAL_FILES {
-            if self.fetch_optional_file(repo, dir, file, progress)? {
+            if self.fetch_optional_file(repo, pinned, dir, file, progress)? {
                 files.push(file.into());
             }
         }
-        if self.fetch_optional_file(repo, dir, INDEX_FILE, progress)? {
+        if self.fetch_optional_file(repo, pinned, dir, INDEX_FILE, progress)? {
             files.push(INDEX_FILE.into());
             for shard in shard_files(&dir.join(INDEX_FILE))? {
-                self.fetch_file(repo, dir, &shard, progress)?;
+                self.fetch_file(repo, pinned, dir, &shard, progress)?;
                 files.push(shard);
             }
-        } else if self.fetch_optional_file(repo, dir, SINGLE_WEIGHTS_FILE, progress)? {
+        } else if self.fetch_optional_file(repo, pinned, dir, SINGLE_WEIGHTS_FILE, progress)? {
             files.push(SINGLE_WEIGHTS_FILE.into());
         } else {
             return Err(Error::Download {
@@ -129,27 +176,79 @@ impl Hub {
         Ok(dir.to_path_buf())
     }
 
+    /// The commit `repo`'s revision names and its files' sizes and hashes, from the
+    /// hub's API; `None` when the server has no such API (404).
+    fn pin(&self, repo: &HfRepo) -> Result<Option<Pinned>> {
+        let url = format!(
+            "{}/api/models/{}/revision/{}?blobs=true",
+            self.endpoint.trim_end_matches('/'),
+            repo.repo,
+            repo.revision
+        );
+        let Some(text) = self.downloader.get_text_if_exists(&url)? else {
+            return Ok(None);
+        };
+        let info: RepoInfo = serde_json::from_str(&text).map_err(|e| Error::Download {
+            url: url.clone(),
+            message: format!("the hub's description of the repository is unreadable: {e}"),
+        })?;
+        if info.sha.len() != 40 || !info.sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Download {
+                url,
+                message: format!(
+                    "the hub named \"{}\" as the commit, not a commit hash",
+                    info.sha
+                ),
+            });
+        }
+        let files = info
+            .siblings
+            .into_iter()
+            .map(|s| {
+                let expected = match s.lfs {
+                    Some(lfs) => Expected {
+                        sha256: Some(lfs.sha256.to_ascii_lowercase()),
+                        size: Some(lfs.size),
+                    },
+                    None => Expected {
+                        sha256: None,
+                        size: s.size,
+                    },
+                };
+                (s.rfilename, expected)
+            })
+            .collect();
+        Ok(Some(Pinned {
+            commit: info.sha,
+            files,
+        }))
+    }
+
     /// Downloads `file` unless it is already in `dir`; a missing file is an error.
     fn fetch_file(
         &self,
         repo: &HfRepo,
+        pinned: Option<&Pinned>,
         dir: &Path,
         file: &str,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<()> {
-        let dest = dir.join(file);
-        if dest.exists() {
-            return Ok(());
+        if !self.fetch_optional_file(repo, pinned, dir, file, progress)? {
+            return Err(Error::Download {
+                url: file_url(&self.endpoint, &repo.repo, &repo.revision, file),
+                message: "HTTP 404: no such file on the server".into(),
+            });
         }
-        let url = file_url(&self.endpoint, &repo.repo, &repo.revision, file);
-        self.downloader
-            .fetch(&url, &dest, &Expected::default(), progress)
+        Ok(())
     }
 
-    /// Downloads `file` unless it is already in `dir`; returns whether it exists.
+    /// Downloads `file` unless it is already in `dir`, checked against what the hub
+    /// lists for it when pinned; returns whether it exists (a pinned repository
+    /// that does not list it is not asked).
     fn fetch_optional_file(
         &self,
         repo: &HfRepo,
+        pinned: Option<&Pinned>,
         dir: &Path,
         file: &str,
         progress: &mut dyn FnMut(Progress),
@@ -158,9 +257,16 @@ impl Hub {
         if dest.exists() {
             return Ok(true);
         }
+        let expected = match pinned {
+            Some(pinned) => match pinned.files.get(file) {
+                Some(expected) => expected.clone(),
+                None => return Ok(false),
+            },
+            None => Expected::default(),
+        };
         let url = file_url(&self.endpoint, &repo.repo, &repo.revision, file);
         self.downloader
-            .fetch_if_exists(&url, &dest, &Expected::default(), progress)
+            .fetch_if_exists(&url, &dest, &expected, progress)
     }
 }
 
