@@ -252,7 +252,8 @@ fn bad_input_is_a_clear_error() {
     let c = cpu.config.clone();
     let message = |e: safetyj::Error| e.to_string();
     assert!(message(cpu.new_session(0).err().unwrap()).contains("context"));
-    assert!(cpu.new_session(c.context + 1).is_err());
+    assert!(message(cpu.new_session(c.context + 1).err().unwrap())
+        .contains("does not fit the model's context"));
     let mut session = cpu.new_session(4).unwrap();
     let err = cpu
         .forward(&mut session, &[1, c.vocab as u32], Logits::Last, &[])
@@ -279,7 +280,7 @@ fn bad_input_is_a_clear_error() {
         .err()
         .unwrap();
     assert!(message(err).contains("exceed its capacity"));
-    assert!(session.truncate(4).is_err());
+    assert!(message(session.truncate(4).err().unwrap()).contains("cannot keep 4 positions"));
     assert_eq!(session.len(), 3);
     session.truncate(0).unwrap();
     assert!(session.is_empty());
@@ -351,19 +352,33 @@ fn picks_equal_the_gpu_ops() {
     }
     assert_eq!(pick(&rows[1], Sampling::Greedy, 0.0).unwrap(), 10);
 
+    let refused = |row: &[f32], sampling, u, why: &str| {
+        let message = pick(row, sampling, u).unwrap_err().to_string();
+        assert!(message.contains(why), "{message} (expected: {why})");
+    };
     let nan = vec![f32::NAN; 8];
-    assert!(pick(&nan, Sampling::Greedy, 0.0).is_err());
-    assert!(pick(&[], Sampling::Greedy, 0.0).is_err());
+    refused(&nan, Sampling::Greedy, 0.0, "no token can be picked");
+    refused(&[], Sampling::Greedy, 0.0, "empty row of logits");
     let hot = |temperature, top_p| Sampling::Random {
         temperature,
         top_k: 0,
         top_p,
         seed: 1,
     };
-    assert!(pick(&rows[0], hot(0.0, 1.0), 0.5).is_err());
-    assert!(pick(&rows[0], hot(1.0, 0.0), 0.5).is_err());
-    assert!(pick(&rows[0], hot(1.0, 1.0), 1.0).is_err());
-    assert!(pick(&[f32::NEG_INFINITY; 4], hot(1.0, 1.0), 0.5).is_err());
+    refused(&rows[0], hot(0.0, 1.0), 0.5, "temperature must be finite");
+    refused(&rows[0], hot(1.0, 0.0), 0.5, "top_p must lie in (0, 1]");
+    refused(
+        &rows[0],
+        hot(1.0, 1.0),
+        1.0,
+        "the uniform number u must lie in [0, 1)",
+    );
+    refused(
+        &[f32::NEG_INFINITY; 4],
+        hot(1.0, 1.0),
+        0.5,
+        "no token can be picked",
+    );
 }
 
 /// Greedy steps compared with the stored reference (the CPU engine is fast, but

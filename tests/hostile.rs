@@ -116,7 +116,14 @@ fn gguf_incremental_parse_asks_for_more_then_finishes() {
         }
     };
     assert_eq!(parsed.get_str("general.name").unwrap(), "tiny!");
-    assert!(GgufFile::parse("cut.gguf", 30, &file[..30]).is_err());
+    let refused = GgufFile::parse("cut.gguf", 30, &file[..30])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains("cut.gguf: truncated") && refused.contains("cannot fit"),
+        "{refused}"
+    );
 }
 
 fn safetensors_bytes(header: &str, data_len: usize) -> Vec<u8> {

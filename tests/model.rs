@@ -372,7 +372,15 @@ mod bad_input {
         let ctx = ctx();
         let weights = GgufWeights::new(Box::new(MmapSource::open(tiny_gguf()).unwrap())).unwrap();
         let model = Model::load(ctx, &weights, |_, _| {}).unwrap();
-        assert!(model.new_session(ctx, model.config.context + 1).is_err());
+        let refused = model
+            .new_session(ctx, model.config.context + 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("does not fit the model's context"),
+            "{refused}"
+        );
         let mut session = model.new_session(ctx, 8).unwrap();
         let err = model
             .forward(ctx, &mut session, &[1; 9], Logits::Last)

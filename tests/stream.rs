@@ -309,9 +309,10 @@ fn a_stream_stops_at_the_threshold_and_follows_the_verdict_head() {
         }
     }
     let stopped = stopped.expect("a check");
+    let refused = stream.push(" more").unwrap_err().to_string();
     assert!(
-        stream.push(" more").is_err(),
-        "a stopped stream takes no more text"
+        refused.contains("the stream stopped at P(unsafe)"),
+        "a stopped stream takes no more text: {refused}"
     );
     let verdict = stream.finish().unwrap();
     assert_eq!(verdict.p_unsafe, stopped.p_unsafe);
@@ -320,9 +321,12 @@ fn a_stream_stops_at_the_threshold_and_follows_the_verdict_head() {
         check_every: 0,
         stop_at: None,
     };
-    assert!(judge
+    let refused = judge
         .moderate_stream(&Dialogue::single(QUERY_EN, ""), None, zero)
-        .is_err());
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(refused.contains("every 1 or more tokens"), "{refused}");
     let mut stream = judge
         .moderate_stream(
             &Dialogue::single(QUERY_EN, ""),
@@ -330,7 +334,11 @@ fn a_stream_stops_at_the_threshold_and_follows_the_verdict_head() {
             StreamOptions::default(),
         )
         .unwrap();
-    assert!(stream.push_bytes(&[b'a', 0xff]).is_err(), "not UTF-8");
+    let refused = stream.push_bytes(&[b'a', 0xff]).unwrap_err().to_string();
+    assert!(
+        refused.contains("not UTF-8: byte 0xff at offset 1"),
+        "{refused}"
+    );
     let mut stream = judge
         .moderate_stream(
             &Dialogue::single(QUERY_EN, ""),
@@ -339,5 +347,9 @@ fn a_stream_stops_at_the_threshold_and_follows_the_verdict_head() {
         )
         .unwrap();
     stream.push_bytes(&"é".as_bytes()[..1]).unwrap();
-    assert!(stream.finish().is_err(), "ends inside a character");
+    let refused = stream.finish().unwrap_err().to_string();
+    assert!(
+        refused.contains("ends inside a UTF-8 character (1 bytes of it)"),
+        "{refused}"
+    );
 }
