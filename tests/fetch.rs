@@ -186,32 +186,23 @@ fn serve(mut stream: TcpStream, routes: &Mutex<HashMap<String, Route>>, seen: &M
         Some(Route::ChangesAfterCut { second, .. }) => {
             let etag = ("ETag", "\"v2\"".to_string());
             match start {
-                Some(start) if if_range.as_deref() == Some("\"v2\"") => respond(
-                    &mut stream,
-                    "206 Partial Content",
-                    &[
-                        (
-                            "Content-Range",
-                            format!("bytes {start}-{}/{}", second.len() - 1, second.len()),
-                        ),
-                        etag,
-                    ],
-                    &second[start..],
-                ),
-                // No validator, or an old one: a server that ignores If-Range would
-                // send the rest of the new file; this one sends all of it.
-                Some(start) if if_range.is_none() => respond(
-                    &mut stream,
-                    "206 Partial Content",
-                    &[
-                        (
-                            "Content-Range",
-                            format!("bytes {start}-{}/{}", second.len() - 1, second.len()),
-                        ),
-                        etag,
-                    ],
-                    &second[start..],
-                ),
+                // A range without a validator, or with the current one: the rest
+                // (a client without If-Range would get the new version's tail).
+                Some(start) if if_range.is_none() || if_range.as_deref() == Some("\"v2\"") => {
+                    respond(
+                        &mut stream,
+                        "206 Partial Content",
+                        &[
+                            (
+                                "Content-Range",
+                                format!("bytes {start}-{}/{}", second.len() - 1, second.len()),
+                            ),
+                            etag,
+                        ],
+                        &second[start..],
+                    )
+                }
+                // An old validator (or no range): the whole new file.
                 _ => respond(&mut stream, "200 OK", &[etag], &second),
             }
         }
