@@ -622,6 +622,7 @@ mod tests {
         assert!(ours >= 2, "{times:?}");
         assert!(times.iter().all(|(name, _)| name != "unnamed"), "{times:?}");
         assert!(times.iter().all(|(_, s)| s.is_finite() && *s >= 0.0));
-        assert!(ctx.finish_profile().is_err(), "the profile ended");
+        let err = ctx.finish_profile().unwrap_err().to_string();
+        assert_eq!(err, "no profile was started", "the profile ended");
     }
 }

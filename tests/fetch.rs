@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 /// How the server answers one path.
 #[derive(Clone)]
 enum Route {
-    /// The bytes, with `Range: bytes=N-` honoured (206, or 416 past the end).
+    /// The bytes, with `Range: bytes=N-` honoured (206, or 416 past the end), and
+    /// a strong ETag (their quoted sha256, as the hub's CDN sends for LFS files).
     Bytes(Vec<u8>),
     /// Like `Bytes`, but the first request announces the whole body, sends only
     /// `cut` bytes and closes the connection.
@@ -216,24 +217,30 @@ fn serve(mut stream: TcpStream, routes: &Mutex<HashMap<String, Route>>, seen: &M
             let _ = stream.flush();
             let _ = stream.shutdown(Shutdown::Both);
         }
-        Some(Route::Bytes(body)) | Some(Route::DropsFirst { body, .. }) => match start {
-            None => respond(&mut stream, "200 OK", &[], &body),
-            Some(start) if start >= body.len() => respond(
-                &mut stream,
-                "416 Range Not Satisfiable",
-                &[("Content-Range", format!("bytes */{}", body.len()))],
-                b"",
-            ),
-            Some(start) => respond(
-                &mut stream,
-                "206 Partial Content",
-                &[(
-                    "Content-Range",
-                    format!("bytes {start}-{}/{}", body.len() - 1, body.len()),
-                )],
-                &body[start..],
-            ),
-        },
+        Some(Route::Bytes(body)) | Some(Route::DropsFirst { body, .. }) => {
+            let etag = ("ETag", format!("\"{}\"", sha256_hex(&body)));
+            match start {
+                None => respond(&mut stream, "200 OK", &[etag], &body),
+                Some(start) if start >= body.len() => respond(
+                    &mut stream,
+                    "416 Range Not Satisfiable",
+                    &[("Content-Range", format!("bytes */{}", body.len()))],
+                    b"",
+                ),
+                Some(start) => respond(
+                    &mut stream,
+                    "206 Partial Content",
+                    &[
+                        (
+                            "Content-Range",
+                            format!("bytes {start}-{}/{}", body.len() - 1, body.len()),
+                        ),
+                        etag,
+                    ],
+                    &body[start..],
+                ),
+            }
+        }
     }
 }
 
@@ -268,6 +275,16 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The names of the files in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Deterministic, non-repeating test bytes.
@@ -426,7 +443,12 @@ fn sha256_mismatch_is_an_error_and_leaves_no_file() {
     assert!(message.contains(&url), "{message}");
     assert!(message.contains("sha256 mismatch"), "{message}");
     assert!(!dest.exists());
-    assert!(!part_path(&dest).exists());
+    assert_eq!(
+        files_in(&dir.0),
+        Vec::<String>::new(),
+        "no part file, and no validator (the server sent an ETag) that a later \
+         resume could take for the deleted bytes"
+    );
 }
 
 #[test]
@@ -549,7 +571,11 @@ fn a_short_file_is_an_error_and_leaves_no_file() {
         "{message}"
     );
     assert!(!dest.exists());
-    assert!(!part_path(&dest).exists());
+    assert_eq!(
+        files_in(&dir.0),
+        Vec::<String>::new(),
+        "no part file and no validator"
+    );
 }
 
 /// Serves a hub repository: each file under `/{repo}/resolve/{revision}/`; the
@@ -671,6 +697,11 @@ fn hub_checkpoint_is_pinned_to_a_commit_and_checked_against_the_hub_s_listing() 
     let dir = config.cache.hf_dir(repo, "main");
     assert!(!dir.join("model.safetensors").exists());
     assert!(!dir.join(hf::COMPLETE_MARKER).exists());
+    let left = files_in(&dir);
+    assert!(
+        !left.iter().any(|f| f.starts_with("model.safetensors")),
+        "neither the refused shard's part file nor its ETag is kept: {left:?}"
+    );
 }
 
 fn hf_preset(repo: &str) -> Preset {

@@ -683,9 +683,13 @@ fn gguf_missing_tensor_and_wrongly_typed_keys_are_named() {
 #[test]
 fn gguf_writer_refuses_misuse() {
     let mut plan = GgufPlan::new();
-    assert!(plan
-        .add_metadata("general.alignment", MetadataValue::U32(24))
-        .is_err());
+    assert_mentions(
+        &plan
+            .add_metadata("general.alignment", MetadataValue::U32(24))
+            .unwrap_err()
+            .to_string(),
+        &["`general.alignment` must be a U32 power of two"],
+    );
     plan.add_metadata("k", MetadataValue::U8(1)).unwrap();
     assert_mentions(
         &plan
@@ -708,7 +712,12 @@ fn gguf_writer_refuses_misuse() {
             .to_string(),
         &["5 dimensions"],
     );
-    assert!(MetadataArray::new(ValueType::U8, vec![MetadataValue::I8(1)]).is_err());
+    assert_mentions(
+        &MetadataArray::new(ValueType::U8, vec![MetadataValue::I8(1)])
+            .unwrap_err()
+            .to_string(),
+        &["array item 0 is I8, but the array holds U8"],
+    );
     plan.add_tensor("x", &[2], DType::F32).unwrap();
     plan.add_tensor("y", &[2], DType::F16).unwrap();
     assert_mentions(

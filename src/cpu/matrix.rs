@@ -350,9 +350,10 @@ mod tests {
             )
             .unwrap();
             assert_eq!(row, want, "{dtype}: last row decoded");
+            let err = matrix.row(n, &mut row).unwrap_err().to_string();
             assert!(
-                matrix.row(n, &mut row).is_err(),
-                "{dtype}: row past the end"
+                err.contains(&format!("row {n} is outside a matrix of {n} rows")),
+                "{dtype}: row past the end: {err}"
             );
         }
     }
@@ -371,11 +372,30 @@ mod tests {
                 },
             )
         };
-        assert!(make(4).is_err(), "too few bytes for 4 rows");
+        // `QuantMatrix` is not `Debug`, so `unwrap_err` is not available.
+        let err = make(4).err().expect("too few bytes for 4 rows").to_string();
+        let row_bytes = DType::Q8_0.row_bytes(64).unwrap();
+        let want = format!(
+            "tensor w (Q8_0 4×64) has {} bytes, expected {}",
+            3 * row_bytes,
+            4 * row_bytes
+        );
+        assert!(err.contains(&want), "{err}");
         let m = make(3).unwrap();
         for exact in [false, true] {
-            assert!(m.matmul(&[0.0; 63], 1, None, exact).is_err());
-            assert!(m.matmul(&[0.0; 64], 1, Some(&[0.0; 2]), exact).is_err());
+            let err = m
+                .matmul(&[0.0; 63], 1, None, exact)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("63 inputs for 1 rows of 64 columns, a bias of None"),
+                "{err}"
+            );
+            let err = m
+                .matmul(&[0.0; 64], 1, Some(&[0.0; 2]), exact)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("a bias of Some(2) for 3 outputs"), "{err}");
             assert_eq!(m.matmul(&[0.0; 64], 1, None, exact).unwrap(), vec![0.0; 3]);
         }
     }

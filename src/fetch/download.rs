@@ -313,7 +313,7 @@ impl Downloader {
                         ))
                     })?;
                 if start != on_disk {
-                    remove_if_present(part).map_err(Failure::Fatal)?;
+                    discard_part(part).map_err(Failure::Fatal)?;
                     return Err(Failure::Transient(format!(
                         "asked to resume at byte {on_disk}, the server sent from byte {start}"
                     )));
@@ -328,7 +328,7 @@ impl Downloader {
                 if total == Some(on_disk) {
                     return Ok(());
                 }
-                remove_if_present(part).map_err(Failure::Fatal)?;
+                discard_part(part).map_err(Failure::Fatal)?;
                 return Err(Failure::Transient(format!(
                     "the server refused to resume at byte {on_disk}; starting over"
                 )));
@@ -424,10 +424,11 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
     Some((start, total))
 }
 
-/// Checks a finished `.part` file against `expected`, deleting it on a mismatch.
+/// Checks a finished `.part` file against `expected`, deleting it (and its
+/// validator) on a mismatch.
 fn verify(url: &str, part: &Path, expected: &Expected) -> Result<()> {
     let mismatch = |message: String| -> Result<()> {
-        remove_if_present(part)?;
+        discard_part(part)?;
         Err(Error::Download {
             url: url.to_owned(),
             message,
@@ -482,6 +483,13 @@ fn validator_path(part: &Path) -> PathBuf {
     let mut name = part.as_os_str().to_owned();
     name.push(".etag");
     PathBuf::from(name)
+}
+
+/// Deletes a part file that cannot be resumed, with its validator: an ETag left
+/// behind would describe bytes that are gone.
+fn discard_part(part: &Path) -> Result<()> {
+    remove_if_present(part)?;
+    remove_if_present(&validator_path(part))
 }
 
 /// An [`Error::Io`] naming `path`.

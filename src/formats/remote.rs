@@ -512,6 +512,13 @@ mod tests {
             .to_string();
         assert!(err.contains("page.html") && err.contains("GGUF"), "{err}");
         let empty = MemoryFetch::new("empty.gguf", Vec::new());
-        assert!(block_on(read_gguf_header(&empty, |_| {})).is_err());
+        let err = block_on(read_gguf_header(&empty, |_| {}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("empty.gguf: truncated: the magic number needs 4 bytes")
+                && err.contains("the file ends at 0"),
+            "{err}"
+        );
     }
 }

@@ -164,8 +164,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(unclosed.contains("shader s: line 2"), "{unclosed}");
-        assert!(preprocess("s", "#endif", &[]).is_err());
-        assert!(preprocess("s", "#include \"nope.wgsl\"", &[]).is_err());
-        assert!(preprocess("s", "#pragma once", &[]).is_err());
+        let error = |source| preprocess("s", source, &[]).unwrap_err().to_string();
+        assert_eq!(error("#endif"), "shader s: line 1: #endif without #ifdef");
+        assert_eq!(
+            error("#include \"nope.wgsl\""),
+            "shader s: line 1: unknown include \"nope.wgsl\""
+        );
+        assert_eq!(
+            error("#pragma once"),
+            "shader s: line 1: unknown directive #pragma"
+        );
     }
 }

@@ -191,12 +191,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!((r.lang, r.mode), (Some(Lang::Zh), Mode::Critique));
-        for bad in [
-            r#"{"query": "q"}"#,
-            "not json",
-            r#"{"conversation": [{"role": "user", "content": "a"}]}"#,
+        for (bad, why) in [
+            (
+                r#"{"query": "q"}"#,
+                "a line needs either \"query\" and \"response\", or \"conversation\"",
+            ),
+            ("not json", "not a dialogue object: "),
+            (
+                r#"{"conversation": [{"role": "user", "content": "a"}]}"#,
+                "needs at least a user and an assistant turn, got 1",
+            ),
         ] {
-            assert!(parse_line(bad, Mode::Verdict).is_err(), "{bad}");
+            let err = parse_line(bad, Mode::Verdict).err();
+            assert!(
+                matches!(&err, Some(Error::InvalidInput(m)) if m.contains(why)),
+                "{bad}: {err:?}"
+            );
         }
     }
 

@@ -208,11 +208,26 @@ mod tests {
             ),
             "{text}"
         );
-        let odd = vec![Turn {
-            role: Role::User,
-            content: "x".into(),
-        }];
-        assert!(Dialogue::conversation(odd).is_err());
+        let turn = |role, content: &str| Turn {
+            role,
+            content: content.into(),
+        };
+        let lone = vec![turn(Role::User, "x")];
+        let err = Dialogue::conversation(lone).unwrap_err().to_string();
+        assert!(
+            err.contains("needs at least a user and an assistant turn, got 1"),
+            "{err}"
+        );
+        let odd = vec![
+            turn(Role::User, "x"),
+            turn(Role::Assistant, "y"),
+            turn(Role::User, "z"),
+        ];
+        let err = Dialogue::conversation(odd).unwrap_err().to_string();
+        assert!(
+            err.contains("the last turn must be the assistant's answer"),
+            "{err}"
+        );
         let wrong_order = vec![
             Turn {
                 role: Role::Assistant,
@@ -223,7 +238,11 @@ mod tests {
                 content: "y".into(),
             },
         ];
-        assert!(Dialogue::conversation(wrong_order).is_err());
+        let err = Dialogue::conversation(wrong_order).unwrap_err().to_string();
+        assert!(
+            err.contains("turn 1 is from Assistant but turns must alternate"),
+            "{err}"
+        );
     }
 
     #[test]

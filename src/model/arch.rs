@@ -221,7 +221,11 @@ mod tests {
         assert_eq!(split(QkvPart::Q), vec![0.0, 1.0, 4.0, 5.0]);
         assert_eq!(split(QkvPart::K), vec![2.0, 6.0]);
         assert_eq!(split(QkvPart::V), vec![3.0, 7.0]);
-        assert!(split_internlm2_qkv(&fused, 1, 3, 2, 1, QkvPart::Q).is_err());
+        // 3 query heads do not split evenly over 2 KV heads.
+        let err = split_internlm2_qkv(&fused, 1, 3, 2, 1, QkvPart::Q)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("for 3 heads / 2 KV heads"), "{err}");
     }
 
     #[test]

@@ -470,7 +470,11 @@ mod tests {
         let values: Vec<f32> = (0..8).map(|v| v as f32).collect();
         let got = permute_rope_rows(&values, 2, 4).unwrap();
         assert_eq!(got, vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
-        assert!(permute_rope_rows(&values, 2, 3).is_err());
+        let err = permute_rope_rows(&values, 2, 3).unwrap_err().to_string();
+        assert!(
+            err.contains("8 values are not 2 heads of 3 (even) rows"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -174,6 +174,10 @@ mod tests {
         let err = encode(ctx, &mut ctx.encoder(), &logits, 0, &logits, 0).unwrap_err();
         assert_eq!(err.to_string(), "argmax: output must be U32, not F32");
         let empty = Tensor::new(ctx, "logits", &[2, 0], Elem::F32).unwrap();
-        assert!(encode(ctx, &mut ctx.encoder(), &empty, 0, &output, 0).is_err());
+        let err = encode(ctx, &mut ctx.encoder(), &empty, 0, &output, 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "argmax: logits [2, 0] have 0 non-empty rows; row 0 asked for"
+        );
     }
 }

@@ -323,15 +323,51 @@ fn stream_decoder_holds_back_partial_characters() {
     assert_eq!(cut.finish(), "\u{FFFD}");
 }
 
+/// The message of the error `result` holds; panics (naming `what`) if it is `Ok`.
+/// `Tokenizer` is not `Debug`, so `unwrap_err` cannot be used on its results.
+fn error_text<T>(result: Result<T>, what: &str) -> String {
+    match result {
+        Ok(_) => panic!("{what}: expected an error, got Ok"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
 fn bad_inputs_are_errors() {
     let tokenizer =
         Tokenizer::from_sentencepiece_model(&sentencepiece_model_bytes()).expect("load");
-    assert!(tokenizer.decode(&[tokenizer.vocab_size() as u32]).is_err());
+    let size = tokenizer.vocab_size();
+    let err = error_text(
+        tokenizer.decode(&[size as u32]),
+        "decode past the vocabulary",
+    );
+    assert!(
+        err.contains(&format!(
+            "token id {size} is outside the vocabulary of {size} ids"
+        )),
+        "{err}"
+    );
     let bytes = sentencepiece_model_bytes();
-    assert!(Tokenizer::from_sentencepiece_model(&bytes[..bytes.len() / 2]).is_err());
-    assert!(Tokenizer::from_sentencepiece_model(b"not a model").is_err());
-    assert!(Tokenizer::from_json_bytes(b"{").is_err());
+    // The cut falls just after a piece's field key, before its length.
+    let err = error_text(
+        Tokenizer::from_sentencepiece_model(&bytes[..bytes.len() / 2]),
+        "half a tokenizer.model",
+    );
+    assert!(
+        err.contains("SentencePiece model is malformed: truncated varint"),
+        "{err}"
+    );
+    // 'n' (0x6e) reads as a key of wire type 6, which protobuf does not have.
+    let err = error_text(
+        Tokenizer::from_sentencepiece_model(b"not a model"),
+        "text as tokenizer.model",
+    );
+    assert!(
+        err.contains("SentencePiece model is malformed: unsupported wire type 6"),
+        "{err}"
+    );
+    let err = error_text(Tokenizer::from_json_bytes(b"{"), "cut tokenizer.json");
+    assert!(err.contains("tokenizer.json could not be read"), "{err}");
     let gpt2 = |pre: &str, merges: Vec<String>| GgufVocab {
         model: "gpt2".into(),
         pre: Some(pre.into()),
@@ -340,23 +376,55 @@ fn bad_inputs_are_errors() {
         ..GgufVocab::default()
     };
     assert!(Tokenizer::from_gguf_vocab(&gpt2("qwen2", vec!["a b".into()])).is_ok());
-    assert!(Tokenizer::from_gguf_vocab(&gpt2("qwen2", vec!["ab".into()])).is_err());
-    assert!(Tokenizer::from_gguf_vocab(&gpt2("no-such-pre", vec![])).is_err());
+    let err = error_text(
+        Tokenizer::from_gguf_vocab(&gpt2("qwen2", vec!["ab".into()])),
+        "merge without a space",
+    );
+    assert!(
+        err.contains("GGUF merge \"ab\" is not two tokens separated by a space"),
+        "{err}"
+    );
+    let err = error_text(
+        Tokenizer::from_gguf_vocab(&gpt2("no-such-pre", vec![])),
+        "unknown pre-tokenizer",
+    );
+    assert!(
+        err.contains("GGUF pre-tokenizer \"no-such-pre\" is not supported"),
+        "{err}"
+    );
     let llama_without_scores = GgufVocab {
         model: "llama".into(),
         ..gpt2("default", vec![])
     };
-    assert!(Tokenizer::from_gguf_vocab(&llama_without_scores).is_err());
+    let err = error_text(
+        Tokenizer::from_gguf_vocab(&llama_without_scores),
+        "llama vocabulary without scores",
+    );
+    assert!(
+        err.contains("GGUF llama vocabulary has 3 tokens but 0 scores"),
+        "{err}"
+    );
     let duplicate = GgufVocab {
         tokens: vec!["a".into(), "a".into()],
         ..gpt2("default", vec![])
     };
-    assert!(Tokenizer::from_gguf_vocab(&duplicate).is_err());
+    let err = error_text(Tokenizer::from_gguf_vocab(&duplicate), "duplicate token");
+    assert!(
+        err.contains("token \"a\" appears twice in the vocabulary (ids 0 and 1)"),
+        "{err}"
+    );
     let unknown_model = GgufVocab {
         model: "t5".into(),
         ..gpt2("default", vec![])
     };
-    assert!(Tokenizer::from_gguf_vocab(&unknown_model).is_err());
+    let err = error_text(
+        Tokenizer::from_gguf_vocab(&unknown_model),
+        "unknown tokenizer model",
+    );
+    assert!(
+        err.contains("GGUF tokenizer model \"t5\" is not supported"),
+        "{err}"
+    );
 }
 
 #[test]
