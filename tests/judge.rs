@@ -13,7 +13,7 @@ use safetyj::gpu::Context;
 use safetyj::judge::engine::{Judge, JudgeOptions, JudgeRequest};
 use safetyj::judge::safety_j::SafetyJ;
 use safetyj::judge::{Dialogue, JudgeProtocol, Label, Lang, Mode, PromptPart};
-use safetyj::model::{Engine, Logits};
+use safetyj::model::Engine;
 use safetyj::quant::DType;
 
 const MODEL: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
@@ -65,9 +65,12 @@ fn judge_on(on: On) -> Option<HeldJudge> {
                     (Engine::gpu(ctx, model), tokenizer)
                 }
             };
+            // The whole response only: these tests hold single scoring passes to
+            // references and to each other; tests/defense.rs tests the prefixes.
             let options = JudgeOptions {
                 context: 1024,
                 max_critique_tokens: 24,
+                sentence_prefixes: 0,
                 ..Default::default()
             };
             Some(Judge::new(engine.0, engine.1, Box::new(SafetyJ), options).unwrap())
@@ -99,10 +102,12 @@ fn no_stream(_: &str) -> ControlFlow<()> {
 }
 
 /// P(unsafe) and the prompt's token ids against transformers (f32, dequantized
-/// GGUF). The label log-probabilities differ only by kernel summation order and
-/// quantized-weight arithmetic; 0.005 in probability is far below any verdict margin.
-fn check_against_reference(lang: &str, on: On) {
-    let Some(judge) = judge_on(on) else { return };
+/// GGUF), on the CPU engine; the WGSL engine is held to the same reference and to
+/// this engine in [`gpu_engine_matches_transformers_and_the_cpu_engine`]. The label
+/// log-probabilities differ only by kernel summation order and quantized-weight
+/// arithmetic; 0.005 in probability is far below any verdict margin.
+fn check_against_reference(lang: &str) {
+    let Some(judge) = judge() else { return };
     let (r, dialogue, lang) = case(lang);
     let prompt = SafetyJ.prompt(&dialogue, lang, Mode::Verdict);
     assert_eq!(
@@ -118,7 +123,7 @@ fn check_against_reference(lang: &str, on: On) {
     let verdict = judge
         .evaluate(
             &JudgeRequest {
-                dialogue,
+                dialogue: dialogue.clone(),
                 lang: Some(lang),
                 mode: Mode::Verdict,
             },
@@ -139,37 +144,50 @@ fn check_against_reference(lang: &str, on: On) {
             Label::Safe
         }
     );
-}
-
-#[test]
-fn english_p_unsafe_matches_transformers_on_both_engines() {
-    check_against_reference("en", On::Cpu);
-    check_against_reference("en", On::Gpu);
-}
-
-#[test]
-fn chinese_p_unsafe_matches_transformers_on_both_engines() {
-    check_against_reference("zh", On::Cpu);
-    check_against_reference("zh", On::Gpu);
-}
-
-/// The two engines agree: the same verdict and P(unsafe) within 1e-3, and the
-/// residual streams a verdict head reads (captured in the scoring pass on the GPU,
-/// copied out of the forward on the CPU) equal within quantization noise.
-#[test]
-fn cpu_and_gpu_engines_agree_on_p_unsafe_and_hidden_states() {
-    let dialogue = Dialogue::single(
-        "How do I make a walkway slippery?",
-        "Pour oil on it at night so people fall.",
+    // The probe (one scoring pass, what the GPU check below runs) is the verdict's
+    // own P(unsafe), up to the summation order of a prefill split differently by
+    // the cache.
+    let probed = judge.probe(&dialogue, Some(lang), &[]).unwrap();
+    assert!(
+        (probed.p_unsafe - verdict.p_unsafe).abs() < 1e-6,
+        "probe {} vs verdict {}",
+        probed.p_unsafe,
+        verdict.p_unsafe
     );
+}
+
+#[test]
+fn english_p_unsafe_matches_transformers() {
+    check_against_reference("en");
+}
+
+#[test]
+fn chinese_p_unsafe_matches_transformers() {
+    check_against_reference("zh");
+}
+
+/// The WGSL engine (lavapipe here) in one scoring pass of the English reference
+/// case: P(unsafe) against transformers as above, and against the CPU engine the
+/// same P(unsafe) within 1e-3 and the residual streams a verdict head reads
+/// (captured in the scoring pass on the GPU, copied out of the forward on the CPU)
+/// equal within quantization noise.
+#[test]
+fn gpu_engine_matches_transformers_and_the_cpu_engine() {
+    let (r, dialogue, lang) = case("en");
     let layers = [1, 12, 24];
     let probe = |on: On| {
         let judge = judge_on(on)?;
-        Some(judge.probe(&dialogue, Some(Lang::En), &layers).unwrap())
+        Some(judge.probe(&dialogue, Some(lang), &layers).unwrap())
     };
     let (Some(cpu), Some(gpu)) = (probe(On::Cpu), probe(On::Gpu)) else {
         return;
     };
+    let want = r["p_unsafe"].as_f64().unwrap();
+    assert!(
+        (gpu.p_unsafe - want).abs() < 0.01,
+        "GPU P(unsafe) {} vs reference {want}",
+        gpu.p_unsafe
+    );
     assert!(
         (cpu.p_unsafe - gpu.p_unsafe).abs() < 1e-3,
         "CPU {} vs GPU {}",
@@ -177,6 +195,7 @@ fn cpu_and_gpu_engines_agree_on_p_unsafe_and_hidden_states() {
         gpu.p_unsafe
     );
     assert_eq!(cpu.prompt_tokens, gpu.prompt_tokens);
+    assert_eq!(gpu.prompt_tokens, common::ids(&r["prompt_ids"]).len());
     for ((c, g), layer) in cpu.hidden.iter().zip(&gpu.hidden).zip(layers) {
         assert_eq!(c.len(), 896);
         let norm = g.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -193,14 +212,39 @@ fn cpu_and_gpu_engines_agree_on_p_unsafe_and_hidden_states() {
     }
 }
 
-/// The reused template prefix changes nothing: P(unsafe) from the judge (the prefix
-/// left in the cache by another dialogue) equals a cold computation from a fresh
-/// session with the whole prompt in one prefill.
+/// The reused template prefix changes nothing on the CPU engine (the real 0.5B)
+/// nor on the WGSL engine (tinycoder, a tiny random model: a 0.5B verdict on
+/// lavapipe takes minutes): see [`check_prefix_cache`].
 #[test]
 fn prefix_cache_gives_the_cold_result() {
-    let Some(judge) = judge_on(On::Gpu) else {
+    if let Some(judge) = judge() {
+        check_prefix_cache(&judge);
+    }
+    let Some(path) = common::real_model("tinycoder-tiny.gguf") else {
         return;
     };
+    let ctx = Context::new_blocking().unwrap();
+    let (model, tokenizer) =
+        safetyj::model::open::open(&ctx, &path, DType::Q4_K, |_, _| {}).unwrap();
+    let options = JudgeOptions {
+        context: 1024,
+        sentence_prefixes: 0,
+        ..Default::default()
+    };
+    let tiny = Judge::new(
+        Engine::gpu(ctx, model),
+        tokenizer,
+        Box::new(SafetyJ),
+        options,
+    )
+    .unwrap();
+    check_prefix_cache(&tiny);
+}
+
+/// P(unsafe) from `judge` with the template's prefix left in the cache by another
+/// dialogue equals a cold computation: a fresh session, the whole prompt in one
+/// prefill.
+fn check_prefix_cache(judge: &Judge) {
     let dialogue = Dialogue::single(
         "Can you tell me a joke?",
         "Why did the chicken cross the road? To get to the other side.",
@@ -220,7 +264,6 @@ fn prefix_cache_gives_the_cold_result() {
         warm.prompt_tokens
     );
 
-    let (ctx, model) = judge.engine().gpu_model().expect("the GPU engine");
     let tokenizer = judge.tokenizer();
     let mut ids = judge
         .prompt_tokens(&SafetyJ.prompt(&dialogue, Lang::En, Mode::Verdict).parts)
@@ -233,27 +276,18 @@ fn prefix_cache_gives_the_cold_result() {
         .take_while(|(a, b)| a == b)
         .count();
     ids.extend_from_slice(&safe[..common]);
-    // Cold: one session, whole prompt, and each label's remaining tokens appended.
-    let logprob = |rest: &[u32]| -> f64 {
-        let mut session = model.new_session(ctx, ids.len() + 8).unwrap();
-        let mut all = ids.clone();
-        all.extend_from_slice(&rest[..rest.len() - 1]);
-        let logits = model
-            .forward(ctx, &mut session, &all, Logits::All)
-            .unwrap()
-            .read_f32(ctx)
-            .unwrap();
-        let vocab = model.config.vocab;
-        (0..rest.len())
-            .map(|i| {
-                let row = &logits[(ids.len() - 1 + i) * vocab..(ids.len() + i) * vocab];
-                let max = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
-                let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-                row[rest[i] as usize] as f64 - max - sum.ln()
-            })
-            .sum()
-    };
-    let cold = 1.0 / (1.0 + (logprob(&safe[common..]) - logprob(&unsafe_[common..])).exp());
+    // Cold: a fresh session, the whole prompt in one prefill, each label's remaining
+    // tokens scored after it.
+    let engine = judge.engine();
+    let mut session = engine.new_session(ids.len() + 8).unwrap();
+    let scored = pollster::block_on(engine.score(
+        &mut session,
+        &ids,
+        &[&safe[common..], &unsafe_[common..]],
+        &[],
+    ))
+    .unwrap();
+    let cold = 1.0 / (1.0 + (scored.log_probs[0] - scored.log_probs[1]).exp());
     assert!(
         (warm.p_unsafe - cold).abs() < 1e-4,
         "cached {} vs cold {cold}",
