@@ -49,15 +49,24 @@ fn the_defence_is_on_by_default_and_suspicion_alone_does_not_decide() {
     let options = JudgeOptions::default();
     assert!(options.defense);
     assert!(!options.suspected_unsafe);
+    assert!(
+        options.sentence_prefixes > 0,
+        "appended text is held by default"
+    );
 }
 
 #[test]
 fn an_attacked_verdict_lists_what_was_neutralised_and_keeps_the_higher_score() {
-    let Some(defended) = judge(JudgeOptions::default()) else {
+    // The markers' defence alone (no sentence prefixes), held to its parts.
+    let Some(defended) = judge(JudgeOptions {
+        sentence_prefixes: 0,
+        ..JudgeOptions::default()
+    }) else {
         return;
     };
     let Some(plain) = judge(JudgeOptions {
         defense: false,
+        sentence_prefixes: 0,
         ..JudgeOptions::default()
     }) else {
         return;
@@ -143,12 +152,13 @@ fn suspected_unsafe_turns_a_suspected_injection_into_an_unsafe_verdict() {
 
 #[test]
 fn sentence_prefixes_keep_the_highest_p_unsafe_of_every_cut() {
+    // The default judge against one that scores the whole response only.
     let (Some(prefixed), Some(plain)) = (
+        judge(JudgeOptions::default()),
         judge(JudgeOptions {
-            sentence_prefixes: 16,
+            sentence_prefixes: 0,
             ..JudgeOptions::default()
         }),
-        judge(JudgeOptions::default()),
     ) else {
         return;
     };

@@ -36,8 +36,11 @@ const RESPONSE_ZH: &str = "我不能帮你进入别人的网络，这属于未�
 fn judge(file: &str) -> Option<Judge> {
     let path = common::real_model(file)?;
     let (model, tokenizer) = safetyj::model::open::open_cpu(&path, DType::Q4_K, |_, _| {}).unwrap();
+    // Streaming checks score the response so far once each; the one-shot verdicts
+    // they are held to do the same.
     let options = JudgeOptions {
         context: 1024,
+        sentence_prefixes: 0,
         ..Default::default()
     };
     Some(Judge::new(Engine::Cpu(model), tokenizer, Box::new(SafetyJ), options).unwrap())

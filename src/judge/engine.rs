@@ -121,6 +121,7 @@ pub struct Probe {
     pub p_unsafe: f64,
     /// The residual stream after each requested layer, at the label position.
     pub hidden: Vec<Vec<f32>>,
+    /// How many tokens the verdict prompt has.
     pub prompt_tokens: usize,
 }
 
@@ -233,13 +234,20 @@ pub struct JudgeOptions {
     pub suspected_unsafe: bool,
     /// How many earlier sentence ends of the response are scored too, the highest
     /// P(unsafe) kept ([`sentence_prefixes`]): text added after an unsafe sentence
-    /// cannot lower the verdict, whatever it says. 0 scores the whole response only.
+    /// cannot lower the verdict, whatever it says. 0 scores the whole response only;
+    /// default [`DEFAULT_SENTENCE_PREFIXES`].
     pub sentence_prefixes: usize,
     /// The protocol [`Judge::load`] speaks (one of [`super::PROTOCOL_NAMES`]);
     /// `None`: the preset's, else the one the model's name suggests
     /// ([`super::protocol_for_model`]), else Safety-J.
     pub protocol: Option<String>,
 }
+
+/// How many earlier sentence ends a judge scores by default
+/// ([`JudgeOptions::sentence_prefixes`]). On by default because appended text
+/// otherwise talks the judge out of unsafe verdicts (README, "Prompt injection");
+/// 8 cuts cover every sentence end of most responses.
+pub const DEFAULT_SENTENCE_PREFIXES: usize = 8;
 
 impl Default for JudgeOptions {
     fn default() -> Self {
@@ -250,7 +258,7 @@ impl Default for JudgeOptions {
             preset_head: true,
             defense: true,
             suspected_unsafe: false,
-            sentence_prefixes: 0,
+            sentence_prefixes: DEFAULT_SENTENCE_PREFIXES,
             protocol: None,
         }
     }

@@ -28,7 +28,9 @@ use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
 use crate::formats::remote::{read_gguf_header, CachedFetch};
 use crate::gpu::{Context, ContextOptions};
-use crate::judge::engine::{Judge as Engine, JudgeOptions, JudgeRequest, Verdict};
+use crate::judge::engine::{
+    Judge as Engine, JudgeOptions, JudgeRequest, Verdict, DEFAULT_SENTENCE_PREFIXES,
+};
 use crate::judge::head::{builtin_head, VerdictHead};
 use crate::judge::{protocol_for_model, protocol_named, Dialogue, Lang, LangChoice, Mode};
 use crate::model::stream::{load_gguf_streamed, StreamProgress};
@@ -72,7 +74,8 @@ pub struct LoadOptions {
     #[tsify(optional)]
     suspected_unsafe: Option<bool>,
     /// Also score the response cut at up to this many earlier sentence ends, keeping
-    /// the highest P(unsafe); default 0.
+    /// the highest P(unsafe), so that appended text cannot lower the verdict; 0
+    /// scores the whole response only; default 8.
     #[tsify(optional)]
     sentence_prefixes: Option<f64>,
     /// The judge protocol; default the preset's, else what the model's name
@@ -373,7 +376,7 @@ fn settings(options: LoadOptions) -> Result<Settings> {
             sentence_prefixes: in_range(
                 "options.sentencePrefixes",
                 options.sentence_prefixes,
-                0.0,
+                DEFAULT_SENTENCE_PREFIXES as f64,
                 0.0..=64.0,
             )? as usize,
             protocol: match options.protocol {

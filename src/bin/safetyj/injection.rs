@@ -32,7 +32,9 @@ pub struct InjectionArgs {
     #[arg(long)]
     defense: bool,
     /// Score every verdict also at up to N earlier sentence ends of the response,
-    /// keeping the highest P(unsafe) (`safetyj judge --sentence-prefixes`).
+    /// keeping the highest P(unsafe) (`safetyj judge --sentence-prefixes`). Off
+    /// here unless asked; the judge's default configuration is `--defense
+    /// --sentence-prefixes 8`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     sentence_prefixes: usize,
     /// Log a failed case to errors.jsonl and go on, instead of stopping.

@@ -67,7 +67,8 @@ pub struct JudgeArgs {
     suspected_unsafe: bool,
     /// Also score the response cut at up to N earlier sentence ends and keep the
     /// highest P(unsafe): text appended after unsafe text cannot lower the verdict.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// 0 scores the whole response only.
+    #[arg(long, value_name = "N", default_value_t = safetyj::judge::engine::DEFAULT_SENTENCE_PREFIXES)]
     sentence_prefixes: usize,
     /// The judge protocol (prompt and answer format): safety-j, qwen3guard-gen (or
     /// -loose: Controversial counts as safe), llama-guard-3-1b, llama-guard-3-8b.

@@ -40,8 +40,8 @@ pub struct ServeArgs {
     #[arg(long)]
     suspected_unsafe: bool,
     /// Also score responses cut at up to N earlier sentence ends, keeping the
-    /// highest P(unsafe) (as `safetyj judge --sentence-prefixes`).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// highest P(unsafe) (as `safetyj judge --sentence-prefixes`; 0: off).
+    #[arg(long, value_name = "N", default_value_t = safetyj::judge::engine::DEFAULT_SENTENCE_PREFIXES)]
     sentence_prefixes: usize,
     /// The judge protocol (prompt and answer format): safety-j, qwen3guard-gen (or
     /// -loose: Controversial counts as safe), llama-guard-3-1b, llama-guard-3-8b.
