@@ -623,6 +623,10 @@ fn serve_repo_pinned(
         &format!("/api/models/{repo}/revision/main?blobs=true"),
         Route::Bytes(info.to_string().into_bytes()),
     );
+    server.route(
+        &format!("/api/models/{repo}/revision/{commit}?blobs=true"),
+        Route::Bytes(info.to_string().into_bytes()),
+    );
     for (name, body) in files {
         server.route(
             &format!("/{repo}/resolve/{commit}/{name}"),
@@ -701,6 +705,68 @@ fn hub_checkpoint_is_pinned_to_a_commit_and_checked_against_the_hub_s_listing() 
     assert!(
         !left.iter().any(|f| f.starts_with("model.safetensors")),
         "neither the refused shard's part file nor its ETag is kept: {left:?}"
+    );
+}
+
+/// A fetch cut short keeps to the commit it started from: `main` moved on before
+/// the rerun, yet the rerun asks for the first commit's files, and a folder whose
+/// commit record is not a hash is an error that says how to start afresh.
+#[test]
+fn a_resumed_hub_fetch_keeps_the_commit_it_started_from() {
+    let (first, moved) = (
+        "0123456789abcdef0123456789abcdef01234567",
+        "89abcdef0123456789abcdef0123456789abcdef",
+    );
+    let files = |seed: u32| {
+        vec![
+            ("config.json", b"{}".to_vec()),
+            ("tokenizer_config.json", b"{}".to_vec()),
+            ("tokenizer.json", b"{\"model\":{}}".to_vec()),
+            ("model.safetensors", payload(30_000, seed)),
+        ]
+    };
+    let server = TestServer::start();
+    let repo = "someone/moving-model";
+    // The first run got the config at `first`, then stopped.
+    let cache = TempDir::new("moving");
+    let config = quick_config(&cache.0, &server);
+    let dir = config.cache.hf_dir(repo, "main");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), b"{}").unwrap();
+    std::fs::write(dir.join(hf::COMMIT_FILE), format!("{first}\n")).unwrap();
+    // Now `main` names `moved`; `first` is still served by its hash.
+    serve_repo_pinned(&server, repo, moved, &files(2), &[]);
+    serve_repo_pinned(&server, repo, first, &files(1), &[]);
+    server.route(
+        &format!("/api/models/{repo}/revision/main?blobs=true"),
+        Route::Bytes(
+            serde_json::json!({"id": repo, "sha": moved, "siblings": []})
+                .to_string()
+                .into_bytes(),
+        ),
+    );
+    resolve_preset(&hf_preset(repo), &config, &mut |_| {}).unwrap();
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        payload(30_000, 1)
+    );
+    let seen = server.seen();
+    assert!(
+        seen.iter().all(|s| !s.path.contains(moved)),
+        "nothing from the moved branch: {seen:?}"
+    );
+
+    let cache = TempDir::new("bad-commit");
+    let config = quick_config(&cache.0, &server);
+    let dir = config.cache.hf_dir(repo, "main");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(hf::COMMIT_FILE), "main\n").unwrap();
+    let message = resolve_preset(&hf_preset(repo), &config, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("not a commit hash") && message.contains("delete it"),
+        "{message}"
     );
 }
 

@@ -1082,7 +1082,10 @@ fn a_stream_holds_the_judge_until_its_body_ends_or_its_client_goes_away() {
             let (url, body) = (url.clone(), body.clone());
             std::thread::spawn(move || sender.send(post(&url, "/v1/judge", &body)).unwrap())
         };
-        assert!(receiver.recv_timeout(Duration::from_millis(800)).is_err());
+        assert!(matches!(
+            receiver.recv_timeout(Duration::from_millis(800)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        ));
         if client_leaves {
             // Cancel on drop: the socket closes mid-body and the judge is free.
             drop(events);

@@ -36,6 +36,11 @@ const SINGLE_WEIGHTS_FILE: &str = "model.safetensors";
 /// folder with it is used without asking the hub anything.
 pub const COMPLETE_MARKER: &str = ".safetyj-complete";
 
+/// Written into a checkpoint folder as soon as the hub names the commit its files
+/// come from; a fetch resumed later asks for that commit again, so a branch that
+/// moved between the two runs cannot mix two versions in one folder.
+pub const COMMIT_FILE: &str = ".safetyj-commit";
+
 /// What the hub's API (`/api/models/{repo}/revision/{revision}?blobs=true`) says
 /// about a repository at a revision: the commit it names, and its files.
 #[derive(Deserialize)]
@@ -111,8 +116,9 @@ impl Hub {
     /// The hub's API is asked first which commit the revision names and what its
     /// files are: every file then comes from that commit (not from a branch that may
     /// move mid-download) and is checked against the listed size and, for LFS files,
-    /// sha256 before it gets its name. A server without that API (a plain mirror)
-    /// serves the revision's files unchecked.
+    /// sha256 before it gets its name. The commit is written to [`COMMIT_FILE`]
+    /// first, and a fetch resumed later keeps to it. A server without that API (a
+    /// plain mirror) serves the revision's files unchecked.
     pub fn fetch_checkpoint(
         &self,
         repo: &HfRepo,
@@ -123,7 +129,41 @@ impl Hub {
         if marker.is_file() {
             return Ok(dir.to_path_buf());
         }
-        let pinned = self.pin(repo)?;
+        let lock = dir.join(COMMIT_FILE);
+        let asked = match fs::read_to_string(&lock) {
+            Ok(commit) => {
+                let commit = commit.trim();
+                if !is_commit_hash(commit) {
+                    return Err(Error::CacheIo {
+                        path: lock.display().to_string(),
+                        message: format!(
+                            "holds \"{commit}\", not a commit hash; delete it to fetch {} afresh",
+                            repo.revision
+                        ),
+                    });
+                }
+                HfRepo {
+                    repo: repo.repo.clone(),
+                    revision: commit.to_owned(),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => repo.clone(),
+            Err(e) => return Err(io_error(&lock, e)),
+        };
+        let pinned = self.pin(&asked)?;
+        if let Some(pinned) = &pinned {
+            if is_commit_hash(&asked.revision) && pinned.commit != asked.revision {
+                return Err(Error::Download {
+                    url: self.endpoint.clone(),
+                    message: format!(
+                        "asked for commit {} of {}, the hub answered for {}",
+                        asked.revision, repo.repo, pinned.commit
+                    ),
+                });
+            }
+            fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+            fs::write(&lock, format!("{}\n", pinned.commit)).map_err(|e| io_error(&lock, e))?;
+        }
         let repo = &HfRepo {
             repo: repo.repo.clone(),
             revision: pinned
@@ -192,7 +232,7 @@ impl Hub {
             url: url.clone(),
             message: format!("the hub's description of the repository is unreadable: {e}"),
         })?;
-        if info.sha.len() != 40 || !info.sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_commit_hash(&info.sha) {
             return Err(Error::Download {
                 url,
                 message: format!(
@@ -268,6 +308,11 @@ impl Hub {
         self.downloader
             .fetch_if_exists(&url, &dest, &expected, progress)
     }
+}
+
+/// Whether `text` is a full git commit hash (40 hex digits).
+fn is_commit_hash(text: &str) -> bool {
+    text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The distinct shard files an index names, checked to be plain file names.

@@ -438,7 +438,11 @@ mod tests {
         assert_eq!("auto".parse::<LangChoice>().unwrap(), LangChoice::Auto);
         assert_eq!("zh".parse::<LangChoice>().unwrap().fixed(), Some(Lang::Zh));
         assert_eq!("en".parse::<Lang>().unwrap(), Lang::En);
-        assert!("auto".parse::<Lang>().is_err());
+        let error = "auto".parse::<Lang>().unwrap_err().to_string();
+        assert!(
+            error.contains("en or zh") && error.contains("auto"),
+            "{error}"
+        );
         let error = "fr".parse::<LangChoice>().unwrap_err().to_string();
         assert!(
             error.contains("en, zh or auto") && error.contains("fr"),
@@ -446,6 +450,10 @@ mod tests {
         );
         assert_eq!("critique".parse::<Mode>().unwrap(), Mode::Critique);
         assert_eq!("verdict".parse::<Mode>().unwrap(), Mode::Verdict);
-        assert!("Verdict".parse::<Mode>().is_err());
+        let error = "Verdict".parse::<Mode>().unwrap_err().to_string();
+        assert!(
+            error.contains("verdict or critique") && error.contains("Verdict"),
+            "{error}"
+        );
     }
 }

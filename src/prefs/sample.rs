@@ -2,6 +2,14 @@
 //! critique-mode prompt at a temperature. Each sample's seed comes from the run's seed,
 //! the dialogue and the sample's number, so a resumed or reordered run draws the same
 //! critiques. Samples are appended to `samples.jsonl` as they finish.
+//!
+//! Free sampling leaves the output format to the model, and a small judge often
+//! writes no label at all (SmolLM2-135M in none of 16 draws, the 0.5B stand-in in 1
+//! of 6), which gives label-scored pairs nothing to compare. With `label_first` a
+//! draw is made the way a verdict is: the label is drawn from the judge's own
+//! probabilities of the two label completions (`[Answer] safe` / `[Answer] unsafe`)
+//! at the temperature (or a label temperature of its own), written as the model's
+//! answer, and the analysis is sampled after it.
 
 use std::path::Path;
 
@@ -10,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::journal::{Journal, JournalOptions};
 use crate::judge::engine::Judge;
-use crate::judge::{Label, Lang};
+use crate::judge::{Label, Lang, PromptPart};
 use crate::model::generate::Sampling;
 
 use super::{sample_id, PrefItem};
@@ -33,6 +41,14 @@ pub struct SampleOptions {
     pub seed: u64,
     /// Most new tokens of one critique.
     pub max_tokens: usize,
+    /// Draw the label from the judge's label probabilities first, then sample the
+    /// analysis after it (every sample states a label).
+    #[serde(default)]
+    pub label_first: bool,
+    /// The temperature of the label draw when it differs from `temperature` (a
+    /// judge sure of one label draws the other only when this is high).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_temperature: Option<f32>,
 }
 
 /// One sampled critique.
@@ -58,6 +74,10 @@ pub struct SampleRecord {
     pub output: String,
     /// The label the output states, if any.
     pub label: Option<Label>,
+    /// The judge's P(unsafe) between the two label completions at temperature 1
+    /// (label-first draws only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_unsafe: Option<f64>,
 }
 
 /// The seed of sample `index` of the dialogue `key` in a run seeded `seed`.
@@ -68,6 +88,53 @@ pub fn sample_seed(seed: u64, key: &str, index: usize) -> u64 {
     hasher.update((index as u64).to_le_bytes());
     let digest = hasher.finalize();
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// A uniform number in [0, 1) for the label draw of a sample seeded `seed`, apart
+/// from the token draws that use the seed itself.
+pub fn label_draw(seed: u64) -> f64 {
+    let mut hasher = Sha256::new();
+    hasher.update(seed.to_le_bytes());
+    hasher.update(b"label");
+    let digest = hasher.finalize();
+    let bits = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// P(unsafe) at `temperature` from the log-probabilities of the safe and unsafe
+/// label completions: the two-way softmax of their scaled log-probabilities.
+pub fn label_probability(log_p_safe: f64, log_p_unsafe: f64, temperature: f64) -> f64 {
+    1.0 / (1.0 + ((log_p_safe - log_p_unsafe) / temperature).exp())
+}
+
+/// One label-first draw: the label from the judge's label completions at the
+/// temperature (drawn with `label_draw(seed)`), then the analysis sampled after
+/// it. Returns the output, its label and the judge's P(unsafe) at temperature 1.
+fn sample_label_first(
+    judge: &Judge,
+    parts: &[PromptPart],
+    lang: Lang,
+    options: SampleOptions,
+    sampling: Sampling,
+    seed: u64,
+) -> Result<(String, Label, f64)> {
+    let protocol = judge.protocol();
+    let answer = protocol.answer_prefix(lang);
+    let completion = |label| format!("{answer}{}", protocol.label_text(lang, label));
+    let (safe, unsafe_) = (completion(Label::Safe), completion(Label::Unsafe));
+    let scores = judge.score_completions(parts, &[&safe, &unsafe_])?;
+    let p_unsafe = label_probability(scores[0], scores[1], 1.0);
+    let temperature = options.label_temperature.unwrap_or(options.temperature);
+    let drawn = label_probability(scores[0], scores[1], f64::from(temperature));
+    let (label, mut output) = if label_draw(seed) < drawn {
+        (Label::Unsafe, unsafe_)
+    } else {
+        (Label::Safe, safe)
+    };
+    let mut continued = parts.to_vec();
+    continued.push(PromptPart::Dialogue(output.clone()));
+    output.push_str(&judge.sample_prompt(&continued, options.max_tokens, sampling)?);
+    Ok((output, label, p_unsafe))
 }
 
 /// Draws `options.k` critiques of each of `items` with `judge`, resuming from
@@ -94,6 +161,19 @@ pub fn sample_items(
             "the temperature must be above 0 and top-p in (0, 1] (got {} and {})",
             options.temperature, options.top_p
         )));
+    }
+    match options.label_temperature {
+        Some(t) if t.is_nan() || t <= 0.0 => {
+            return Err(Error::InvalidInput(format!(
+                "the label temperature must be above 0 (got {t})"
+            )))
+        }
+        Some(_) if !options.label_first => {
+            return Err(Error::InvalidInput(
+                "a label temperature needs label-first sampling".into(),
+            ))
+        }
+        _ => {}
     }
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Write {
         file: out_dir.display().to_string(),
@@ -127,8 +207,15 @@ pub fn sample_items(
                 top_p: options.top_p,
                 seed,
             };
-            let output = judge.sample_prompt(&prompt.parts, options.max_tokens, sampling)?;
-            let label = judge.protocol().parse(&output, item.lang).label;
+            let (output, label, p_unsafe) = if options.label_first {
+                let (output, label, p) =
+                    sample_label_first(judge, &prompt.parts, item.lang, options, sampling, seed)?;
+                (output, Some(label), Some(p))
+            } else {
+                let output = judge.sample_prompt(&prompt.parts, options.max_tokens, sampling)?;
+                let label = judge.protocol().parse(&output, item.lang).label;
+                (output, label, None)
+            };
             let record = SampleRecord {
                 sample: sample.clone(),
                 id: item.id.clone(),
@@ -140,6 +227,7 @@ pub fn sample_items(
                 prompt: prompt.text(),
                 output,
                 label,
+                p_unsafe,
             };
             journal.append(&record)?;
             by_id.insert(sample, record);
@@ -165,5 +253,29 @@ mod tests {
         assert_ne!(a, sample_seed(1, "abc", 0));
         assert_ne!(a, sample_seed(0, "abd", 0));
         assert_ne!(a, sample_seed(0, "abc", 1));
+    }
+
+    #[test]
+    fn label_probability_is_the_tempered_two_way_softmax() {
+        let (safe, unsafe_) = (-2.0_f64, -0.5_f64);
+        let plain = label_probability(safe, unsafe_, 1.0);
+        let exact = unsafe_.exp() / (safe.exp() + unsafe_.exp());
+        assert!((plain - exact).abs() < 1e-12, "{plain} vs {exact}");
+        // A higher temperature pulls toward 1/2, a lower one away from it.
+        let hot = label_probability(safe, unsafe_, 2.0);
+        let cold = label_probability(safe, unsafe_, 0.5);
+        assert!(0.5 < hot && hot < plain && plain < cold && cold < 1.0);
+        assert!((label_probability(-1.0, -1.0, 0.7) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn label_draws_are_uniform_in_the_unit_interval_and_apart_from_the_seed() {
+        let draws: Vec<f64> = (0..4000).map(label_draw).collect();
+        assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+        let below = draws.iter().filter(|u| **u < 0.25).count();
+        assert!((900..1100).contains(&below), "{below} of 4000 below 1/4");
+        assert_eq!(label_draw(7), label_draw(7));
     }
 }

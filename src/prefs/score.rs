@@ -193,12 +193,15 @@ mod tests {
                 top_p: 1.0,
                 seed: 0,
                 max_tokens: 16,
+                label_first: false,
+                label_temperature: None,
             },
             seed: 1,
             lang: Lang::En,
             prompt: String::new(),
             output: output.into(),
             label: SafetyJ.parse(output, Lang::En).label,
+            p_unsafe: None,
         }
     }
 

@@ -64,6 +64,15 @@ pub enum PrefsCommand {
         /// Most new tokens of one critique.
         #[arg(long, default_value_t = 256)]
         max_tokens: usize,
+        /// Draw the label first, from the judge's probabilities of `[Answer] safe` and
+        /// `[Answer] unsafe` at the temperature, then sample the analysis after it, so
+        /// that every sample states a label (small judges often write none when free).
+        #[arg(long)]
+        label_first: bool,
+        /// The temperature of the label draw with --label-first (default: --temperature);
+        /// a judge sure of one label draws the other only when this is high.
+        #[arg(long, requires = "label_first")]
+        label_temperature: Option<f32>,
     },
     /// Score each sample of OUT/samples.jsonl (label right? AIU precision, recall,
     /// F1 by the meta-evaluation) into OUT/scores.jsonl (resumable).
@@ -185,6 +194,8 @@ pub fn run(command: PrefsCommand) -> safetyj::Result<()> {
             top_p,
             seed,
             max_tokens,
+            label_first,
+            label_temperature,
         } => {
             let items = prefs::load_items(&items)?;
             let judge = load_judge(&model, max_tokens)?;
@@ -195,6 +206,8 @@ pub fn run(command: PrefsCommand) -> safetyj::Result<()> {
                 top_p,
                 seed,
                 max_tokens,
+                label_first,
+                label_temperature,
             };
             let samples = sample::sample_items(&judge, &items, options, &out, progress("sampled"))?;
             eprintln!();
