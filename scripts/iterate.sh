@@ -12,7 +12,8 @@
 # MAX_TOKENS (per critique, 128), TEMPERATURE (1.0), STEPS (DPO steps, 20), LR (5e-5),
 # MARGIN (0.2), SCORE_ARGS (default --label-only; e.g. "--evaluator-url U
 # --evaluator-model M" for the AIU meta-evaluation), SAMPLE_ARGS (more `prefs sample`
-# flags, e.g. "--label-first --label-temperature 3").
+# flags, e.g. "--label-first --label-temperature 3"), PAIRS_ARGS (more `prefs pairs`
+# flags, e.g. "--balance-labels").
 #
 # A GGUF base is first converted the way every trained round is (dequantized to
 # float by transformers, quantized to Q8_0 by safetyj), and that copy is round 0's
@@ -22,7 +23,7 @@ base=$1 split=$2 out=$3 rounds=${4:-1}
 PYTHON=${PYTHON:-python3} SAFETYJ=${SAFETYJ:-target/release/safetyj}
 K=${K:-4} MAX_TOKENS=${MAX_TOKENS:-128} TEMPERATURE=${TEMPERATURE:-1.0}
 STEPS=${STEPS:-20} LR=${LR:-5e-5} MARGIN=${MARGIN:-0.2} SCORE_ARGS=${SCORE_ARGS:---label-only}
-SAMPLE_ARGS=${SAMPLE_ARGS:-}
+SAMPLE_ARGS=${SAMPLE_ARGS:-} PAIRS_ARGS=${PAIRS_ARGS:-}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 
@@ -57,7 +58,8 @@ for ((r = 1; r <= rounds; r++)); do
         -k "$K" --temperature "$TEMPERATURE" --seed "$r" --max-tokens "$MAX_TOKENS" $SAMPLE_ARGS
     # shellcheck disable=SC2086
     "$SAFETYJ" prefs score --items "$split/train.jsonl" --out "$dir" $SCORE_ARGS
-    "$SAFETYJ" prefs pairs --items "$split/train.jsonl" --out "$dir" --margin "$MARGIN"
+    # shellcheck disable=SC2086
+    "$SAFETYJ" prefs pairs --items "$split/train.jsonl" --out "$dir" --margin "$MARGIN" $PAIRS_ARGS
     [[ -f $dir/margin_before.json ]] ||
         "$SAFETYJ" prefs margin --model "$judge" --pairs "$dir/pairs.jsonl" >"$dir/margin_before.json"
     [[ -f $dir/hf/model.safetensors ]] || "$PYTHON" "$here/train_dpo.py" --base "$judge" \

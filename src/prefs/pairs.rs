@@ -8,6 +8,12 @@
 //! right-labelled critique, or whose critiques are all within the margin, gives no
 //! pair. Pairs carry the exact judge prompt and the two completions (what TRL's
 //! `DPOTrainer` reads) with the scores beside them.
+//!
+//! Balanced, the wrong-label pairs are cut to as many choosing `safe` as choosing
+//! `unsafe`: DPO on a judge sure of one label otherwise learns the pairs' base rate.
+//! Measured: 14 safe-chosen against 8 unsafe-chosen pairs moved the 0.5B stand-in's
+//! mean held-out P(unsafe) from 0.12 to 0.03 on safe items and 0.09 to 0.02 on unsafe
+//! ones. Which pairs stay goes by content key, so it does not follow file order.
 
 use std::collections::HashMap;
 
@@ -124,6 +130,9 @@ pub struct PairsReport {
     pub wrong_label_pairs: usize,
     /// Pairs by reason.
     pub quality_pairs: usize,
+    /// Wrong-label pairs left out to balance the chosen labels.
+    #[serde(default)]
+    pub dropped_to_balance: usize,
     /// Samples scored.
     pub samples: usize,
     /// Samples of dialogues with a gold label.
@@ -188,14 +197,41 @@ pub fn choose_pair(scores: &[&SampleScore], margin: f64) -> Option<(usize, usize
     (gap > 0.0 && gap >= margin).then_some((chosen, rejected, PairReason::Quality))
 }
 
+/// Cuts wrong-label pairs to as many choosing `safe` as choosing `unsafe`, keeping
+/// those with the lowest content keys of each side and the order of the rest;
+/// returns how many went.
+pub fn balance_labels(pairs: &mut Vec<Pair>) -> usize {
+    let keys_choosing = |label: Label| {
+        let mut keys: Vec<String> = pairs
+            .iter()
+            .filter(|p| p.reason == PairReason::WrongLabel && p.chosen_score.label == Some(label))
+            .map(|p| p.key.clone())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let (safe, unsafe_) = (keys_choosing(Label::Safe), keys_choosing(Label::Unsafe));
+    let keep = safe.len().min(unsafe_.len());
+    let dropped: std::collections::HashSet<String> = safe
+        .into_iter()
+        .skip(keep)
+        .chain(unsafe_.into_iter().skip(keep))
+        .collect();
+    let before = pairs.len();
+    pairs.retain(|p| p.reason != PairReason::WrongLabel || !dropped.contains(&p.key));
+    before - pairs.len()
+}
+
 /// The pairs of all dialogues (in item order) and the report. Samples are matched to
 /// their scores by sample id; a pair whose two completions are the same text is not
-/// made (it teaches nothing).
+/// made (it teaches nothing). With `balance`, [`balance_labels`] cuts the
+/// wrong-label pairs.
 pub fn build_pairs(
     items: &[PrefItem],
     samples: &[SampleRecord],
     scores: &[SampleScore],
     margin: f64,
+    balance: bool,
 ) -> (Vec<Pair>, PairsReport) {
     let score_of: HashMap<&str, &SampleScore> =
         scores.iter().map(|s| (s.sample.as_str(), s)).collect();
@@ -238,6 +274,11 @@ pub fn build_pairs(
             rejected_score: side(group[r].1),
         });
     }
+    let dropped_to_balance = if balance {
+        balance_labels(&mut pairs)
+    } else {
+        0
+    };
     let values =
         |f: fn(&SampleScore) -> Option<f64>| -> Vec<f64> { scores.iter().filter_map(f).collect() };
     let quality_of = |s: &Side| s.f1.or(s.precision).unwrap_or(0.0);
@@ -253,6 +294,7 @@ pub fn build_pairs(
             .iter()
             .filter(|p| p.reason == PairReason::Quality)
             .count(),
+        dropped_to_balance,
         samples: scores.len(),
         samples_with_gold: scores.iter().filter(|s| s.label_correct.is_some()).count(),
         samples_label_correct: scores
@@ -296,6 +338,12 @@ pub fn report_markdown(report: &PairsReport) -> String {
         report.samples_label_correct,
         report.samples_with_gold
     );
+    if report.dropped_to_balance > 0 {
+        out.push_str(&format!(
+            "{} wrong-label pairs left out to balance the chosen labels.\n\n",
+            report.dropped_to_balance
+        ));
+    }
     out.push_str("| score | n | mean | min | max | histogram (fifths of [0, 1]) |\n|---|---|---|---|---|---|\n");
     out.push_str(&dist("precision", &report.precision));
     out.push_str(&dist("recall", &report.recall));
@@ -402,6 +450,62 @@ mod tests {
                 "{scores:?} margin {margin}"
             );
         }
+    }
+
+    fn pair(key: &str, chosen: Label, reason: PairReason) -> Pair {
+        let side = |label| Side {
+            sample: format!("{key}#0"),
+            label: Some(label),
+            label_correct: Some(label == chosen),
+            precision: None,
+            recall: None,
+            f1: None,
+        };
+        let other = match chosen {
+            Label::Safe => Label::Unsafe,
+            Label::Unsafe => Label::Safe,
+        };
+        Pair {
+            id: key.into(),
+            key: key.into(),
+            lang: Lang::En,
+            query: "q".into(),
+            response: "r".into(),
+            prompt: "p".into(),
+            chosen: format!("{chosen:?}"),
+            rejected: format!("{other:?}"),
+            reason,
+            chosen_score: side(chosen),
+            rejected_score: side(if reason == PairReason::Quality {
+                chosen
+            } else {
+                other
+            }),
+        }
+    }
+
+    #[test]
+    fn balancing_keeps_equal_chosen_labels_by_lowest_key_and_every_quality_pair() {
+        use Label::{Safe, Unsafe};
+        let mut pairs = vec![
+            pair("e", Safe, PairReason::WrongLabel),
+            pair("b", Unsafe, PairReason::WrongLabel),
+            pair("a", Safe, PairReason::Quality),
+            pair("c", Safe, PairReason::WrongLabel),
+            pair("f", Safe, PairReason::WrongLabel),
+            pair("d", Unsafe, PairReason::WrongLabel),
+        ];
+        assert_eq!(balance_labels(&mut pairs), 1);
+        let kept: Vec<&str> = pairs.iter().map(|p| p.key.as_str()).collect();
+        // Safe-chosen c, e, f: the two lowest keys stay, in their first order.
+        assert_eq!(kept, ["e", "b", "a", "c", "d"]);
+        let mut one_sided = vec![
+            pair("x", Safe, PairReason::WrongLabel),
+            pair("y", Safe, PairReason::Quality),
+        ];
+        assert_eq!(balance_labels(&mut one_sided), 1);
+        assert_eq!(one_sided.len(), 1);
+        assert_eq!(one_sided[0].key, "y");
     }
 
     #[test]

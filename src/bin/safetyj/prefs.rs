@@ -114,6 +114,11 @@ pub enum PrefsCommand {
         /// Least quality gap of a pair whose labels are both right.
         #[arg(long, default_value_t = 0.2)]
         margin: f64,
+        /// Keep as many wrong-label pairs choosing `safe` as choosing `unsafe` (the
+        /// lowest content keys of the larger side stay), so that DPO does not learn
+        /// the pairs' base rate.
+        #[arg(long)]
+        balance_labels: bool,
     },
     /// log P(chosen) − log P(rejected) of each pair under a model, as JSON.
     Margin {
@@ -274,13 +279,19 @@ pub fn run(command: PrefsCommand) -> safetyj::Result<()> {
                 out.join(score::SCORES_FILE).display()
             );
         }
-        PrefsCommand::Pairs { items, out, margin } => {
+        PrefsCommand::Pairs {
+            items,
+            out,
+            margin,
+            balance_labels,
+        } => {
             let items = prefs::load_items(&items)?;
             let samples: Vec<sample::SampleRecord> =
                 score::read_journal(&out.join(sample::SAMPLES_FILE))?;
             let scores: Vec<score::SampleScore> =
                 score::read_journal(&out.join(score::SCORES_FILE))?;
-            let (made, report) = pairs::build_pairs(&items, &samples, &scores, margin);
+            let (made, report) =
+                pairs::build_pairs(&items, &samples, &scores, margin, balance_labels);
             let text: String = made
                 .iter()
                 .map(|p| serde_json::to_string(p).expect("serializes") + "\n")
