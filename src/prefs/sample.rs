@@ -16,6 +16,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::heads::fit::sigmoid;
 use crate::journal::{Journal, JournalOptions};
 use crate::judge::engine::Judge;
 use crate::judge::{Label, Lang, PromptPart};
@@ -86,6 +87,11 @@ pub fn sample_seed(seed: u64, key: &str, index: usize) -> u64 {
     hasher.update(seed.to_le_bytes());
     hasher.update(key.as_bytes());
     hasher.update((index as u64).to_le_bytes());
+    first_u64(hasher)
+}
+
+/// The first 8 bytes of the hasher's digest, as a little-endian number.
+fn first_u64(hasher: Sha256) -> u64 {
     let digest = hasher.finalize();
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
@@ -96,15 +102,13 @@ pub fn label_draw(seed: u64) -> f64 {
     let mut hasher = Sha256::new();
     hasher.update(seed.to_le_bytes());
     hasher.update(b"label");
-    let digest = hasher.finalize();
-    let bits = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+    (first_u64(hasher) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// P(unsafe) at `temperature` from the log-probabilities of the safe and unsafe
 /// label completions: the two-way softmax of their scaled log-probabilities.
 pub fn label_probability(log_p_safe: f64, log_p_unsafe: f64, temperature: f64) -> f64 {
-    1.0 / (1.0 + ((log_p_safe - log_p_unsafe) / temperature).exp())
+    sigmoid((log_p_unsafe - log_p_safe) / temperature)
 }
 
 /// One label-first draw: the label from the judge's label completions at the
